@@ -1,0 +1,45 @@
+"""The run store: one SQLite database per workspace, the single source of truth.
+
+Imports nothing else from this project, and nothing heavy: the console and the
+CLI open it on every start.
+"""
+
+from .errors import NotFound, StoreError, WorkspaceError
+from .models import (
+    ArtifactRead,
+    CheckpointRead,
+    EventRead,
+    LogLineRead,
+    MetricRead,
+    RunRead,
+    RunStatus,
+    StageRead,
+    StageStatus,
+    utcnow,
+)
+from .repository import MetricSummary, NewStage, SeriesPoint, Store
+from .workspace import ENV_VAR, Workspace, open_workspace, resolve_workspace_dir
+
+__all__ = [
+    "ENV_VAR",
+    "ArtifactRead",
+    "CheckpointRead",
+    "EventRead",
+    "LogLineRead",
+    "MetricRead",
+    "MetricSummary",
+    "NewStage",
+    "NotFound",
+    "RunRead",
+    "RunStatus",
+    "SeriesPoint",
+    "StageRead",
+    "StageStatus",
+    "Store",
+    "StoreError",
+    "Workspace",
+    "WorkspaceError",
+    "open_workspace",
+    "resolve_workspace_dir",
+    "utcnow",
+]

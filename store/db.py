@@ -1,0 +1,83 @@
+"""Opening the SQLite database: pragmas, and migrations applied on open.
+
+SQLite runs in WAL mode so the console and CLI can read while stage workers
+write, with a busy timeout so concurrent writers wait instead of failing.
+Migrations are Alembic's; to keep `rlhf` start-up fast, Alembic is imported
+only when the database is not already at the newest revision.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+
+from .errors import WorkspaceError
+
+# The newest migration in store/migrations/versions. A test checks that this
+# equals Alembic's head, so forgetting to bump it fails CI.
+HEAD_REVISION = "0001"
+
+BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def _set_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    # NORMAL is durable across process crashes in WAL mode (only a power loss
+    # can drop the last transactions), and much faster than FULL.
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def create_sqlite_engine(db_path: Path) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{db_path}",
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _set_pragmas)
+    return engine
+
+
+def current_revision(db_path: Path) -> str | None:
+    """The Alembic revision a database file is at, read without Alembic."""
+    if not db_path.exists():
+        return None
+    try:
+        con = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return None  # empty file or no alembic_version table yet
+    except sqlite3.DatabaseError as exc:
+        raise WorkspaceError(f"{db_path}: not an rlhf-console database ({exc})") from exc
+    return row[0] if row else None
+
+
+def alembic_config(db_path: Path):  # -> alembic.config.Config, imported lazily
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{db_path}")
+    return config
+
+
+def migrate(engine: Engine, db_path: Path) -> None:
+    """Bring the database to the newest revision (creating it if needed)."""
+    if current_revision(db_path) == HEAD_REVISION:
+        return
+    from alembic import command
+
+    config = alembic_config(db_path)
+    with engine.begin() as connection:
+        # env.py uses this connection, so the pragmas above apply and
+        # concurrent openers serialise on SQLite's write lock.
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

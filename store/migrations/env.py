@@ -1,0 +1,29 @@
+"""Alembic environment for the workspace database (batch mode for SQLite)."""
+
+from alembic import context
+from sqlmodel import SQLModel
+
+from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+target_metadata = SQLModel.metadata
+
+
+def run_migrations(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,  # SQLite cannot ALTER most things in place
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+connection = context.config.attributes.get("connection")
+if connection is not None:
+    run_migrations(connection)
+else:  # `alembic` command line, e.g. autogenerating a new revision
+    from sqlalchemy import create_engine
+
+    engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+    with engine.begin() as connection:
+        run_migrations(connection)

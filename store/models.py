@@ -1,0 +1,257 @@
+"""Table models and the plain read models the store hands out.
+
+Every table has a `*Read` twin: callers get detached, immutable-by-convention
+pydantic objects, never session-bound ORM rows, so nothing outside `store/`
+can trigger lazy loads or accidental writes.
+
+Schema changes go through an Alembic migration in `store/migrations/versions`;
+`tests/store/test_migrations.py` fails when the models and migrations disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, String, Text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"        # submitted, waiting for its process or a device
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"        # a stage raised an error
+    CANCELLED = "cancelled"  # a person or script asked it to stop
+    CRASHED = "crashed"      # its process died without recording an outcome
+
+    @property
+    def is_active(self) -> bool:
+        return self in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+    @property
+    def is_resumable(self) -> bool:
+        return self in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
+
+
+class StageStatus(StrEnum):
+    PENDING = "pending"      # not reached yet
+    WAITING = "waiting"      # waiting for a free device
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CRASHED = "crashed"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in (
+            StageStatus.SUCCEEDED,
+            StageStatus.FAILED,
+            StageStatus.CANCELLED,
+            StageStatus.CRASHED,
+        )
+
+
+# --- runs -------------------------------------------------------------------
+
+
+class RunBase(SQLModel):
+    name: str = Field(index=True, unique=True)
+    spec_path: str | None = None  # where the spec was read from, for people
+    spec_text: str = Field(sa_column=Column(Text, nullable=False))  # as submitted
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Statuses are stored as their lowercase value so raw SQL stays readable.
+    status: RunStatus = Field(
+        default=RunStatus.QUEUED, sa_column=Column(String, nullable=False, index=True)
+    )
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    pid: int | None = None
+    host: str | None = None
+    heartbeat_at: datetime | None = None
+    cancel_requested: bool = False
+    error: str | None = None
+    attempt: int = 1  # bumped by each resume
+
+
+class Run(RunBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class RunRead(RunBase):
+    id: int
+
+
+# --- stages -----------------------------------------------------------------
+
+
+class StageBase(SQLModel):
+    run_id: int = Field(foreign_key="run.id", index=True)
+    name: str
+    kind: str
+    position: int  # order of execution within the run
+    parent: str | None = None  # the stage whose output it starts from, if any
+    status: StageStatus = Field(
+        default=StageStatus.PENDING, sa_column=Column(String, nullable=False)
+    )
+    step: int = 0
+    total: int | None = None
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    device: str | None = None
+    pid: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    output_path: str | None = None  # the stage's final model/data folder
+    error: str | None = None
+    traceback: str | None = Field(default=None, sa_column=Column(Text))
+    attempt: int = 0
+
+
+class Stage(StageBase, table=True):
+    __table_args__ = (Index("ix_stage_run_name", "run_id", "name", unique=True),)
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class StageRead(StageBase):
+    id: int
+
+
+# --- metrics (long form) ----------------------------------------------------
+
+
+class MetricBase(SQLModel):
+    run_id: int = Field(foreign_key="run.id")
+    stage_id: int = Field(foreign_key="stage.id")
+    key: str
+    step: int
+    value: float
+    wall_time: float  # seconds since the epoch, for a wall-time x-axis
+
+
+class Metric(MetricBase, table=True):
+    # One key's series of one stage is the hot read (charts, `rlhf metrics`).
+    __table_args__ = (
+        Index("ix_metric_stage_key_step", "stage_id", "key", "step"),
+        Index("ix_metric_run_key", "run_id", "key"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class MetricRead(MetricBase):
+    id: int
+
+
+# --- checkpoints ------------------------------------------------------------
+
+
+class CheckpointBase(SQLModel):
+    run_id: int = Field(foreign_key="run.id", index=True)
+    stage_id: int = Field(foreign_key="stage.id", index=True)
+    step: int
+    path: str
+    created_at: datetime = Field(default_factory=utcnow)
+    is_final: bool = False  # the stage's finished output, not a resumable step
+
+
+class Checkpoint(CheckpointBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class CheckpointRead(CheckpointBase):
+    id: int
+
+
+# --- log lines --------------------------------------------------------------
+
+
+class LogLineBase(SQLModel):
+    run_id: int = Field(foreign_key="run.id")
+    stage_id: int | None = Field(default=None, foreign_key="stage.id")
+    time: datetime = Field(default_factory=utcnow)
+    stream: str = "log"  # stdout, stderr, log (our own messages)
+    level: str = "info"
+    message: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class LogLine(LogLineBase, table=True):
+    __tablename__ = "logline"
+    __table_args__ = (Index("ix_logline_run_id", "run_id", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class LogLineRead(LogLineBase):
+    id: int
+
+
+# --- events -----------------------------------------------------------------
+
+
+class EventBase(SQLModel):
+    """Lifecycle history of a run: RunStarted, StageStarted, CheckpointSaved, ..."""
+
+    run_id: int = Field(foreign_key="run.id")
+    stage_id: int | None = Field(default=None, foreign_key="stage.id")
+    time: datetime = Field(default_factory=utcnow)
+    kind: str
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Event(EventBase, table=True):
+    __table_args__ = (Index("ix_event_run_id", "run_id", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class EventRead(EventBase):
+    id: int
+
+
+# --- artifacts and datasets -------------------------------------------------
+
+
+class ArtifactBase(SQLModel):
+    """Anything a stage produced or consumed that is not a checkpoint:
+    tokenizers, datasets, sample files, exports."""
+
+    run_id: int | None = Field(default=None, foreign_key="run.id", index=True)
+    stage_id: int | None = Field(default=None, foreign_key="stage.id")
+    kind: str  # tokenizer, dataset, model, samples, export
+    name: str
+    path: str
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Artifact(ArtifactBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class ArtifactRead(ArtifactBase):
+    id: int
+
+
+__all__ = [
+    "Artifact",
+    "ArtifactRead",
+    "Checkpoint",
+    "CheckpointRead",
+    "Event",
+    "EventRead",
+    "LogLine",
+    "LogLineRead",
+    "Metric",
+    "MetricRead",
+    "Run",
+    "RunRead",
+    "RunStatus",
+    "Stage",
+    "StageRead",
+    "StageStatus",
+    "utcnow",
+]

@@ -1,0 +1,430 @@
+"""`Store`: every read and write of the workspace database.
+
+All functions take keyword arguments and return `*Read` models (or plain
+tuples for bulk series), so callers never hold a session. Bulk writes
+(metrics, log lines) go through SQLAlchemy Core `executemany`, which is what
+makes 100k metric points a sub-second write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, update
+from sqlmodel import Session, col, select
+
+from .errors import NotFound
+from .models import (
+    Artifact,
+    ArtifactRead,
+    Checkpoint,
+    CheckpointRead,
+    Event,
+    EventRead,
+    LogLine,
+    LogLineRead,
+    Metric,
+    Run,
+    RunRead,
+    RunStatus,
+    Stage,
+    StageRead,
+    utcnow,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """One point of a metric series; a bucket's summary when downsampled."""
+
+    step: float
+    value: float  # the mean over the bucket when downsampled
+    low: float
+    high: float
+    wall_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSummary:
+    stage_id: int
+    key: str
+    count: int
+    last_step: int
+    last: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewStage:
+    name: str
+    kind: str
+    position: int
+    parent: str | None
+    config: Mapping[str, Any]
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- runs ---------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        name: str,
+        spec_text: str,
+        spec: Mapping[str, Any],
+        spec_path: str | None,
+        stages: Sequence[NewStage],
+    ) -> RunRead:
+        """Insert a queued run and its pending stages in one transaction."""
+        with Session(self.engine) as session:
+            run = Run(
+                name=self._unique_name(session, name),
+                spec_text=spec_text,
+                spec=dict(spec),
+                spec_path=spec_path,
+            )
+            session.add(run)
+            session.flush()
+            for stage in stages:
+                session.add(
+                    Stage(
+                        run_id=run.id,
+                        name=stage.name,
+                        kind=stage.kind,
+                        position=stage.position,
+                        parent=stage.parent,
+                        config=dict(stage.config),
+                    )
+                )
+            session.add(Event(run_id=run.id, kind="RunQueued", data={"name": run.name}))
+            session.commit()
+            session.refresh(run)
+            return RunRead.model_validate(run)
+
+    @staticmethod
+    def _unique_name(session: Session, base: str) -> str:
+        taken = set(
+            session.exec(
+                select(Run.name).where(
+                    (Run.name == base) | col(Run.name).like(f"{base}-%")
+                )
+            )
+        )
+        if base not in taken:
+            return base
+        n = 2
+        while f"{base}-{n}" in taken:
+            n += 1
+        return f"{base}-{n}"
+
+    def get_run(self, run: int | str) -> RunRead:
+        """A run by numeric id or by name."""
+        with Session(self.engine) as session:
+            row: Run | None
+            if isinstance(run, int) or (isinstance(run, str) and run.isdigit()):
+                row = session.get(Run, int(run))
+                if row is None and isinstance(run, str):
+                    row = session.exec(select(Run).where(Run.name == run)).first()
+            else:
+                row = session.exec(select(Run).where(Run.name == run)).first()
+            if row is None:
+                raise NotFound(f"no run named or numbered {run!r}")
+            return RunRead.model_validate(row)
+
+    def list_runs(
+        self, *, statuses: Iterable[RunStatus] | None = None, limit: int | None = None
+    ) -> list[RunRead]:
+        with Session(self.engine) as session:
+            query = select(Run).order_by(col(Run.id).desc())
+            if statuses is not None:
+                query = query.where(col(Run.status).in_([str(s) for s in statuses]))
+            if limit is not None:
+                query = query.limit(limit)
+            return [RunRead.model_validate(r) for r in session.exec(query)]
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        self._update(Run, run_id, fields)
+
+    def set_run_status_if(
+        self, run_id: int, *, expected: Iterable[RunStatus], **fields: Any
+    ) -> bool:
+        """Compare-and-set: update only while the run is in an expected status.
+
+        Used wherever two processes may race to record an outcome (the run
+        process finishing vs. a reader marking it crashed)."""
+        with Session(self.engine) as session:
+            result = session.execute(
+                update(Run)
+                .where(col(Run.id) == run_id)
+                .where(col(Run.status).in_([str(s) for s in expected]))
+                .values(**fields)
+            )
+            session.commit()
+            return result.rowcount == 1
+
+    def heartbeat(self, run_id: int) -> None:
+        self._update(Run, run_id, {"heartbeat_at": utcnow()})
+
+    # --- stages -------------------------------------------------------------
+
+    def list_stages(self, *, run_id: int) -> list[StageRead]:
+        with Session(self.engine) as session:
+            query = select(Stage).where(Stage.run_id == run_id).order_by(col(Stage.position))
+            return [StageRead.model_validate(s) for s in session.exec(query)]
+
+    def get_stage(self, *, stage_id: int) -> StageRead:
+        with Session(self.engine) as session:
+            row = session.get(Stage, stage_id)
+            if row is None:
+                raise NotFound(f"no stage with id {stage_id}")
+            return StageRead.model_validate(row)
+
+    def update_stage(self, stage_id: int, **fields: Any) -> None:
+        self._update(Stage, stage_id, fields)
+
+    # --- metrics ------------------------------------------------------------
+
+    def add_metrics(self, points: Sequence[Mapping[str, Any]]) -> None:
+        """Bulk insert: each point has run_id, stage_id, key, step, value, wall_time."""
+        if not points:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(insert(Metric), list(points))
+
+    def metric_keys(self, *, run_id: int) -> list[tuple[int, str]]:
+        """(stage_id, key) pairs a run has logged."""
+        with Session(self.engine) as session:
+            query = (
+                select(Metric.stage_id, Metric.key)
+                .where(Metric.run_id == run_id)
+                .distinct()
+                .order_by(Metric.stage_id, Metric.key)
+            )
+            return [(s, k) for s, k in session.exec(query)]
+
+    def metric_series(
+        self,
+        *,
+        stage_id: int,
+        key: str,
+        max_points: int | None = None,
+        after_step: int | None = None,
+    ) -> list[SeriesPoint]:
+        """One key's series, in step order.
+
+        With `max_points`, steps are bucketed in SQL (mean, min and max per
+        bucket), so a chart of a million points costs one indexed scan and
+        returns at most `max_points` rows, never a million Python objects."""
+        where = [Metric.stage_id == stage_id, Metric.key == key]
+        if after_step is not None:
+            where.append(Metric.step > after_step)
+        with Session(self.engine) as session:
+            if max_points is not None:
+                lo, hi, n = session.exec(
+                    select(func.min(Metric.step), func.max(Metric.step), func.count())
+                    .where(*where)
+                ).one()
+                if n > max_points and hi is not None and hi > lo:
+                    width = (hi - lo + 1) / max_points
+                    bucket = func.cast((Metric.step - lo) / width, Metric.step.type)
+                    rows = session.exec(
+                        select(
+                            func.avg(Metric.step),
+                            func.avg(Metric.value),
+                            func.min(Metric.value),
+                            func.max(Metric.value),
+                            func.max(Metric.wall_time),
+                        )
+                        .where(*where)
+                        .group_by(bucket)
+                        .order_by(bucket)
+                    )
+                    return [SeriesPoint(*row) for row in rows]
+            rows = session.exec(
+                select(Metric.step, Metric.value, Metric.value, Metric.value, Metric.wall_time)
+                .where(*where)
+                .order_by(Metric.step, Metric.id)
+            )
+            return [SeriesPoint(*row) for row in rows]
+
+    def metric_summaries(self, *, run_id: int) -> list[MetricSummary]:
+        """Latest, min and max of every key of every stage of a run."""
+        with Session(self.engine) as session:
+            stats = session.exec(
+                select(
+                    Metric.stage_id,
+                    Metric.key,
+                    func.count(),
+                    func.min(Metric.value),
+                    func.max(Metric.value),
+                    func.max(Metric.id),
+                )
+                .where(Metric.run_id == run_id)
+                .group_by(Metric.stage_id, Metric.key)
+                .order_by(Metric.stage_id, Metric.key)
+            ).all()
+            last_ids = [row[5] for row in stats]
+            last = {
+                m.id: m
+                for m in session.exec(select(Metric).where(col(Metric.id).in_(last_ids)))
+            }
+            return [
+                MetricSummary(
+                    stage_id=stage_id,
+                    key=key,
+                    count=count,
+                    last_step=last[last_id].step,
+                    last=last[last_id].value,
+                    low=low,
+                    high=high,
+                )
+                for stage_id, key, count, low, high, last_id in stats
+            ]
+
+    def last_metric_step(self, *, stage_id: int) -> int | None:
+        with Session(self.engine) as session:
+            return session.exec(
+                select(func.max(Metric.step)).where(Metric.stage_id == stage_id)
+            ).one()
+
+    # --- logs ---------------------------------------------------------------
+
+    def add_logs(self, lines: Sequence[Mapping[str, Any]]) -> None:
+        """Bulk insert: each line has run_id, stage_id, stream, level, message (time optional)."""
+        if not lines:
+            return
+        now = utcnow()
+        rows = [{"time": now, "stream": "log", "level": "info", **line} for line in lines]
+        with self.engine.begin() as connection:
+            connection.execute(insert(LogLine), rows)
+
+    def logs_since(
+        self, *, run_id: int, after_id: int = 0, limit: int = 1000, stage_id: int | None = None
+    ) -> list[LogLineRead]:
+        with Session(self.engine) as session:
+            query = select(LogLine).where(LogLine.run_id == run_id, col(LogLine.id) > after_id)
+            if stage_id is not None:
+                query = query.where(LogLine.stage_id == stage_id)
+            query = query.order_by(col(LogLine.id)).limit(limit)
+            return [LogLineRead.model_validate(r) for r in session.exec(query)]
+
+    # --- events -------------------------------------------------------------
+
+    def add_event(
+        self,
+        *,
+        run_id: int,
+        kind: str,
+        stage_id: int | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        with Session(self.engine) as session:
+            session.add(Event(run_id=run_id, stage_id=stage_id, kind=kind, data=dict(data or {})))
+            session.commit()
+
+    def events_since(self, *, run_id: int, after_id: int = 0) -> list[EventRead]:
+        with Session(self.engine) as session:
+            query = (
+                select(Event)
+                .where(Event.run_id == run_id, col(Event.id) > after_id)
+                .order_by(col(Event.id))
+            )
+            return [EventRead.model_validate(r) for r in session.exec(query)]
+
+    # --- checkpoints --------------------------------------------------------
+
+    def add_checkpoint(
+        self, *, run_id: int, stage_id: int, step: int, path: str, is_final: bool = False
+    ) -> CheckpointRead:
+        with Session(self.engine) as session:
+            row = Checkpoint(
+                run_id=run_id, stage_id=stage_id, step=step, path=path, is_final=is_final
+            )
+            session.add(row)
+            session.add(
+                Event(
+                    run_id=run_id,
+                    stage_id=stage_id,
+                    kind="CheckpointSaved",
+                    data={"step": step, "path": path, "final": is_final},
+                )
+            )
+            session.commit()
+            session.refresh(row)
+            return CheckpointRead.model_validate(row)
+
+    def list_checkpoints(
+        self, *, run_id: int | None = None, stage_id: int | None = None
+    ) -> list[CheckpointRead]:
+        with Session(self.engine) as session:
+            query = select(Checkpoint).order_by(col(Checkpoint.id))
+            if run_id is not None:
+                query = query.where(Checkpoint.run_id == run_id)
+            if stage_id is not None:
+                query = query.where(Checkpoint.stage_id == stage_id)
+            return [CheckpointRead.model_validate(r) for r in session.exec(query)]
+
+    def remove_checkpoints(self, ids: Iterable[int]) -> None:
+        """Forget checkpoints whose folders were rotated away."""
+        ids = list(ids)
+        if not ids:
+            return
+        with Session(self.engine) as session:
+            for row in session.exec(select(Checkpoint).where(col(Checkpoint.id).in_(ids))):
+                session.delete(row)
+            session.commit()
+
+    # --- artifacts ----------------------------------------------------------
+
+    def add_artifact(
+        self,
+        *,
+        kind: str,
+        name: str,
+        path: str,
+        run_id: int | None = None,
+        stage_id: int | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> ArtifactRead:
+        with Session(self.engine) as session:
+            row = Artifact(
+                run_id=run_id, stage_id=stage_id, kind=kind, name=name, path=path,
+                meta=dict(meta or {}),
+            )
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return ArtifactRead.model_validate(row)
+
+    def list_artifacts(
+        self, *, run_id: int | None = None, kind: str | None = None
+    ) -> list[ArtifactRead]:
+        with Session(self.engine) as session:
+            query = select(Artifact).order_by(col(Artifact.id))
+            if run_id is not None:
+                query = query.where(Artifact.run_id == run_id)
+            if kind is not None:
+                query = query.where(Artifact.kind == kind)
+            return [ArtifactRead.model_validate(r) for r in session.exec(query)]
+
+    # --- helpers ------------------------------------------------------------
+
+    def _update(self, table: type[Run] | type[Stage], row_id: int, fields: Mapping[str, Any]) -> None:
+        if not fields:
+            return
+        with Session(self.engine) as session:
+            result = session.execute(
+                update(table).where(col(table.id) == row_id).values(**fields)
+            )
+            session.commit()
+            if result.rowcount != 1:
+                raise NotFound(f"no {table.__name__.lower()} with id {row_id}")

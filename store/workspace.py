@@ -1,0 +1,82 @@
+"""A workspace: one folder holding the database and every artifact.
+
+Resolution order: an explicit path (`--workspace DIR`), then the environment
+variable `RLHF_WORKSPACE`, then `./rlhf-workspace`. Nothing is resolved at
+import time, so tests and several workspaces in one process need no patching.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .db import create_sqlite_engine, migrate
+from .errors import WorkspaceError
+from .repository import Store
+
+ENV_VAR = "RLHF_WORKSPACE"
+DEFAULT_DIR = "rlhf-workspace"
+DB_NAME = "rlhf.db"
+
+
+def resolve_workspace_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    if path is None:
+        path = os.environ.get(ENV_VAR) or DEFAULT_DIR
+    return Path(path).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    store: Store
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Built-in tokenizers and corpora, built once per workspace."""
+        return self.root / "cache"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    def run_dir(self, run_id: int) -> Path:
+        return self.runs_dir / f"{run_id:05d}"
+
+    def stage_dir(self, run_id: int, stage_name: str) -> Path:
+        return self.run_dir(run_id) / stage_name
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_workspace(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Workspace:
+    """Open (and by default create) a workspace, migrating its database."""
+    root = resolve_workspace_dir(path)
+    db_path = root / DB_NAME
+    if not db_path.exists():
+        if not create:
+            raise WorkspaceError(f"{root}: no workspace here (no {DB_NAME})")
+        if root.exists() and not root.is_dir():
+            raise WorkspaceError(f"{root}: exists and is not a folder")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(f"{root}: cannot create workspace folder ({exc.strerror})") from exc
+    engine = create_sqlite_engine(db_path)
+    try:
+        migrate(engine, db_path)
+    except Exception as exc:
+        engine.dispose()
+        if isinstance(exc, WorkspaceError):
+            raise
+        raise WorkspaceError(f"{db_path}: cannot open or migrate the database ({exc})") from exc
+    return Workspace(root=root, store=Store(engine))
