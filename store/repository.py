@@ -26,11 +26,13 @@ from .models import (
     LogLine,
     LogLineRead,
     Metric,
+    MetricRead,
     Run,
     RunRead,
     RunStatus,
     Stage,
     StageRead,
+    StageStatus,
     utcnow,
 )
 
@@ -188,6 +190,12 @@ class Store:
                 raise NotFound(f"no stage with id {stage_id}")
             return StageRead.model_validate(row)
 
+    def waiting_stages(self) -> list[StageRead]:
+        """Stages of any run that wait for a device (the device queue)."""
+        with Session(self.engine) as session:
+            query = select(Stage).where(Stage.status == StageStatus.WAITING).order_by(col(Stage.run_id))
+            return [StageRead.model_validate(s) for s in session.exec(query)]
+
     def update_stage(self, stage_id: int, **fields: Any) -> None:
         self._update(Stage, stage_id, fields)
 
@@ -199,6 +207,17 @@ class Store:
             return
         with self.engine.begin() as connection:
             connection.execute(insert(Metric), list(points))
+
+    def metrics_since(self, *, run_id: int, after_id: int = 0, limit: int = 10_000) -> list[MetricRead]:
+        """New points of any key, in insertion order (for following a run live)."""
+        with Session(self.engine) as session:
+            query = (
+                select(Metric)
+                .where(Metric.run_id == run_id, col(Metric.id) > after_id)
+                .order_by(col(Metric.id))
+                .limit(limit)
+            )
+            return [MetricRead.model_validate(m) for m in session.exec(query)]
 
     def metric_keys(self, *, run_id: int) -> list[tuple[int, str]]:
         """(stage_id, key) pairs a run has logged."""

@@ -12,6 +12,8 @@ rewrites them to one canonical form: `stage:NAME`, `builtin:NAME`,
 
 from __future__ import annotations
 
+import importlib
+import os
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -85,5 +87,28 @@ STAGE_KINDS: dict[str, type[StageSpec]] = {
     "pretrain": PretrainSpec,
 }
 
+#: the module whose `run(ctx)` executes each kind (imported only in workers)
+STAGE_MODULES: dict[str, str] = {
+    "pretrain": "engine.stages.pretrain",
+}
+
 #: kinds announced for later versions: rejected with a clear message, not "unknown"
 PLANNED_KINDS = ("sft", "sample", "reward", "dpo", "ppo")
+
+
+def register_stage(kind: str, spec: type[StageSpec], module: str) -> None:
+    """Add a stage kind: its spec model and the module holding its `run(ctx)`.
+
+    Plugins named in RLHF_STAGE_PLUGINS (comma-separated modules) call this
+    when imported; they are imported in every process, workers included."""
+    STAGE_KINDS[kind] = spec
+    STAGE_MODULES[kind] = module
+
+
+def _load_plugins() -> None:
+    for name in os.environ.get("RLHF_STAGE_PLUGINS", "").split(","):
+        if name.strip():
+            importlib.import_module(name.strip())
+
+
+_load_plugins()

@@ -4,9 +4,6 @@ so torch, transformers, trl and peft never load in the console or the CLI.
 
 A stage saves its output to `ctx.final_dir`, reports through `ctx`, checks
 `ctx.should_stop()` between steps and, when it is true, saves a checkpoint and
-raises `engine.errors.StageCancelled`.
+raises `engine.errors.StageCancelled`. The kind -> module table lives with the
+specs (engine.spec.stages.STAGE_MODULES), where plugins register theirs.
 """
-
-STAGE_MODULES: dict[str, str] = {
-    "pretrain": "engine.stages.pretrain",
-}

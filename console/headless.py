@@ -1,0 +1,209 @@
+"""Headless output: what `rlhf run`, `ls`, `status`, `logs` and `metrics` print.
+
+Three audiences: a person at a TTY (a progress bar per stage, tables), a
+log file or pipe (plain lines), and scripts (`--json`: one JSON object per
+line while following, one JSON document otherwise). Untrusted text (log
+lines, errors) always goes through `printable` and `Text`, never markup.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from engine import (
+    Engine,
+    LifecycleEvent,
+    LogEmitted,
+    MetricsLogged,
+    RunDetail,
+    RunFinished,
+    Series,
+    StageProgress,
+)
+from store import MetricSummary, RunRead
+
+from .literal import printable
+
+#: metrics worth a line of their own when following without a progress bar
+_HEADLINE_PREFIXES = ("eval/",)
+
+
+def emit_json(data: Any, out: TextIO = sys.stdout) -> None:
+    out.write(json.dumps(data, default=str) + "\n")
+    out.flush()
+
+
+async def follow(
+    engine: Engine, run: RunRead, *, json_mode: bool, show_logs: bool, console: Console
+) -> RunFinished:
+    """Print a run's progress until it ends; return how it ended."""
+    if json_mode:
+        async for update in engine.follow(run.id, logs=show_logs):
+            emit_json(update.to_json())
+            if isinstance(update, RunFinished):
+                return update
+    elif console.is_terminal:
+        return await _follow_with_bars(engine, run, show_logs=show_logs, console=console)
+    else:
+        async for update in engine.follow(run.id, logs=show_logs):
+            line = _plain_line(update)
+            if line:
+                console.print(Text(printable(line)), soft_wrap=True)
+            if isinstance(update, RunFinished):
+                return update
+    raise AssertionError("follow ended without RunFinished")  # engine.follow always ends with it
+
+
+async def _follow_with_bars(engine: Engine, run: RunRead, *, show_logs: bool, console: Console) -> RunFinished:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    )
+    tasks: dict[str, Any] = {}
+    latest: dict[str, dict[str, float]] = {}
+    with progress:
+        async for update in engine.follow(run.id, logs=show_logs):
+            if isinstance(update, StageProgress):
+                if update.stage not in tasks:
+                    tasks[update.stage] = progress.add_task(update.stage, total=update.total, info="")
+                progress.update(tasks[update.stage], completed=update.step, total=update.total,
+                                info=_stage_info(update.status, latest.get(update.stage, {})))
+            elif isinstance(update, MetricsLogged):
+                latest.setdefault(update.stage, {}).update(update.values)
+                if update.stage in tasks:
+                    progress.update(tasks[update.stage], info=_stage_info("running", latest[update.stage]))
+            elif isinstance(update, (LifecycleEvent, LogEmitted)):
+                line = _plain_line(update)
+                if line:
+                    progress.console.print(Text(printable(line)), soft_wrap=True)
+            elif isinstance(update, RunFinished):
+                return update
+    raise AssertionError("follow ended without RunFinished")
+
+
+def _stage_info(status: str, metrics: dict[str, float]) -> str:
+    shown = [f"{k.split('/', 1)[-1]} {metrics[k]:.4g}" for k in ("train/loss", "eval/loss") if k in metrics]
+    if "train/tokens_per_second" in metrics:
+        shown.append(f"{metrics['train/tokens_per_second']:.0f} tok/s")
+    return "  ".join([status if status != "running" else "", *shown]).strip()
+
+
+def _plain_line(update: Any) -> str | None:
+    if isinstance(update, LifecycleEvent):
+        if update.event == "CheckpointSaved":
+            return f"[{update.stage}] checkpoint at step {update.data.get('step')}: {update.data.get('path')}"
+        detail = ""
+        if update.data.get("error"):
+            detail = f": {update.data['error']}"
+        elif update.event == "StageStarted":
+            resume = update.data.get("resume_from")
+            detail = f" on {update.data.get('device')}" + (f", resuming from {resume}" if resume else "")
+        elif update.event == "StageWaiting":
+            detail = f" for a {update.data.get('device')} slot"
+        where = f"[{update.stage}] " if update.stage else ""
+        return f"{where}{update.event}{detail}"
+    if isinstance(update, MetricsLogged):
+        headline = {k: v for k, v in update.values.items() if k.startswith(_HEADLINE_PREFIXES)}
+        if headline:
+            values = "  ".join(f"{k} {v:.4g}" for k, v in sorted(headline.items()))
+            return f"[{update.stage}] step {update.step}: {values}"
+    if isinstance(update, LogEmitted):
+        return f"[{update.stage or 'run'}] {update.message}"
+    if isinstance(update, RunFinished):
+        return f"run {update.status}" + (f": {update.error}" if update.error else "")
+    return None
+
+
+# --- tables -------------------------------------------------------------------
+
+
+def _ago(when: datetime | None) -> str:
+    if when is None:
+        return "-"
+    seconds = (datetime.now(timezone.utc) - when).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def run_json(run: RunRead) -> dict[str, Any]:
+    return run.model_dump(mode="json", exclude={"spec_text", "spec"})
+
+
+def print_runs(runs: Sequence[RunRead], console: Console) -> None:
+    if not runs:
+        console.print("no runs yet: `rlhf run SPEC` or `rlhf demo`")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "NAME", "STATUS", "CREATED", "ERROR"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(str(run.id), Text(run.name), run.status.value, _ago(run.created_at),
+                      Text(printable((run.error or "").splitlines()[0] if run.error else "")))
+    console.print(table)
+
+
+def detail_json(detail: RunDetail, summaries: Sequence[MetricSummary]) -> dict[str, Any]:
+    return {
+        **run_json(detail.run),
+        "stages": [
+            {**s.model_dump(mode="json", exclude={"config", "traceback"}),
+             "metrics": {m.key: {"last": m.last, "min": m.low, "max": m.high, "step": m.last_step}
+                         for m in summaries if m.stage_id == s.id}}
+            for s in detail.stages
+        ],
+        "checkpoints": [c.model_dump(mode="json") for c in detail.checkpoints],
+    }
+
+
+def print_detail(detail: RunDetail, summaries: Sequence[MetricSummary], console: Console) -> None:
+    run = detail.run
+    console.print(Text(f"run {run.id} '{run.name}': {run.status.value}", style="bold"))
+    if run.error:
+        console.print(Text(printable(run.error)))
+    table = Table(box=None, header_style="bold")
+    for column in ("STAGE", "KIND", "STATUS", "STEP", "DEVICE", "KEY METRICS"):
+        table.add_column(column)
+    for stage in detail.stages:
+        mine = {m.key: m for m in summaries if m.stage_id == stage.id}
+        metrics = "  ".join(f"{k} {mine[k].last:.4g}" for k in ("train/loss", "eval/loss", "eval/perplexity") if k in mine)
+        step = f"{stage.step}/{stage.total}" if stage.total else str(stage.step)
+        table.add_row(Text(stage.name), stage.kind, stage.status.value, step, stage.device or "-", metrics)
+    console.print(table)
+    finals = [c for c in detail.checkpoints if c.is_final]
+    for checkpoint in finals:
+        console.print(Text(f"output: {checkpoint.path}"))
+
+
+def print_series(series: Sequence[Series], console: Console) -> None:
+    if not series:
+        console.print("no metrics logged")
+        return
+    for s in series:
+        console.print(Text(f"{s.stage} {s.key} ({len(s.points)} points)", style="bold"))
+        for p in s.points:
+            console.print(f"  {p.step:>8g}  {p.value:.6g}", highlight=False)
+
+
+def series_json(series: Sequence[Series]) -> list[dict[str, Any]]:
+    return [
+        {"stage": s.stage, "key": s.key,
+         "points": [{"step": p.step, "value": p.value, "wall_time": p.wall_time} for p in s.points]}
+        for s in series
+    ]

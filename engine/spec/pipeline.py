@@ -1,0 +1,511 @@
+"""Loading a pipeline spec: TOML in, a validated `PipelineSpec` out.
+
+    name = "tiny"                 # optional run name; default: the file's stem
+    description = "..."           # optional
+    [stages.pretrain]
+    kind = "pretrain"
+    from = "builtin:llama-4m"
+    [stages.more]
+    kind = "pretrain"
+    from = "pretrain"             # another stage's output
+    data = "./my_corpus.txt"      # relative to the spec file's folder
+
+Every problem found is collected and raised as one `SpecError`, one line per
+problem naming the file, the stage and the field, so a person fixes a spec in
+one pass instead of one error per attempt. This module reads files and never
+writes any; it imports nothing heavier than pydantic because every CLI start
+runs it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..errors import SpecError
+from .refs import STAGE_NAME, Ref, RefError, resolve_ref
+from .stages import PLANNED_KINDS, STAGE_KINDS, StageSpec
+
+TOP_LEVEL_KEYS = ("name", "description", "stages")
+RUN_NAME = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A validated pipeline: its stages in execution order, with canonical references."""
+
+    name: str
+    description: str | None
+    source: str  # the file it was read from, as given (used in messages)
+    text: str  # the TOML exactly as submitted
+    base_dir: Path  # where relative paths were resolved from
+    #: stage name -> validated spec, dependencies first, otherwise file order
+    stages: Mapping[str, StageSpec]
+    #: stage name -> the stage its `from` names, if it names one
+    parents: Mapping[str, str | None] = field(default_factory=dict)
+    #: stage name -> every stage its reference fields name, in execution order
+    dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """JSON-able resolved specs per stage, in execution order (for the run row)."""
+        return {
+            name: spec.model_dump(by_alias=True, mode="json") for name, spec in self.stages.items()
+        }
+
+
+def stage_spec_from_dict(config: Mapping[str, Any]) -> StageSpec:
+    """Rebuild a stage's spec from `PipelineSpec.to_dict()[name]` (e.g. in a worker)."""
+    return STAGE_KINDS[config["kind"]].model_validate(dict(config))
+
+
+def load_spec(path: str | os.PathLike[str]) -> PipelineSpec:
+    """Read and validate a pipeline spec file; raises SpecError."""
+    source = os.fspath(path)
+    file = Path(source).expanduser()
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise SpecError([f"{source}: no such file"]) from None
+    except IsADirectoryError:
+        raise SpecError([f"{source}: is a folder, expected a pipeline spec file (.toml)"]) from None
+    except OSError as exc:
+        raise SpecError([f"{source}: cannot read ({exc.strerror})"]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"{source}: not UTF-8 text (byte {exc.start})"]) from None
+    return parse_spec(text, source=source, base_dir=file.resolve().parent)
+
+
+def parse_spec(text: str, *, source: str, base_dir: Path) -> PipelineSpec:
+    """Validate the TOML of a pipeline spec; relative paths start at `base_dir`."""
+    return _Loader(text, source=source, base_dir=Path(base_dir).expanduser().resolve()).load()
+
+
+# --- the loader ---------------------------------------------------------------
+
+
+class _Loader:
+    """One validation pass, collecting every problem before raising."""
+
+    def __init__(self, text: str, *, source: str, base_dir: Path) -> None:
+        self.text = text
+        self.source = source
+        self.base_dir = base_dir
+        self.problems: list[tuple[tuple[int, int], str]] = []  # (sort key, line)
+
+    # Problems sort by stage (file order) and by key within the table, so
+    # the report reads top to bottom like the file. File-level ones first.
+    def problem(self, message: str, *, stage: str | None = None, key: str | None = None,
+                order: tuple[int, int] = (-1, 0)) -> None:
+        where = self.source
+        if stage is not None:
+            where += f": stage {stage!r}"
+            if key is not None:
+                where += f", field {key!r}"
+        elif key is not None:
+            where += f": field {key!r}"
+        self.problems.append((order, f"{where}: {message}"))
+
+    def fail(self) -> SpecError:
+        return SpecError([line for _, line in sorted(self.problems, key=lambda p: p[0])])
+
+    def load(self) -> PipelineSpec:
+        try:
+            document = tomllib.loads(self.text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError([f"{self.source}: {_toml_error(exc)}"]) from None
+
+        name, description = self.check_top_level(document)
+        tables = self.stage_tables(document)
+        stage_names = list(tables)
+
+        specs: dict[str, StageSpec] = {}
+        refs: dict[str, dict[str, Ref]] = {}  # stage -> alias -> resolved
+        for index, (stage, table) in enumerate(tables.items()):
+            spec, stage_refs = self.check_stage(index, stage, table, stage_names)
+            if spec is not None:
+                specs[stage] = spec
+            if stage_refs is not None:
+                refs[stage] = stage_refs
+
+        dependencies = {
+            stage: _unique(r.value for r in stage_refs.values() if r.scheme == "stage")
+            for stage, stage_refs in refs.items()
+        }
+        self.check_cycles(stage_names, dependencies, refs)
+        if self.problems:
+            raise self.fail()
+
+        order = _execution_order(stage_names, dependencies)
+        parents = {
+            stage: (refs[stage]["from"].value
+                    if "from" in refs[stage] and refs[stage]["from"].scheme == "stage" else None)
+            for stage in order
+        }
+        return PipelineSpec(
+            name=name,
+            description=description,
+            source=self.source,
+            text=self.text,
+            base_dir=self.base_dir,
+            stages=MappingProxyType({stage: specs[stage] for stage in order}),
+            parents=MappingProxyType(parents),
+            dependencies=MappingProxyType(
+                {stage: tuple(d for d in order if d in dependencies[stage]) for stage in order}
+            ),
+        )
+
+    # --- the file ---------------------------------------------------------
+
+    def check_top_level(self, document: dict[str, Any]) -> tuple[str, str | None]:
+        for key in document:
+            if key not in TOP_LEVEL_KEYS:
+                self.problem(
+                    f"unknown top-level key {key!r}{_did_you_mean(key, TOP_LEVEL_KEYS)} "
+                    f"(allowed: {', '.join(TOP_LEVEL_KEYS)}; stage settings go in [stages.NAME])"
+                )
+
+        name = document.get("name")
+        if name is None:
+            name = _default_run_name(self.source)
+        elif not isinstance(name, str):
+            self.problem(f"expected a run name (a string), got {_describe(name)}", key="name")
+        elif not RUN_NAME.fullmatch(name) or name.isdigit():
+            self.problem(
+                f"expected a run name of letters, digits, '_', '.' and '-' "
+                f"that is not only digits, got {_quote(name)}",
+                key="name",
+            )
+
+        description = document.get("description")
+        if description is not None and not isinstance(description, str):
+            self.problem(f"expected a string, got {_describe(description)}", key="description")
+        return name, description
+
+    def stage_tables(self, document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        example = 'e.g. [stages.pretrain] with kind = "pretrain"'
+        if "stages" not in document:
+            self.problem(f"no [stages] table; a pipeline needs at least one stage, {example}")
+            return {}
+        stages = document["stages"]
+        if isinstance(stages, list):
+            self.problem(f"expected [stages.NAME] tables, got an array ([[stages]] or stages = [...]); {example}")
+            return {}
+        if not isinstance(stages, dict):
+            self.problem(f"expected a [stages] table of [stages.NAME] tables, got {_describe(stages)}",
+                         key="stages")
+            return {}
+        if not stages:
+            self.problem(f"the [stages] table is empty; a pipeline needs at least one stage, {example}")
+            return {}
+
+        tables: dict[str, dict[str, Any]] = {}
+        for index, (stage, table) in enumerate(stages.items()):
+            if not STAGE_NAME.fullmatch(stage):
+                self.problem(
+                    "stage names may only contain letters, digits, '_' and '-'",
+                    stage=stage, order=(index, -1),
+                )
+            if not isinstance(table, dict):
+                self.problem(
+                    f"expected a table [stages.{stage}], got {_describe(table)}",
+                    stage=stage, order=(index, -1),
+                )
+                continue
+            tables[stage] = table
+        return tables
+
+    # --- one stage --------------------------------------------------------
+
+    def check_stage(
+        self, index: int, stage: str, table: dict[str, Any], stage_names: list[str]
+    ) -> tuple[StageSpec | None, dict[str, Ref] | None]:
+        """The validated spec (None if invalid) and the references that resolved
+        (None if the kind is unknown, so nothing is known about its fields)."""
+        keys = list(table)
+
+        def report(message: str, key: str | None) -> None:
+            position = keys.index(key) if key in keys else len(keys)
+            self.problem(message, stage=stage, key=key, order=(index, position))
+
+        kind = table.get("kind")
+        known = ", ".join(STAGE_KINDS)
+        if kind is None:
+            report(f"missing; expected one of the stage kinds: {known}", "kind")
+            return None, None
+        if not isinstance(kind, str):
+            report(f"expected a stage kind (one of: {known}), got {_describe(kind)}", "kind")
+            return None, None
+        if kind not in STAGE_KINDS:
+            if kind in PLANNED_KINDS:
+                report(f"kind {kind!r} is not available in this version "
+                       f"(coming: {', '.join(PLANNED_KINDS)})", "kind")
+            else:
+                report(f"unknown kind {kind!r}{_did_you_mean(kind, [*STAGE_KINDS, *PLANNED_KINDS])} "
+                       f"(known kinds: {known})", "kind")
+            return None, None
+        cls = STAGE_KINDS[kind]
+
+        # TOML keys are the aliases (`from`); a Python name (`from_`) is not a key.
+        allowed = [f.alias or name for name, f in cls.model_fields.items()]
+        data: dict[str, Any] = {}
+        for key, value in table.items():
+            if key in allowed:
+                data[key] = value
+            else:
+                report(f"unknown field for a {kind} stage{_did_you_mean(key, allowed)}", key)
+
+        # References, including defaults, so the stored spec is canonical throughout.
+        refs: dict[str, Ref] = {}
+        ok = True
+        for alias, section in cls.reference_fields.items():
+            value = data.get(alias, _default(cls, alias))
+            if not isinstance(value, str):
+                continue  # None (the field's own default), or a type error pydantic reports
+            try:
+                ref = resolve_ref(value, section=section, stages=stage_names,
+                                  base_dir=self.base_dir, current_stage=stage)
+            except RefError as exc:
+                report(str(exc), alias)
+                ok = False
+                continue
+            refs[alias] = ref
+            data[alias] = str(ref)
+
+        try:
+            spec = cls.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                key = str(error["loc"][0]) if error["loc"] else None
+                report(_human_error(error, cls, key), key)
+            return None, refs
+        return (spec if ok else None), refs
+
+    # --- the graph --------------------------------------------------------
+
+    def check_cycles(self, stage_names: list[str], dependencies: dict[str, tuple[str, ...]],
+                     refs: dict[str, dict[str, Ref]]) -> None:
+        position = {name: i for i, name in enumerate(stage_names)}
+        for cycle in _cycles(stage_names, dependencies):
+            first, second = cycle[0], cycle[1]
+            via = next(alias for alias, r in refs[first].items() if r == Ref("stage", second))
+            self.problem(
+                f"stages {' -> '.join(cycle)} form a cycle; each stage can only use "
+                "the output of stages that do not need its own",
+                stage=first, key=via, order=(position[first], 1 << 30),
+            )
+
+
+def _execution_order(stage_names: list[str], dependencies: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Dependencies first, otherwise file order (a stable topological sort)."""
+    order: list[str] = []
+    placed: set[str] = set()
+    while len(order) < len(stage_names):
+        for stage in stage_names:
+            if stage not in placed and all(d in placed for d in dependencies[stage]):
+                order.append(stage)
+                placed.add(stage)
+                break
+        else:  # pragma: no cover - cycles are rejected before
+            raise AssertionError("cycle in a validated pipeline")
+    return order
+
+
+def _cycles(stage_names: list[str], dependencies: Mapping[str, tuple[str, ...]]) -> list[list[str]]:
+    """One cycle per strongly connected group of stages, each starting and
+    ending at its stage that comes first in the file (a -> b -> a)."""
+    graph = {s: [d for d in dependencies.get(s, ()) if d in dependencies and d != s]
+             for s in stage_names if s in dependencies}
+    # Tarjan's strongly connected components; specs are small, recursion is fine.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+
+    cycles = []
+    for group in groups:
+        start = min(group, key=stage_names.index)
+        cycles.append(_path_back(start, graph, group))
+    return sorted(cycles, key=lambda c: stage_names.index(c[0]))
+
+
+def _path_back(start: str, graph: Mapping[str, list[str]], group: set[str]) -> list[str]:
+    """A shortest path start -> ... -> start inside one strongly connected group."""
+    previous: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in graph[node]:
+                if nxt not in group:
+                    continue
+                if nxt == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(previous[path[-1]])
+                    return [*reversed(path), start]
+                if nxt not in previous:
+                    previous[nxt] = node
+                    following.append(nxt)
+        frontier = following
+    raise AssertionError("no cycle in a strongly connected group")  # pragma: no cover
+
+
+# --- messages -------------------------------------------------------------------
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError) -> str:
+    message = str(exc)
+    found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if found:
+        message = message[: found.start()]
+        return f"line {found[1]}, column {found[2]}: invalid TOML: {message}"
+    found = re.search(r"\s*\(at end of document\)$", message)
+    if found:
+        return f"at the end of the file: invalid TOML: {message[: found.start()]}"
+    return f"invalid TOML: {message}"
+
+
+def _default_run_name(source: str) -> str:
+    stem = Path(source).stem
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "run"
+    return f"run-{name}" if name.isdigit() else name
+
+
+def _default(cls: type[StageSpec], alias: str) -> Any:
+    for name, f in cls.model_fields.items():
+        if (f.alias or name) == alias:
+            return f.get_default(call_default_factory=True)
+    return None
+
+
+def _quote(value: str, limit: int = 60) -> str:
+    if len(value) > limit:
+        value = value[: limit - 3] + "..."
+    return repr(value)
+
+
+def _describe(value: Any) -> str:
+    """A TOML value in words: `the string '100'`, `the integer 3`, `a table`."""
+    if isinstance(value, bool):
+        return f"the boolean {'true' if value else 'false'}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {_quote(value)}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (datetime, date, time)):
+        return f"the date/time {value.isoformat()}"
+    return f"a {type(value).__name__}"
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, float) and value.is_integer():
+        return repr(int(value))  # a bound of 0.0 reads as 0
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return _describe(value)
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+}
+_BOUND_WORDS = {
+    "greater_than_equal": ("ge", "must be at least"),
+    "greater_than": ("gt", "must be greater than"),
+    "less_than_equal": ("le", "must be at most"),
+    "less_than": ("lt", "must be less than"),
+}
+
+
+def _human_error(error: Any, cls: type[StageSpec], key: str | None) -> str:
+    """One pydantic error as a line a person can act on."""
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind in _TYPE_WORDS:
+        expected = _TYPE_WORDS[kind]
+        if kind == "string_type" and key in cls.reference_fields:
+            expected += " (a stage name, builtin:NAME, a path or a hub id)"
+        return f"expected {expected}, got {_describe(value)}"
+    if kind in _BOUND_WORDS:
+        name, words = _BOUND_WORDS[kind]
+        return f"{words} {_plain(ctx.get(name))}, got {_plain(value)}"
+    if kind == "literal_error":
+        message = f"expected {ctx.get('expected', 'one of the allowed values')}, got {_describe(value)}"
+        choices = _literal_choices(cls, key)
+        if isinstance(value, str) and choices:
+            message += _did_you_mean(value, choices)
+        return message
+    if kind == "finite_number":
+        return f"expected a finite number, got {_plain(value)}"
+    if kind == "missing":
+        return "missing; this field is required"
+    message = str(error.get("msg", "invalid value"))
+    return f"{message[:1].lower()}{message[1:]}, got {_describe(value)}"
+
+
+def _literal_choices(cls: type[StageSpec], key: str | None) -> list[str]:
+    for name, f in cls.model_fields.items():
+        if (f.alias or name) == key and typing.get_origin(f.annotation) is typing.Literal:
+            return [str(a) for a in typing.get_args(f.annotation)]
+    return []
+
+
+def _unique(items: Any) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))

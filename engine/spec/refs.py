@@ -1,0 +1,200 @@
+"""Reference fields: how one stage names a model, a tokenizer or a data set.
+
+People write a reference as
+
+- another stage's name (`"pretrain"`): that stage's output;
+- `builtin:NAME`: an entry of the offline catalogue in engine/builtins.py
+  (a bare built-in name such as `"llama-4m"` is accepted too);
+- a local file or folder: anything starting with `./`, `../`, `/` or `~`,
+  anything ending in a data-file extension, or a relative path that exists;
+  relative paths are read from the spec file's folder;
+- a Hugging Face hub id `org/name` (optionally written `hf:org/name`).
+
+`resolve_ref` turns that into one canonical form the engine stores and the
+stage context resolves: `stage:NAME`, `builtin:NAME`, `path:/absolute/path`
+or `hub:org/name`. The canonical forms are accepted as input too, so a stored
+spec validates again unchanged.
+
+Checked in this order, so the answer never depends on what happens to lie
+around on disk when a name is unambiguous: explicit scheme, stage name,
+path syntax, bare built-in name, existing relative path, hub id.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..builtins import BUILTINS
+
+SCHEMES = ("stage", "builtin", "path", "hub")
+#: a reference ending in one of these is a local file, never a hub id or a stage
+DATA_EXTENSIONS = (".txt", ".jsonl", ".json", ".parquet", ".csv", ".arrow")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+", re.ASCII)
+STAGE_NAME = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+
+# section of engine.builtins -> (one of them, several of them)
+_SECTION_WORDS = {
+    "model": ("a model", "models"),
+    "tokenizer": ("a tokenizer", "tokenizers"),
+    "data": ("a data set", "data sets"),
+}
+_PATH_PREFIXES = ("./", "../", "/", "~")
+
+
+class RefError(ValueError):
+    """A reference that cannot be resolved; the message is one line saying
+    what was expected (the caller adds the file, stage and field)."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    scheme: str  # stage, builtin, path or hub
+    value: str  # stage name, built-in name, absolute path or hub id
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.value}"
+
+    @classmethod
+    def parse(cls, canonical: str) -> Ref:
+        """Split an already canonical reference (`stage:pretrain`)."""
+        scheme, sep, value = canonical.partition(":")
+        if not sep or scheme not in SCHEMES or not value:
+            raise ValueError(f"not a canonical reference: {canonical!r}")
+        return cls(scheme, value)
+
+
+def section_words(section: str) -> tuple[str, str]:
+    return _SECTION_WORDS.get(section, (f"a {section}", f"{section}s"))
+
+
+def resolve_ref(
+    raw: str,
+    *,
+    section: str,
+    stages: Sequence[str],
+    base_dir: Path,
+    current_stage: str | None = None,
+) -> Ref:
+    """Resolve what a person wrote in a reference field to its canonical Ref.
+
+    `section` is the built-in catalogue section the field may name (model,
+    tokenizer or data), `stages` the stage names of the file in file order,
+    `base_dir` the folder relative paths start from. Raises RefError."""
+    text = raw.strip()
+    if not text:
+        raise RefError(_expected("got an empty string", section))
+    if "\0" in text:
+        raise RefError(_expected(f"got {text!r}", section))
+
+    scheme, sep, rest = text.partition(":")
+    if sep and scheme in ("builtin", "stage", "path", "hub", "hf"):
+        if scheme == "builtin":
+            return _builtin(rest, section)
+        if scheme == "stage":
+            return _stage(rest, stages, current_stage, section)
+        if scheme == "path":
+            return _path(rest, base_dir)
+        return _hub(rest)  # hub: or hf:
+    if sep and len(scheme) > 1 and "/" not in scheme:
+        # `s3://...`, `gs:...`: a scheme we do not read (one letter would be a drive)
+        raise RefError(
+            f"unknown reference scheme '{scheme}:' in {text!r}; "
+            + _expected_kinds(section)
+        )
+
+    if text in stages:
+        return _stage(text, stages, current_stage, section)
+    if text.startswith(_PATH_PREFIXES) or text in (".", "..") or text.lower().endswith(DATA_EXTENSIONS):
+        return _path(text, base_dir)
+    if text in BUILTINS:
+        return _builtin(text, section)
+    if (base_dir / text).exists():
+        return _path(text, base_dir)
+    if HUB_ID.fullmatch(text):
+        return Ref("hub", text)
+    if "/" in text or "\\" in text:
+        return _path(text, base_dir)  # reports the missing file
+    if STAGE_NAME.fullmatch(text):
+        listed = ", ".join(stages) if stages else "none"
+        message = f"unknown stage {text!r} (stages in this file: {listed})"
+        guess = _suggest(text, [*stages, *_in_section(section)])
+        if guess in BUILTINS:
+            guess = f"builtin:{guess}"
+        if guess:
+            message += f"; did you mean {guess!r}?"
+        raise RefError(message)
+    raise RefError(_expected(f"got {text!r}", section))
+
+
+def _builtin(name: str, section: str) -> Ref:
+    one, several = section_words(section)
+    allowed = _in_section(section)
+    entry = BUILTINS.get(name)
+    if entry is None:
+        message = f"unknown built-in {name!r} (built-in {several}: {', '.join(allowed) or 'none'})"
+        guess = _suggest(name, allowed)
+        if guess:
+            message += f"; did you mean 'builtin:{guess}'?"
+        raise RefError(message)
+    if entry.section != section:
+        raise RefError(
+            f"builtin:{name} is {section_words(entry.section)[0]}, "
+            f"expected one of the built-in {several}: {', '.join(allowed) or 'none'}"
+        )
+    return Ref("builtin", name)
+
+
+def _stage(name: str, stages: Sequence[str], current: str | None, section: str) -> Ref:
+    if name == current:
+        raise RefError(
+            f"stage {name!r} cannot use its own output; "
+            "name another stage, builtin:NAME, a path or a hub id"
+        )
+    if name not in stages:
+        listed = ", ".join(stages) if stages else "none"
+        raise RefError(f"unknown stage {name!r} (stages in this file: {listed})")
+    return Ref("stage", name)
+
+
+def _path(text: str, base_dir: Path) -> Ref:
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    path = path.resolve()
+    if not path.exists():
+        where = "" if Path(text).expanduser().is_absolute() else f" (relative paths start at {base_dir})"
+        raise RefError(f"no such file or folder: {path}{where}")
+    return Ref("path", str(path))
+
+
+def _hub(hub_id: str) -> Ref:
+    if not HUB_ID.fullmatch(hub_id):
+        raise RefError(f"{hub_id!r} is not a hub id; expected org/name")
+    return Ref("hub", hub_id)
+
+
+def _expected_kinds(section: str) -> str:
+    several = section_words(section)[1]
+    allowed = ", ".join(f"builtin:{n}" for n in _in_section(section)) or "none"
+    return (
+        f"expected a stage name, one of the built-in {several} ({allowed}), "
+        "a path such as ./data.txt or a hub id org/name"
+    )
+
+
+def _expected(got: str, section: str) -> str:
+    return f"{_expected_kinds(section)}, {got}"
+
+
+def _in_section(section: str) -> list[str]:
+    """Built-in names of a section, in catalogue order (smallest model first)."""
+    return [name for name, b in BUILTINS.items() if b.section == section]
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str | None:
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None

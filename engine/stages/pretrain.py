@@ -1,0 +1,193 @@
+"""Pretraining: next-token prediction on a text corpus, from scratch or continued.
+
+`run(ctx)` reads top to bottom: pick the device, load the tokenizer, load and
+pack the corpus, build the model, train with transformers' Trainer, save.
+It is plain causal-LM training, so the plain Trainer (not TRL) does it: every
+batch is a stack of fixed-length blocks whose labels are its inputs.
+
+Everything the stage reports goes through `ctx` (metrics, progress,
+checkpoints, the resolved config); the StageCallback carries the Trainer's
+side of that. Under `accelerate launch` each process runs this same function;
+the Trainer finds the distributed environment itself, and only the main
+process writes files or to the store.
+"""
+
+from __future__ import annotations
+
+# First: silences tqdm, which reads its switch when it is first imported.
+from . import runtime  # isort: skip
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+from ..errors import StageCancelled, StageFailed
+from ..spec.stages import PretrainSpec
+from .builtin.models import count_parameters, load_model_for_training
+from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
+from .builtin.tokenizer import load_tokenizer
+from .callbacks import attach_stage_callback
+from .context import Source, StageContext
+from .data import BlockDataset, collate_blocks, load_texts, pack_blocks, split_documents
+
+
+def run(ctx: StageContext) -> None:
+    spec = ctx.spec
+    if not isinstance(spec, PretrainSpec):
+        raise TypeError(f"the pretrain stage got a {type(spec).__name__}")
+    runtime.silence_libraries()
+    device = runtime.choose_runtime(spec.device, spec.precision)
+
+    # -- tokenizer -------------------------------------------------------------
+    # A preset starts from nothing, so it takes the built-in tokenizer; a
+    # checkpoint keeps its own, since its embeddings were learned for it.
+    model_source = ctx.resolve(spec.from_)
+    if spec.tokenizer is not None:
+        tokenizer_source = ctx.resolve(spec.tokenizer)
+    elif model_source.kind == "builtin":
+        tokenizer_source = Source("builtin", BUILTIN_TOKENIZER)
+    else:
+        tokenizer_source = model_source
+    tokenizer = load_tokenizer(tokenizer_source, ctx.cache_dir)
+
+    # -- data ------------------------------------------------------------------
+    # Whole documents are held out for evaluation, then each side is packed
+    # into blocks. The eval set is cut to what eval_batches batches consume,
+    # which bounds the cost of every evaluation.
+    data_source = ctx.resolve(spec.data)
+    texts = load_texts(
+        data_source,
+        cache_dir=ctx.cache_dir,
+        text_field=spec.text_field,
+        max_documents=spec.max_documents,
+    )
+    train_texts, eval_texts = split_documents(texts, spec.eval_fraction, spec.seed)
+    train_blocks = pack_blocks(train_texts, tokenizer, spec.block_size)
+    eval_blocks = pack_blocks(eval_texts, tokenizer, spec.block_size)
+    eval_blocks = eval_blocks[: spec.eval_batches * spec.batch_size]
+    if len(train_blocks) == 0 or len(eval_blocks) == 0:
+        raise StageFailed(
+            f"{data_source.value}: too little text for one block of {spec.block_size} tokens "
+            f"in both splits ({len(train_blocks)} train, {len(eval_blocks)} eval blocks); "
+            "lower block_size, raise eval_fraction, or add text"
+        )
+    ctx.log(
+        f"data: {len(texts)} documents, {len(train_texts)} for training -> {len(train_blocks)} "
+        f"blocks of {spec.block_size} tokens; {len(eval_blocks)} held-out blocks"
+    )
+
+    # -- model -----------------------------------------------------------------
+    model = load_model_for_training(model_source, tokenizer, seed=spec.seed)
+    if spec.block_size > model.config.max_position_embeddings:
+        raise StageFailed(
+            f"block_size {spec.block_size} is longer than the model's context "
+            f"({model.config.max_position_embeddings} positions)"
+        )
+
+    # -- trainer ---------------------------------------------------------------
+    args = TrainingArguments(
+        **runtime.training_kwargs(spec, device, ctx.checkpoints_dir),
+        # The Trainer would otherwise keep every eval batch's logits
+        # (batch x block x vocab floats) to compute metrics we do not have.
+        prediction_loss_only=True,
+        # Our dataset yields exactly the model's inputs; nothing to remove.
+        remove_unused_columns=False,
+        # Every block is full, so each process has the same token count: the
+        # per-step all-reduce that would equalise them changes nothing.
+        average_tokens_across_devices=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=collate_blocks,
+        train_dataset=BlockDataset(train_blocks),
+        eval_dataset=BlockDataset(eval_blocks),
+        processing_class=tokenizer,  # saved into every checkpoint, so each one loads on its own
+    )
+    tokens_per_step = spec.batch_size * spec.block_size * spec.gradient_accumulation_steps * args.world_size
+    callback = attach_stage_callback(trainer, ctx, tokens_per_step=tokens_per_step)
+    ctx.set_resolved_config(
+        _resolved_config(args, model, tokenizer, tokenizer_source, data_source,
+                         documents=(len(train_texts), len(eval_texts)),
+                         blocks=(len(train_blocks), len(eval_blocks))),
+        device=device.describe(),
+    )
+
+    # -- train -----------------------------------------------------------------
+    # Resuming restores weights, optimizer, scheduler, RNG states and the
+    # position in the data, so a resumed run continues the same curve.
+    if ctx.should_stop():
+        raise StageCancelled("cancelled before training started")
+    resume_from = None
+    if ctx.resume_from is not None:
+        if not Path(ctx.resume_from).is_dir():
+            raise StageFailed(f"cannot resume: checkpoint {ctx.resume_from} does not exist")
+        resume_from = str(ctx.resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
+    step = trainer.state.global_step
+    if callback.cancelled:
+        # The Trainer saved checkpoint-{step} before leaving its loop, and the
+        # callback recorded it: the run can resume from exactly here.
+        ctx.flush()
+        raise StageCancelled(f"stopped at step {step} of {spec.max_steps}; checkpoint saved")
+
+    # -- save ------------------------------------------------------------------
+    if trainer.is_world_process_zero():
+        _save_final(trainer.accelerator.unwrap_model(trainer.model), tokenizer, ctx.final_dir)
+    ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
+    ctx.flush()
+
+
+def _resolved_config(
+    args: TrainingArguments,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    tokenizer_source: Source,
+    data_source: Source,
+    *,
+    documents: tuple[int, int],
+    blocks: tuple[int, int],
+) -> dict[str, Any]:
+    """What really ran: every TrainingArguments value (library defaults
+    included), and a summary of the model, tokenizer and data."""
+    return {
+        "training_arguments": args.to_dict(),
+        "model": {
+            "class": type(model).__name__,
+            "parameters": count_parameters(model),
+            "config": model.config.to_dict(),
+        },
+        "tokenizer": {
+            "source": f"{tokenizer_source.kind}:{tokenizer_source.value}",
+            "vocabulary": len(tokenizer),
+            "eos_token": tokenizer.eos_token,
+            "pad_token": tokenizer.pad_token,
+        },
+        "data": {
+            "source": f"{data_source.kind}:{data_source.value}",
+            "train_documents": documents[0],
+            "eval_documents": documents[1],
+            "train_blocks": blocks[0],
+            "eval_blocks": blocks[1],
+        },
+    }
+
+
+def _save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """Weights (safetensors), config and tokenizer: a folder plain
+    `from_pretrained` loads. No training_args.bin: that is a pickle.
+
+    Written beside `folder` and renamed into place, so a crash mid-save
+    never leaves a half-written final folder."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    # The Trainer switched the KV cache off for training; generation wants it.
+    model.config.use_cache = True
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.rename(tmp, folder)

@@ -1,0 +1,61 @@
+"""A torch-free stage for testing the engine's scheduling, cancel, crash and resume.
+
+Registered as kind "fake" through the RLHF_STAGE_PLUGINS hook, so the worker
+subprocesses find it too. Its checkpoints mimic the Trainer's layout
+(`checkpoints/checkpoint-STEP/trainer_state.json`), which is all the engine
+reads from them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from engine.errors import StageCancelled
+from engine.spec.stages import StageSpec, register_stage
+from engine.stages.context import StageContext
+
+
+class FakeSpec(StageSpec):
+    kind: Literal["fake"] = "fake"
+    steps: int = Field(10, ge=1)
+    step_seconds: float = 0.02
+    save_every: int = 5
+    fail_at: int | None = None
+
+
+def _save(ctx: StageContext, step: int) -> None:
+    folder = ctx.checkpoints_dir / f"checkpoint-{step}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    ctx.checkpoint_saved(step, folder)
+
+
+def run(ctx: StageContext) -> None:
+    spec: FakeSpec = ctx.spec  # type: ignore[assignment]
+    step = 0
+    if ctx.resume_from is not None:
+        step = json.loads((ctx.resume_from / "trainer_state.json").read_text())["global_step"]
+        print(f"fake stage resuming at step {step}")
+    while step < spec.steps:
+        if ctx.should_stop():
+            _save(ctx, step)
+            raise StageCancelled(f"stopped at step {step}")
+        time.sleep(spec.step_seconds)
+        step += 1
+        if step == spec.fail_at:
+            raise RuntimeError(f"fake failure at step {step}")
+        ctx.log_metrics(step, {"train/loss": 1.0 / step})
+        ctx.set_progress(step, spec.steps)
+        print(f"fake step {step}", flush=True)
+        if step % spec.save_every == 0:
+            _save(ctx, step)
+    ctx.final_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.final_dir / "done.txt").write_text(str(step))
+    ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
+
+
+register_stage("fake", FakeSpec, __name__)

@@ -1,0 +1,75 @@
+"""Fixtures for stage tests: a real workspace, a real store, a real StageContext.
+
+The environment is set at import, before any test module imports
+transformers or datasets: nothing may reach the network, and no progress bar
+may be drawn.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TQDM_DISABLE"] = "1"
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from engine.spec.stages import StageSpec  # noqa: E402
+from engine.stages.context import StageContext  # noqa: E402
+from store import NewStage, Workspace, open_workspace  # noqa: E402
+
+MakeContext = Callable[..., StageContext]
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session: the corpus and tokenizer are built once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Iterator[Workspace]:
+    ws = open_workspace(tmp_path / "ws")
+    yield ws
+    ws.close()
+
+
+@pytest.fixture
+def make_context(workspace: Workspace, shared_cache: Path) -> MakeContext:
+    """`make_context(spec)` -> a StageContext for a new run's one stage;
+    `make_context(spec, like=ctx, resume_from=...)` -> a fresh context for the
+    same stage, as the engine builds when it resumes a run."""
+
+    def make(
+        spec: StageSpec,
+        *,
+        like: StageContext | None = None,
+        resume_from: Path | None = None,
+        context_class: type[StageContext] = StageContext,
+    ) -> StageContext:
+        if like is None:
+            run = workspace.store.create_run(
+                name="t", spec_text="", spec={}, spec_path=None,
+                stages=[NewStage(name="pretrain", kind=spec.kind, position=0, parent=None, config={})],
+            )
+            run_id = run.id
+            stage_id = workspace.store.list_stages(run_id=run_id)[0].id
+        else:
+            run_id, stage_id = like.run_id, like.stage_id
+        return context_class(
+            store=workspace.store,
+            run_id=run_id,
+            stage_id=stage_id,
+            stage_name="pretrain",
+            spec=spec,
+            output_dir=workspace.stage_dir(run_id, "pretrain"),
+            cache_dir=shared_cache,
+            stage_outputs={},
+            resume_from=resume_from,
+        )
+
+    return make
