@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from store import (
     CheckpointRead,
@@ -93,7 +94,8 @@ class Engine:
             name=name or spec.name,
             spec_text=spec.text,
             spec={"name": spec.name, "description": spec.description, "stages": spec.to_dict()},
-            spec_path=spec.source,
+            # Absolute, so it still means something from another folder; built-in specs keep their name.
+            spec_path=str(Path(spec.source).resolve()) if Path(spec.source).exists() else spec.source,
             stages=stages,
         )
         if start:

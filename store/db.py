@@ -75,9 +75,25 @@ def migrate(engine: Engine, db_path: Path) -> None:
         return
     from alembic import command
 
+    from alembic.util import CommandError
+
     config = alembic_config(db_path)
-    with engine.begin() as connection:
-        # env.py uses this connection, so the pragmas above apply and
-        # concurrent openers serialise on SQLite's write lock.
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        # pysqlite opens a transaction only before INSERT/UPDATE/DELETE, so
+        # Alembic's CREATE TABLEs would each commit on their own: two first
+        # openers would both create tables, and a crash would leave half a
+        # schema. Take SQLite's write lock first: concurrent openers wait here
+        # (busy_timeout), the migration is atomic, and Alembic, reading the
+        # revision inside the lock, finds nothing left to do for the second.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        config.attributes["connection"] = connection  # env.py migrates through it
+        try:
+            command.upgrade(config, "head")
+        except CommandError as exc:
+            if "Can't locate revision" in str(exc):
+                raise WorkspaceError(
+                    f"{db_path}: made by a newer rlhf-console (revision {current_revision(db_path)!r}); "
+                    "upgrade rlhf-console to open it"
+                ) from exc
+            raise
+        connection.commit()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from .errors import NotFound
@@ -87,6 +88,23 @@ class Store:
         stages: Sequence[NewStage],
     ) -> RunRead:
         """Insert a queued run and its pending stages in one transaction."""
+        for attempt in range(5):
+            try:
+                return self._insert_run(name, spec_text, spec, spec_path, stages)
+            except IntegrityError:
+                # Another process took the same name between our check and insert.
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _insert_run(
+        self,
+        name: str,
+        spec_text: str,
+        spec: Mapping[str, Any],
+        spec_path: str | None,
+        stages: Sequence[NewStage],
+    ) -> RunRead:
         with Session(self.engine) as session:
             run = Run(
                 name=self._unique_name(session, name),
@@ -193,7 +211,11 @@ class Store:
     def waiting_stages(self) -> list[StageRead]:
         """Stages of any run that wait for a device (the device queue)."""
         with Session(self.engine) as session:
-            query = select(Stage).where(Stage.status == StageStatus.WAITING).order_by(col(Stage.run_id))
+            query = (
+                select(Stage)
+                .where(Stage.status == StageStatus.WAITING)
+                .order_by(col(Stage.run_id), col(Stage.position))
+            )
             return [StageRead.model_validate(s) for s in session.exec(query)]
 
     def update_stage(self, stage_id: int, **fields: Any) -> None:
@@ -230,6 +252,22 @@ class Store:
             )
             return [(s, k) for s, k in session.exec(query)]
 
+    def stage_metric_keys(self, *, stage_id: int) -> list[str]:
+        """Keys one stage has logged, sorted.
+
+        A skip scan over ix_metric_stage_key_step: one index probe per key,
+        so the console can look for new keys on every refresh of a run with
+        millions of points (a DISTINCT over the rows reads every one)."""
+        keys: list[str] = []
+        with Session(self.engine) as session:
+            key = session.exec(select(func.min(Metric.key)).where(Metric.stage_id == stage_id)).one()
+            while key is not None:
+                keys.append(key)
+                key = session.exec(
+                    select(func.min(Metric.key)).where(Metric.stage_id == stage_id, Metric.key > key)
+                ).one()
+        return keys
+
     def metric_series(
         self,
         *,
@@ -243,6 +281,8 @@ class Store:
         With `max_points`, steps are bucketed in SQL (mean, min and max per
         bucket), so a chart of a million points costs one indexed scan and
         returns at most `max_points` rows, never a million Python objects."""
+        if max_points is not None and max_points < 1:
+            raise ValueError(f"max_points must be at least 1, got {max_points}")
         where = [Metric.stage_id == stage_id, Metric.key == key]
         if after_step is not None:
             where.append(Metric.step > after_step)
@@ -252,7 +292,7 @@ class Store:
                     select(func.min(Metric.step), func.max(Metric.step), func.count())
                     .where(*where)
                 ).one()
-                if n > max_points and hi is not None and hi > lo:
+                if n > max_points:  # then lo and hi are set; lo == hi gives one bucket
                     width = (hi - lo + 1) / max_points
                     bucket = func.cast((Metric.step - lo) / width, Metric.step.type)
                     rows = session.exec(

@@ -57,6 +57,15 @@ class PipelineSpec:
     #: stage name -> every stage its reference fields name, in execution order
     dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # read-only views, so no one reorders or swaps a validated stage
+        for name in ("stages", "parents", "dependencies"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # mappingproxy cannot be pickled; dicts can
+        return (PipelineSpec, (self.name, self.description, self.source, self.text, self.base_dir,
+                               dict(self.stages), dict(self.parents), dict(self.dependencies)))
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """JSON-able resolved specs per stage, in execution order (for the run row)."""
         return {
@@ -160,11 +169,11 @@ class _Loader:
             source=self.source,
             text=self.text,
             base_dir=self.base_dir,
-            stages=MappingProxyType({stage: specs[stage] for stage in order}),
-            parents=MappingProxyType(parents),
-            dependencies=MappingProxyType(
-                {stage: tuple(d for d in order if d in dependencies[stage]) for stage in order}
-            ),
+            stages={stage: specs[stage] for stage in order},
+            parents=parents,
+            dependencies={
+                stage: tuple(d for d in order if d in dependencies[stage]) for stage in order
+            },
         )
 
     # --- the file ---------------------------------------------------------
@@ -250,8 +259,8 @@ class _Loader:
             return None, None
         if kind not in STAGE_KINDS:
             if kind in PLANNED_KINDS:
-                report(f"kind {kind!r} is not available in this version "
-                       f"(coming: {', '.join(PLANNED_KINDS)})", "kind")
+                coming = ", ".join(k for k in PLANNED_KINDS if k not in STAGE_KINDS)
+                report(f"kind {kind!r} is not available in this version (coming: {coming})", "kind")
             else:
                 report(f"unknown kind {kind!r}{_did_you_mean(kind, [*STAGE_KINDS, *PLANNED_KINDS])} "
                        f"(known kinds: {known})", "kind")

@@ -24,7 +24,7 @@ class StageSpec(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid", strict=True, validate_by_name=True, validate_by_alias=True,
-        frozen=True,
+        frozen=True, allow_inf_nan=False,  # TOML accepts inf and nan; no setting wants them
     )
 
     #: reference fields -> the built-in catalogue section they may name
@@ -68,11 +68,16 @@ class PretrainSpec(StageSpec):
     block_size: int = Field(128, ge=8, le=131072, description="tokens per packed training block")
     max_steps: int = Field(200, ge=1, description="optimizer steps")
     batch_size: int = Field(8, ge=1, description="blocks per step per process")
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.1, ge=0)
-    warmup_steps: int = Field(10, ge=0)
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    gradient_accumulation_steps: int = Field(
+        1, ge=1,
+        description="micro-batches per optimizer step (effective batch = batch_size x this x processes)",
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate of AdamW, reached after warm-up")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(10, ge=0, description="steps of linear warm-up from 0 to learning_rate")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="learning-rate schedule after warm-up"
+    )
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
     eval_fraction: float = Field(0.05, gt=0, lt=1, description="share of documents held out for eval")
     eval_every: int = Field(50, ge=1, description="steps between held-out evaluations")

@@ -25,6 +25,7 @@ class FakeSpec(StageSpec):
     step_seconds: float = 0.02
     save_every: int = 5
     fail_at: int | None = None
+    say: str | None = None  # printed once, for tests of how logs are shown
 
 
 def _save(ctx: StageContext, step: int) -> None:
@@ -37,6 +38,8 @@ def _save(ctx: StageContext, step: int) -> None:
 def run(ctx: StageContext) -> None:
     spec: FakeSpec = ctx.spec  # type: ignore[assignment]
     step = 0
+    if spec.say is not None:
+        print(spec.say, flush=True)
     if ctx.resume_from is not None:
         step = json.loads((ctx.resume_from / "trainer_state.json").read_text())["global_step"]
         print(f"fake stage resuming at step {step}")

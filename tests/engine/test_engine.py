@@ -78,7 +78,8 @@ async def test_runs_queue_for_the_cpu_one_at_a_time(engine: Engine, tmp_path: Pa
     second = await engine.submit(fake_pipeline(tmp_path, name="second", steps=5))
 
     await wait_for(engine, second.id, lambda r: engine.store.list_stages(run_id=r.id)[0].status == StageStatus.WAITING)
-    assert (await engine.get_run(first.id)).status == RunStatus.RUNNING
+    await wait_for(engine, first.id, lambda r: r.status == RunStatus.RUNNING)
+    assert engine.store.list_stages(run_id=second.id)[0].status == StageStatus.WAITING
     for run in (first, second):
         await wait_for(engine, run.id, lambda r: r.status == RunStatus.SUCCEEDED)
 

@@ -46,3 +46,19 @@ class SpecFiles:
 @pytest.fixture
 def specs(tmp_path: Path) -> SpecFiles:
     return SpecFiles(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def only_builtin_stage_kinds():
+    """Messages list the known kinds; plugins other tests registered (the fake
+    stage) must not change them. The registry is mutated in place because
+    modules hold references to the same dicts."""
+    from engine.spec.stages import STAGE_KINDS, STAGE_MODULES
+
+    saved = dict(STAGE_KINDS), dict(STAGE_MODULES)
+    for kind in [k for k, module in STAGE_MODULES.items() if not module.startswith("engine.stages.")]:
+        STAGE_KINDS.pop(kind, None)
+        STAGE_MODULES.pop(kind, None)
+    yield
+    STAGE_KINDS.clear(), STAGE_KINDS.update(saved[0])
+    STAGE_MODULES.clear(), STAGE_MODULES.update(saved[1])

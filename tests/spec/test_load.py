@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,15 @@ def test_spec_is_immutable(specs):
         spec.name = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         spec.stages["b"] = spec.stages["a"]  # type: ignore[index]
+
+
+def test_spec_pickles(specs):
+    spec = specs.load('[stages.a]\nkind = "pretrain"\n[stages.b]\nkind = "pretrain"\nfrom = "a"\n')
+    again = pickle.loads(pickle.dumps(spec))
+    assert again == spec
+    assert list(again.stages) == ["a", "b"] and again.parents["b"] == "a"
+    with pytest.raises(TypeError):
+        again.parents["b"] = None  # type: ignore[index]
 
 
 def test_parse_spec_without_a_file(tmp_path):

@@ -404,3 +404,9 @@ def test_parse_spec_uses_source_in_messages(tmp_path):
     with pytest.raises(SpecError) as info:
         parse_spec("[stages]\n", source="<console form>", base_dir=tmp_path)
     assert info.value.problems[0].startswith("<console form>: ")
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_non_finite_numbers(specs, value):
+    line = specs.problem(f'[stages.pretrain]\nkind = "pretrain"\nmax_grad_norm = {value}\n')
+    assert line.endswith(f"stage 'pretrain', field 'max_grad_norm': expected a finite number, got {value}")

@@ -12,6 +12,7 @@ from store import (
     CheckpointRead,
     EventRead,
     LogLineRead,
+    MetricRead,
     MetricSummary,
     NewStage,
     NotFound,
@@ -174,6 +175,20 @@ def test_update_and_get_stage(store, make_run):
     assert got.traceback == "Traceback...\n" * 100
 
 
+def test_waiting_stages_across_runs(store, make_run):
+    first = make_run("first", ("a", "b"))
+    second = make_run("second", ("c",))
+    a, b = store.list_stages(run_id=first.id)
+    [c] = store.list_stages(run_id=second.id)
+    assert store.waiting_stages() == []
+    store.update_stage(c.id, status=StageStatus.WAITING)
+    store.update_stage(b.id, status=StageStatus.WAITING)
+    store.update_stage(a.id, status=StageStatus.RUNNING)
+    waiting = store.waiting_stages()
+    assert [(s.run_id, s.name) for s in waiting] == [(first.id, "b"), (second.id, "c")]
+    assert all(s.status is StageStatus.WAITING for s in waiting)
+
+
 def test_stage_names_are_unique_within_a_run(store):
     with pytest.raises(IntegrityError):
         store.create_run(
@@ -272,8 +287,6 @@ def test_metric_series_downsampled_large_and_gappy(store, stage):
         assert p.low <= p.value <= p.high
 
 
-@pytest.mark.xfail(strict=True, reason="store bug: max_points is ignored when every point has "
-                   "the same step (`hi > lo` guard in Store.metric_series); see report")
 def test_metric_series_downsampled_when_all_points_share_a_step(store, stage):
     # e.g. a stage logging several values at one step, or re-logging after a resume
     store.add_metrics([
@@ -282,6 +295,29 @@ def test_metric_series_downsampled_when_all_points_share_a_step(store, stage):
     ])
     series = store.metric_series(stage_id=stage.id, key="k", max_points=3)
     assert len(series) <= 3
+
+
+def test_metric_series_rejects_max_points_below_one(store, stage):
+    store.add_metrics(points(stage.run_id, stage.id, "k", [1, 2, 3]))
+    with pytest.raises(ValueError, match="max_points"):
+        store.metric_series(stage_id=stage.id, key="k", max_points=0)
+
+
+def test_metrics_since_in_insertion_order(store, stage):
+    other = store.list_stages(run_id=stage.run_id)[1]
+    store.add_metrics(points(stage.run_id, stage.id, "a", [1, 2]))
+    store.add_metrics(points(stage.run_id, other.id, "b", [3]))
+    store.add_metrics(points(stage.run_id, stage.id, "a", [0], first_step=0))  # re-logged step
+    got = store.metrics_since(run_id=stage.run_id)
+    assert all(isinstance(m, MetricRead) for m in got)
+    assert [(m.stage_id, m.key, m.step, m.value) for m in got] == [
+        (stage.id, "a", 0, 1.0), (stage.id, "a", 1, 2.0), (other.id, "b", 0, 3.0), (stage.id, "a", 0, 0.0),
+    ]
+    assert got == sorted(got, key=lambda m: m.id)
+    assert store.metrics_since(run_id=stage.run_id, after_id=got[1].id) == got[2:]
+    assert store.metrics_since(run_id=stage.run_id, limit=1) == got[:1]
+    assert store.metrics_since(run_id=stage.run_id, after_id=got[-1].id) == []
+    assert store.metrics_since(run_id=999) == []
 
 
 def test_metric_keys_and_summaries(store, stage):
