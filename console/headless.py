@@ -163,7 +163,7 @@ def detail_json(detail: RunDetail, summaries: Sequence[MetricSummary]) -> dict[s
     return {
         **run_json(detail.run),
         "stages": [
-            {**s.model_dump(mode="json", exclude={"config", "traceback"}),
+            {**s.model_dump(mode="json"),
              "metrics": {m.key: {"last": m.last, "min": m.low, "max": m.high, "step": m.last_step}
                          for m in summaries if m.stage_id == s.id}}
             for s in detail.stages

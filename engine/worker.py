@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             record(StageStatus.CRASHED, "the run process died; the stage saved a checkpoint and stopped")
         else:
             record(StageStatus.CANCELLED, str(exc) or "cancelled on request")
-        return EXIT_CANCELLED
+        # Only rank 0 reports the cancel by its exit code: a non-zero exit of
+        # another rank would make accelerate's launcher print a failure.
+        return EXIT_CANCELLED if is_main else EXIT_OK
     except StageFailed as exc:
         record(StageStatus.FAILED, str(exc))
         return EXIT_FAILED

@@ -16,6 +16,7 @@ from .errors import WorkspaceError
 from .repository import Store
 
 ENV_VAR = "RLHF_WORKSPACE"
+CACHE_ENV_VAR = "RLHF_CACHE_DIR"
 DEFAULT_DIR = "rlhf-workspace"
 DB_NAME = "rlhf.db"
 
@@ -41,8 +42,10 @@ class Workspace:
 
     @property
     def cache_dir(self) -> Path:
-        """Built-in tokenizers and corpora, built once per workspace."""
-        return self.root / "cache"
+        """Built-in tokenizers and corpora, built once: per workspace, or shared
+        by every workspace when RLHF_CACHE_DIR names a folder."""
+        shared = os.environ.get(CACHE_ENV_VAR)
+        return Path(shared).expanduser().resolve() if shared else self.root / "cache"
 
     @property
     def locks_dir(self) -> Path:

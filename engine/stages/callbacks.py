@@ -64,14 +64,18 @@ class StageCallback(TrainerCallback):
 
     # --- lifecycle ----------------------------------------------------------
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         # Checkpoints already on disk (a resumed run) may be rotated away later.
         self._known_checkpoints = _checkpoint_folders(args.output_dir)
         self._window_start = self._last_event = time.perf_counter()
         self._window_step = state.global_step
         self._paused = 0.0
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self._last_event = time.perf_counter()
         self.ctx.set_progress(state.global_step, state.max_steps)
         # At the last step the work is done: finishing beats a checkpoint to resume.
@@ -82,7 +86,9 @@ class StageCallback(TrainerCallback):
             control.should_training_stop = True
             self.cancelled = True
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.ctx.flush()
 
     # --- metrics ------------------------------------------------------------
@@ -111,7 +117,9 @@ class StageCallback(TrainerCallback):
         if metrics:
             self.ctx.log_metrics(state.global_step, metrics)
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self._pause_since_last_event()
 
     def _tokens_per_second(self, step: int) -> float:
@@ -130,7 +138,9 @@ class StageCallback(TrainerCallback):
 
     # --- checkpoints --------------------------------------------------------
 
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self._pause_since_last_event()
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"

@@ -39,7 +39,7 @@ def run(ctx: StageContext) -> None:
     if not isinstance(spec, PretrainSpec):
         raise TypeError(f"the pretrain stage got a {type(spec).__name__}")
     runtime.silence_libraries()
-    device = runtime.choose_runtime(spec.device, spec.precision)
+    hardware = runtime.choose_runtime(spec.device, spec.precision)
 
     # -- tokenizer -------------------------------------------------------------
     # A preset starts from nothing, so it takes the built-in tokenizer; a
@@ -89,7 +89,7 @@ def run(ctx: StageContext) -> None:
 
     # -- trainer ---------------------------------------------------------------
     args = TrainingArguments(
-        **runtime.training_kwargs(spec, device, ctx.checkpoints_dir),
+        **runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir),
         # The Trainer would otherwise keep every eval batch's logits
         # (batch x block x vocab floats) to compute metrics we do not have.
         prediction_loss_only=True,
@@ -98,6 +98,10 @@ def run(ctx: StageContext) -> None:
         # Every block is full, so each process has the same token count: the
         # per-step all-reduce that would equalise them changes nothing.
         average_tokens_across_devices=False,
+        # Evaluate before the first step too (as nanoGPT does at iteration 0):
+        # the eval curve then starts where the model started. A resumed run
+        # already has that point.
+        eval_on_start=ctx.resume_from is None,
     )
     trainer = Trainer(
         model=model,
@@ -113,13 +117,16 @@ def run(ctx: StageContext) -> None:
         _resolved_config(args, model, tokenizer, tokenizer_source, data_source,
                          documents=(len(train_texts), len(eval_texts)),
                          blocks=(len(train_blocks), len(eval_blocks))),
-        device=device.describe(),
+        device=hardware.describe(),
     )
 
     # -- train -----------------------------------------------------------------
     # Resuming restores weights, optimizer, scheduler, RNG states and the
     # position in the data, so a resumed run continues the same curve.
-    if ctx.should_stop():
+    # A cancel that came during setup ends the stage here, with nothing to
+    # save. Not under several processes: they must agree on stopping, and the
+    # first place they vote is after step 1.
+    if args.world_size == 1 and ctx.should_stop():
         raise StageCancelled("cancelled before training started")
     resume_from = None
     if ctx.resume_from is not None:
@@ -130,8 +137,11 @@ def run(ctx: StageContext) -> None:
     step = trainer.state.global_step
     if callback.cancelled:
         # The Trainer saved checkpoint-{step} before leaving its loop, and the
-        # callback recorded it: the run can resume from exactly here.
+        # callback recorded it: the run can resume from exactly here. Wait for
+        # every process first: the launcher kills the rest as soon as one exits
+        # with an error, which must not happen while the main one still writes.
         ctx.flush()
+        trainer.accelerator.wait_for_everyone()
         raise StageCancelled(f"stopped at step {step} of {spec.max_steps}; checkpoint saved")
 
     # -- save ------------------------------------------------------------------
@@ -152,9 +162,11 @@ def _resolved_config(
     blocks: tuple[int, int],
 ) -> dict[str, Any]:
     """What really ran: every TrainingArguments value (library defaults
-    included), and a summary of the model, tokenizer and data."""
+    included) at the top level, the process count, and a summary of the
+    model, tokenizer and data."""
     return {
-        "training_arguments": args.to_dict(),
+        **args.to_dict(),
+        "world_size": args.world_size,
         "model": {
             "class": type(model).__name__,
             "parameters": count_parameters(model),
