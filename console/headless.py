@@ -35,6 +35,8 @@ from .literal import printable
 
 #: metrics worth a line of their own when following without a progress bar
 _HEADLINE_PREFIXES = ("eval/",)
+#: the Trainer's timing figures: noise next to the losses
+_TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second"}
 
 
 def emit_json(data: Any, out: TextIO = sys.stdout) -> None:
@@ -87,6 +89,9 @@ async def _follow_with_bars(engine: Engine, run: RunRead, *, show_logs: bool, co
                 latest.setdefault(update.stage, {}).update(update.values)
                 if update.stage in tasks:
                     progress.update(tasks[update.stage], info=_stage_info("running", latest[update.stage]))
+                line = _plain_line(update)  # evaluations get a line of their own
+                if line:
+                    progress.console.print(Text(printable(line)), soft_wrap=True)
             elif isinstance(update, (LifecycleEvent, LogEmitted)):
                 line = _plain_line(update)
                 if line:
@@ -97,7 +102,7 @@ async def _follow_with_bars(engine: Engine, run: RunRead, *, show_logs: bool, co
 
 
 def _stage_info(status: str, metrics: dict[str, float]) -> str:
-    shown = [f"{k.split('/', 1)[-1]} {metrics[k]:.4g}" for k in ("train/loss", "eval/loss") if k in metrics]
+    shown = [f"{k} {metrics[k]:.4g}" for k in ("train/loss", "eval/loss") if k in metrics]
     if "train/tokens_per_second" in metrics:
         shown.append(f"{metrics['train/tokens_per_second']:.0f} tok/s")
     return "  ".join([status if status != "running" else "", *shown]).strip()
@@ -118,7 +123,8 @@ def _plain_line(update: Any) -> str | None:
         where = f"[{update.stage}] " if update.stage else ""
         return f"{where}{update.event}{detail}"
     if isinstance(update, MetricsLogged):
-        headline = {k: v for k, v in update.values.items() if k.startswith(_HEADLINE_PREFIXES)}
+        headline = {k: v for k, v in update.values.items()
+                    if k.startswith(_HEADLINE_PREFIXES) and k.split("/")[-1] not in _TIMING_KEYS}
         if headline:
             values = "  ".join(f"{k} {v:.4g}" for k, v in sorted(headline.items()))
             return f"[{update.stage}] step {update.step}: {values}"
@@ -164,7 +170,8 @@ def detail_json(detail: RunDetail, summaries: Sequence[MetricSummary]) -> dict[s
         **run_json(detail.run),
         "stages": [
             {**s.model_dump(mode="json"),
-             "metrics": {m.key: {"last": m.last, "min": m.low, "max": m.high, "step": m.last_step}
+             "metrics": {m.key: {"first": m.first, "last": m.last, "min": m.low, "max": m.high,
+                                 "step": m.last_step, "count": m.count}
                          for m in summaries if m.stage_id == s.id}}
             for s in detail.stages
         ],
@@ -182,13 +189,22 @@ def print_detail(detail: RunDetail, summaries: Sequence[MetricSummary], console:
         table.add_column(column)
     for stage in detail.stages:
         mine = {m.key: m for m in summaries if m.stage_id == stage.id}
-        metrics = "  ".join(f"{k} {mine[k].last:.4g}" for k in ("train/loss", "eval/loss", "eval/perplexity") if k in mine)
+        metrics = "  ".join(_first_to_last(k, mine[k]) for k in _KEY_METRICS if k in mine)
         step = f"{stage.step}/{stage.total}" if stage.total else str(stage.step)
         table.add_row(Text(stage.name), stage.kind, stage.status.value, step, stage.device or "-", metrics)
     console.print(table)
     finals = [c for c in detail.checkpoints if c.is_final]
     for checkpoint in finals:
         console.print(Text(f"output: {checkpoint.path}"))
+
+
+_KEY_METRICS = ("train/loss", "eval/loss", "eval/perplexity")
+
+
+def _first_to_last(key: str, summary: MetricSummary) -> str:
+    if summary.count > 1:
+        return f"{key} {summary.first:.4g} -> {summary.last:.4g}"
+    return f"{key} {summary.last:.4g}"
 
 
 def print_series(series: Sequence[Series], console: Console) -> None:

@@ -54,6 +54,7 @@ class MetricSummary:
     stage_id: int
     key: str
     count: int
+    first: float
     last_step: int
     last: float
     low: float
@@ -325,28 +326,27 @@ class Store:
                     func.count(),
                     func.min(Metric.value),
                     func.max(Metric.value),
+                    func.min(Metric.id),
                     func.max(Metric.id),
                 )
                 .where(Metric.run_id == run_id)
                 .group_by(Metric.stage_id, Metric.key)
                 .order_by(Metric.stage_id, Metric.key)
             ).all()
-            last_ids = [row[5] for row in stats]
-            last = {
-                m.id: m
-                for m in session.exec(select(Metric).where(col(Metric.id).in_(last_ids)))
-            }
+            ends = [row[5] for row in stats] + [row[6] for row in stats]
+            by_id = {m.id: m for m in session.exec(select(Metric).where(col(Metric.id).in_(ends)))}
             return [
                 MetricSummary(
                     stage_id=stage_id,
                     key=key,
                     count=count,
-                    last_step=last[last_id].step,
-                    last=last[last_id].value,
+                    first=by_id[first_id].value,
+                    last_step=by_id[last_id].step,
+                    last=by_id[last_id].value,
                     low=low,
                     high=high,
                 )
-                for stage_id, key, count, low, high, last_id in stats
+                for stage_id, key, count, low, high, first_id, last_id in stats
             ]
 
     def last_metric_step(self, *, stage_id: int) -> int | None:

@@ -329,9 +329,9 @@ def test_metric_keys_and_summaries(store, stage):
         (stage.id, "eval/loss"), (stage.id, "train/loss"), (other.id, "train/loss"),
     ]
     assert store.metric_summaries(run_id=stage.run_id) == [
-        MetricSummary(stage_id=stage.id, key="eval/loss", count=2, last_step=11, last=7.0, low=7.0, high=9.0),
-        MetricSummary(stage_id=stage.id, key="train/loss", count=3, last_step=2, last=3.0, low=2.0, high=4.0),
-        MetricSummary(stage_id=other.id, key="train/loss", count=1, last_step=0, last=1.0, low=1.0, high=1.0),
+        MetricSummary(stage_id=stage.id, key="eval/loss", count=2, first=9.0, last_step=11, last=7.0, low=7.0, high=9.0),
+        MetricSummary(stage_id=stage.id, key="train/loss", count=3, first=4.0, last_step=2, last=3.0, low=2.0, high=4.0),
+        MetricSummary(stage_id=other.id, key="train/loss", count=1, first=1.0, last_step=0, last=1.0, low=1.0, high=1.0),
     ]
     assert store.metric_summaries(run_id=999) == []
     assert store.last_metric_step(stage_id=other.id) == 0
