@@ -11,13 +11,16 @@ from .models import (
     EventRead,
     LogLineRead,
     MetricRead,
+    PromptRead,
     RunRead,
     RunStatus,
+    SampleBatchRead,
+    SampleRead,
     StageRead,
     StageStatus,
     utcnow,
 )
-from .repository import MetricSummary, NewStage, SeriesPoint, Store
+from .repository import MetricSummary, NewStage, SampleView, SeriesPoint, Store
 from .workspace import ENV_VAR, Workspace, open_workspace, resolve_workspace_dir
 
 __all__ = [
@@ -28,6 +31,10 @@ __all__ = [
     "LogLineRead",
     "MetricRead",
     "MetricSummary",
+    "PromptRead",
+    "SampleBatchRead",
+    "SampleRead",
+    "SampleView",
     "NewStage",
     "NotFound",
     "RunRead",

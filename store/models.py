@@ -236,6 +236,76 @@ class ArtifactRead(ArtifactBase):
     id: int
 
 
+# --- prompts and samples -----------------------------------------------------
+
+
+class PromptBase(SQLModel):
+    """A prompt, stored once however many stages answer it (deduplicated by hash)."""
+
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    text_hash: str = Field(index=True, unique=True)  # sha256 of the text
+    source: str | None = None  # where it came from: a data set, builtin:NAME, a person
+    reference: str | None = Field(default=None, sa_column=Column(Text))  # a reference answer, if any
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Prompt(PromptBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class PromptRead(PromptBase):
+    id: int
+
+
+class SampleBatchBase(SQLModel):
+    """Responses generated together with one set of sampling settings, e.g.
+    K responses per prompt for people to rank."""
+
+    run_id: int | None = Field(default=None, foreign_key="run.id", index=True)
+    stage_id: int | None = Field(default=None, foreign_key="stage.id")
+    name: str
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    sources: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SampleBatch(SampleBatchBase, table=True):
+    __tablename__ = "samplebatch"
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class SampleBatchRead(SampleBatchBase):
+    id: int
+
+
+class SampleBase(SQLModel):
+    """One response to one prompt, with its provenance: which model wrote it
+    (checkpoint), at which training step, in which batch, with what settings."""
+
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    batch_id: int | None = Field(default=None, foreign_key="samplebatch.id")
+    run_id: int | None = Field(default=None, foreign_key="run.id")
+    stage_id: int | None = Field(default=None, foreign_key="stage.id")
+    step: int | None = None  # training step, for samples taken while training
+    checkpoint: str | None = None  # the model folder that generated it
+    response: str = Field(sa_column=Column(Text, nullable=False))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Sample(SampleBase, table=True):
+    __table_args__ = (
+        Index("ix_sample_stage_step", "stage_id", "step"),
+        Index("ix_sample_batch_prompt", "batch_id", "prompt_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class SampleRead(SampleBase):
+    id: int
+
+
 __all__ = [
     "Artifact",
     "ArtifactRead",
@@ -247,6 +317,12 @@ __all__ = [
     "LogLineRead",
     "Metric",
     "MetricRead",
+    "Prompt",
+    "PromptRead",
+    "Sample",
+    "SampleBatch",
+    "SampleBatchRead",
+    "SampleRead",
     "Run",
     "RunRead",
     "RunStatus",

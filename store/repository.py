@@ -9,6 +9,7 @@ makes 100k metric points a sub-second write.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +29,14 @@ from .models import (
     LogLineRead,
     Metric,
     MetricRead,
+    Prompt,
+    PromptRead,
     Run,
     RunRead,
     RunStatus,
+    Sample,
+    SampleBatch,
+    SampleBatchRead,
     Stage,
     StageRead,
     StageStatus,
@@ -59,6 +65,22 @@ class MetricSummary:
     last: float
     low: float
     high: float
+
+
+@dataclass(frozen=True, slots=True)
+class SampleView:
+    """A sample together with its prompt's text: what people read and rank."""
+
+    id: int
+    prompt_id: int
+    prompt: str
+    response: str
+    run_id: int | None
+    stage_id: int | None
+    batch_id: int | None
+    step: int | None
+    checkpoint: str | None
+    meta: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +497,113 @@ class Store:
                 query = query.where(Artifact.kind == kind)
             return [ArtifactRead.model_validate(r) for r in session.exec(query)]
 
+    # --- prompts and samples --------------------------------------------------
+
+    def add_prompts(self, prompts: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Get-or-create prompts by their text; returns their ids in order.
+
+        Each has `text` and optionally `source`, `reference`, `meta`."""
+        hashes = [_text_hash(p["text"]) for p in prompts]
+        with Session(self.engine) as session:
+            known = {
+                row.text_hash: row.id
+                for row in session.exec(select(Prompt).where(col(Prompt.text_hash).in_(set(hashes))))
+            }
+            for prompt, text_hash in zip(prompts, hashes):
+                if text_hash not in known:
+                    row = Prompt(
+                        text=prompt["text"], text_hash=text_hash, source=prompt.get("source"),
+                        reference=prompt.get("reference"), meta=dict(prompt.get("meta") or {}),
+                    )
+                    session.add(row)
+                    session.flush()
+                    known[text_hash] = row.id
+            session.commit()
+        return [known[h] for h in hashes]
+
+    def get_prompts(self, ids: Iterable[int]) -> list[PromptRead]:
+        with Session(self.engine) as session:
+            rows = session.exec(select(Prompt).where(col(Prompt.id).in_(list(ids))).order_by(col(Prompt.id)))
+            return [PromptRead.model_validate(r) for r in rows]
+
+    def create_sample_batch(
+        self,
+        *,
+        name: str,
+        settings: Mapping[str, Any],
+        sources: Sequence[str],
+        run_id: int | None = None,
+        stage_id: int | None = None,
+    ) -> SampleBatchRead:
+        with Session(self.engine) as session:
+            row = SampleBatch(
+                name=name, settings=dict(settings), sources=list(sources), run_id=run_id, stage_id=stage_id
+            )
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return SampleBatchRead.model_validate(row)
+
+    def list_sample_batches(self, *, run_id: int | None = None) -> list[SampleBatchRead]:
+        with Session(self.engine) as session:
+            query = select(SampleBatch).order_by(col(SampleBatch.id))
+            if run_id is not None:
+                query = query.where(SampleBatch.run_id == run_id)
+            return [SampleBatchRead.model_validate(r) for r in session.exec(query)]
+
+    def add_samples(self, samples: Sequence[Mapping[str, Any]]) -> None:
+        """Bulk insert: each has prompt_id and response, and any of batch_id,
+        run_id, stage_id, step, checkpoint, meta."""
+        if not samples:
+            return
+        now = utcnow()
+        rows = [
+            {"batch_id": None, "run_id": None, "stage_id": None, "step": None, "checkpoint": None,
+             "created_at": now, **sample, "meta": dict(sample.get("meta") or {})}
+            for sample in samples
+        ]
+        with self.engine.begin() as connection:
+            connection.execute(insert(Sample), rows)
+
+    def list_samples(
+        self,
+        *,
+        run_id: int | None = None,
+        stage_id: int | None = None,
+        batch_id: int | None = None,
+        step: int | None = None,
+        limit: int | None = None,
+    ) -> list[SampleView]:
+        with Session(self.engine) as session:
+            query = select(Sample, Prompt.text).join(Prompt, col(Prompt.id) == Sample.prompt_id)
+            for column, value in (
+                (Sample.run_id, run_id), (Sample.stage_id, stage_id),
+                (Sample.batch_id, batch_id), (Sample.step, step),
+            ):
+                if value is not None:
+                    query = query.where(column == value)
+            query = query.order_by(col(Sample.id))
+            if limit is not None:
+                query = query.limit(limit)
+            return [
+                SampleView(
+                    id=sample.id, prompt_id=sample.prompt_id, prompt=prompt_text,
+                    response=sample.response, run_id=sample.run_id, stage_id=sample.stage_id,
+                    batch_id=sample.batch_id, step=sample.step, checkpoint=sample.checkpoint,
+                    meta=dict(sample.meta),
+                )
+                for sample, prompt_text in session.exec(query)
+            ]
+
+    def sample_steps(self, *, stage_id: int) -> list[int]:
+        """Training steps at which a stage stored samples."""
+        with Session(self.engine) as session:
+            query = (
+                select(Sample.step).where(Sample.stage_id == stage_id, col(Sample.step).is_not(None))
+                .distinct().order_by(Sample.step)
+            )
+            return list(session.exec(query))
+
     # --- helpers ------------------------------------------------------------
 
     def _update(self, table: type[Run] | type[Stage], row_id: int, fields: Mapping[str, Any]) -> None:
@@ -487,3 +616,7 @@ class Store:
             session.commit()
             if result.rowcount != 1:
                 raise NotFound(f"no {table.__name__.lower()} with id {row_id}")
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

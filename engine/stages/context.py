@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -151,6 +151,37 @@ class StageContext:
         wanted = {str(p) for p in paths}
         ids = [c.id for c in self.store.list_checkpoints(stage_id=self.stage_id) if c.path in wanted]
         self.store.remove_checkpoints(ids)
+
+    def add_prompts(self, prompts: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Store prompts (get-or-create by text); their ids, in order. Every
+        process gets the ids (it is a read as much as a write)."""
+        return self.store.add_prompts(prompts)
+
+    def create_sample_batch(self, *, name: str, settings: Mapping[str, Any], sources: Sequence[str]) -> int | None:
+        """A batch of responses generated with one set of sampling settings."""
+        if not self.is_main_process:
+            return None
+        return self.store.create_sample_batch(
+            name=name, settings=settings, sources=sources, run_id=self.run_id, stage_id=self.stage_id
+        ).id
+
+    def log_samples(
+        self,
+        samples: Sequence[Mapping[str, Any]],
+        *,
+        step: int | None = None,
+        checkpoint: str | None = None,
+        batch_id: int | None = None,
+    ) -> None:
+        """Store responses: each has prompt_id, response and optionally meta
+        (token counts, whether it ended, seconds, a score)."""
+        if not self.is_main_process or not samples:
+            return
+        self.store.add_samples([
+            {"run_id": self.run_id, "stage_id": self.stage_id, "step": step, "checkpoint": checkpoint,
+             "batch_id": batch_id, **sample}
+            for sample in samples
+        ])
 
     def log(self, message: str, *, level: str = "info") -> None:
         """A line for the run's log, from the engine's side of the stage."""
