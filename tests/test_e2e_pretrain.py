@@ -96,6 +96,9 @@ def test_pretraining_lowers_eval_loss_and_writes_a_plain_hf_model(tmp_path: Path
     result = rlhf("run", str(spec), "--json", env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1])["status"] == "succeeded"
+    # Library chatter (tqdm bars, warnings, the Trainer's printer) went to the run's log, not here.
+    assert result.stderr == ""
+    assert all(line.startswith("{") for line in result.stdout.splitlines())
 
     evals = series("learn", "eval/loss", env)
     assert [step for step, _ in evals][-1] == 60
@@ -205,3 +208,22 @@ def test_two_processes_through_accelerate(tmp_path: Path, env: dict[str, str]) -
     assert steps == sorted(set(steps)), "metrics were written by more than one rank"
     # The resolved config is what the Trainer really used: two ranks.
     assert detail["stages"][0]["config"]["world_size"] == 2
+
+
+def test_cancel_of_a_two_process_stage_leaves_no_process_behind(tmp_path: Path, env: dict[str, str]) -> None:
+    import psutil
+
+    spec = spec_file(tmp_path, "ddpstop", max_steps=2000, eval_every=5000, save_every=5000, processes=2)
+    assert rlhf("run", str(spec), "--detach", env=env).returncode == 0
+    wait_until(lambda: status("ddpstop", env)["stages"][0]["step"] >= 3, 180, "step 3")
+    supervisor = psutil.Process(status("ddpstop", env)["pid"])
+    # accelerate's launcher, the elastic agent and both ranks (ranks run in sessions of their own).
+    tree = [supervisor, *supervisor.children(recursive=True)]
+    assert len([p for p in tree if "engine.worker" in " ".join(p.cmdline())]) >= 2
+
+    assert rlhf("cancel", "ddpstop", env=env).returncode == 0
+    assert status("ddpstop", env)["status"] == "cancelled"
+    gone, alive = psutil.wait_procs(tree, timeout=15)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    saved = [c for c in status("ddpstop", env)["checkpoints"] if not c["is_final"]]
+    assert saved and saved[-1]["step"] >= 3
