@@ -31,7 +31,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError
 from .refs import STAGE_NAME, Ref, RefError, resolve_ref
@@ -246,7 +246,9 @@ class _Loader:
         keys = list(table)
 
         def report(message: str, key: str | None) -> None:
-            position = keys.index(key) if key in keys else len(keys)
+            # A nested table's field (`lora.r`) sorts with its table.
+            top = key.split(".")[0] if key is not None else None
+            position = keys.index(top) if top in keys else len(keys)
             self.problem(message, stage=stage, key=key, order=(index, position))
 
         kind = table.get("kind")
@@ -277,10 +279,27 @@ class _Loader:
                 report(f"unknown field for a {kind} stage{_did_you_mean(key, allowed)}", key)
 
         # References, including defaults, so the stored spec is canonical throughout.
+        # An array of references (`from = ["a", "b"]`) is keyed `from[0]`, `from[1]`.
         refs: dict[str, Ref] = {}
         ok = True
         for alias, section in cls.reference_fields.items():
             value = data.get(alias, _default(cls, alias))
+            if isinstance(value, list) and alias in cls.reference_list_fields:
+                items = list(value)
+                for position, item in enumerate(value):
+                    if not isinstance(item, str):
+                        continue  # pydantic reports it
+                    try:
+                        ref = resolve_ref(item, section=section, stages=stage_names,
+                                          base_dir=self.base_dir, current_stage=stage)
+                    except RefError as exc:
+                        report(f"item {position + 1}: {exc}", alias)
+                        ok = False
+                        continue
+                    refs[f"{alias}[{position}]"] = ref
+                    items[position] = str(ref)
+                data[alias] = items
+                continue
             if not isinstance(value, str):
                 continue  # None (the field's own default), or a type error pydantic reports
             try:
@@ -297,7 +316,8 @@ class _Loader:
             spec = cls.model_validate(data)
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
-                key = str(error["loc"][0]) if error["loc"] else None
+                # A field of a nested table ([stages.NAME.lora]) is named by its path: `lora.r`.
+                key = ".".join(str(part) for part in error["loc"]) or None
                 report(_human_error(error, cls, key), key)
             return None, refs
         return (spec if ok else None), refs
@@ -505,15 +525,39 @@ def _human_error(error: Any, cls: type[StageSpec], key: str | None) -> str:
         return f"expected a finite number, got {_plain(value)}"
     if kind == "missing":
         return "missing; this field is required"
+    if kind == "extra_forbidden" and key is not None:  # a key of a nested table
+        table, _, name = key.rpartition(".")
+        model = _model_at(cls, table)
+        allowed = [f.alias or n for n, f in model.model_fields.items()] if model else []
+        return f"unknown field for a {table} table{_did_you_mean(name, allowed)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a table ([stages.NAME.{key}]), got {_describe(value)}"
     message = str(error.get("msg", "invalid value"))
     return f"{message[:1].lower()}{message[1:]}, got {_describe(value)}"
 
 
 def _literal_choices(cls: type[StageSpec], key: str | None) -> list[str]:
-    for name, f in cls.model_fields.items():
+    table, _, key = (key or "").rpartition(".")
+    model = _model_at(cls, table)
+    for name, f in (model.model_fields.items() if model else ()):
         if (f.alias or name) == key and typing.get_origin(f.annotation) is typing.Literal:
             return [str(a) for a in typing.get_args(f.annotation)]
     return []
+
+
+def _model_at(cls: type[BaseModel], path: str) -> type[BaseModel] | None:
+    """The model of a nested table (`lora` -> LoraSpec); `cls` itself for ""."""
+    model: type[BaseModel] | None = cls
+    for part in filter(None, path.split(".")):
+        field_info = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        if field_info is None:
+            return None
+        annotation = field_info.annotation
+        members = typing.get_args(annotation) or (annotation,)
+        model = next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)), None)
+        if model is None:
+            return None
+    return model
 
 
 def _unique(items: Any) -> tuple[str, ...]:

@@ -16,7 +16,8 @@ import importlib
 import os
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class StageSpec(BaseModel):
@@ -29,6 +30,8 @@ class StageSpec(BaseModel):
 
     #: reference fields -> the built-in catalogue section they may name
     reference_fields: ClassVar[dict[str, str]] = {}
+    #: reference fields whose value may also be an array of references (`from = ["a", "b"]`)
+    reference_list_fields: ClassVar[frozenset[str]] = frozenset()
 
     kind: str
     processes: int = Field(
@@ -87,14 +90,267 @@ class PretrainSpec(StageSpec):
     log_every: int = Field(1, ge=1, description="steps between logged train metrics")
 
 
+class SampleSpec(StageSpec):
+    """K responses to each prompt from one or several models, stored as one batch to rank.
+
+    With several models (`from = ["sft", "pretrain"]`) the K responses to a
+    prompt are shared among them round-robin, rotating with the prompt: with
+    K a multiple of the number of models each answers K / models times, and
+    otherwise every model still writes about as many responses overall. Each
+    response records the model that wrote it (`checkpoint`).
+    """
+
+    reference_fields: ClassVar[dict[str, str]] = {"from": "model", "prompts": "data"}
+    reference_list_fields: ClassVar[frozenset[str]] = frozenset({"from"})
+
+    kind: Literal["sample"] = "sample"
+    processes: int = Field(1, ge=1, le=1, description="sampling runs in one process (on one GPU)")
+    from_: str | list[str] | None = Field(
+        None, alias="from",
+        description="the model that answers (a stage, a folder, a hub id, or a built-in preset with "
+                    "random weights), or an array of models that share the responses",
+    )
+    prompts: str | list[str] = Field(
+        "builtin:demo-prompts",
+        description="prompts: builtin:NAME, a .jsonl/.json/.csv/.parquet file (a .txt: one per paragraph), "
+                    "a datasets folder or a hub id; or an array of prompts written inline",
+    )
+    prompt_field: str = Field(
+        "prompt", description="column holding the prompt (else a conversation's first user turn, or alpaca's instruction)"
+    )
+    max_prompts: int | None = Field(None, ge=1, description="use at most this many prompts (the first ones)")
+    responses_per_prompt: int = Field(
+        4, ge=1, le=9,
+        description="K, responses to each prompt in all; ranking wants 2 to 9, 1 gives a plain answer",
+    )
+    temperature: float = Field(0.8, ge=0, le=100, description="sampling temperature; 0 = greedy")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling: keep the tokens holding this much probability")
+    max_new_tokens: int = Field(64, ge=1, le=32768, description="longest response, in tokens")
+    batch_size: int = Field(
+        32, ge=1,
+        description="responses generated at once (prompts per batch = batch_size // K, at least 1)",
+    )
+    batch_name: str | None = Field(None, description="name of the stored sample batch; default RUN/STAGE")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_is_present(cls, data: object) -> object:
+        # `from` is required. Its default is None only so that code listing a
+        # kind's defaults (the console's templates) has one to read; a missing
+        # `from` is validated as None under its own key, which `_required` rejects.
+        if isinstance(data, dict) and "from" not in data and "from_" not in data:
+            data = {**data, "from": None}
+        return data
+
+    @field_validator("from_", "prompts", mode="before")
+    @classmethod
+    def _one_or_an_array(cls, value: object, info: ValidationInfo) -> object:
+        # One line per mistake, where the str | list union would report two.
+        what = "a model (a stage name, builtin:NAME, a path or a hub id)" if info.field_name == "from_" \
+            else "a data set (builtin:NAME, a path or a hub id)"
+        many = "models" if info.field_name == "from_" else "prompts"
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise PydanticCustomError("one_or_array", f"expected {what} or an array of {many}")
+        if not value:
+            raise PydanticCustomError("one_or_array", f"expected at least one of the {many}")
+        for number, item in enumerate(value, 1):
+            if not isinstance(item, str):
+                raise PydanticCustomError("one_or_array", f"item {number} of the array is not a string")
+            if not item.strip():
+                raise PydanticCustomError("one_or_array", f"item {number} of the array is empty")
+        return value
+
+    @field_validator("from_")
+    @classmethod
+    def _required(cls, value: str | list[str] | None) -> str | list[str]:
+        if value is None:
+            raise PydanticCustomError("missing", "required")
+        if isinstance(value, list):
+            twice = next((v for i, v in enumerate(value) if v in value[:i]), None)
+            if twice is not None:
+                raise PydanticCustomError("one_or_array", f"names the model {twice!r} twice")
+        return value
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_gives_one_answer(cls, value: float, info: ValidationInfo) -> float:
+        models = info.data.get("from_")
+        count = len(models) if isinstance(models, list) else 1
+        k = info.data.get("responses_per_prompt")
+        if value == 0 and isinstance(k, int) and k > count:
+            raise PydanticCustomError(
+                "greedy_repeats",
+                f"0 (greedy) gives the same response every time, so {k} responses per prompt from "
+                f"{count} model{'s' if count > 1 else ''} would repeat; raise it above 0 or lower "
+                "responses_per_prompt",
+            )
+        return value
+
+    @property
+    def models(self) -> list[str]:
+        """The canonical model references, one or several."""
+        return list(self.from_) if isinstance(self.from_, list) else [str(self.from_)]
+
+    @property
+    def prompt_texts(self) -> list[str] | None:
+        """The prompts written inline, or None when `prompts` names a data set."""
+        return list(self.prompts) if isinstance(self.prompts, list) else None
+
+
+class LoraSpec(BaseModel):
+    """A `[stages.NAME.lora]` table: train low-rank adapters instead of every weight."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    r: int = Field(16, ge=1, le=4096, description="rank of the adapter matrices")
+    alpha: int = Field(32, ge=1, description="scaling numerator: adapter updates are scaled by alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description='layers that get adapters: "all-linear" (every linear layer but the output head) '
+        'or an array of module names such as ["q_proj", "v_proj"]',
+    )
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _modules(cls, value: object) -> object:
+        # One line per mistake, where the str | list union would report two.
+        if isinstance(value, str) and value.strip():
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+            return value
+        raise PydanticCustomError(
+            "modules", 'expected "all-linear" or a non-empty array of module names such as ["q_proj", "v_proj"]'
+        )
+
+
+class SFTSpec(StageSpec):
+    """Supervised fine-tuning on instructions and their answers (trl's SFTTrainer)."""
+
+    reference_fields: ClassVar[dict[str, str]] = {
+        "from": "model",
+        "tokenizer": "tokenizer",
+        "data": "data",
+        "eval_prompts": "data",
+    }
+
+    kind: Literal["sft"] = "sft"
+    from_: str = Field(
+        "builtin:llama-4m", alias="from",
+        description="the model to fine-tune: a stage (usually your pretrain stage), a folder or a hub id; "
+        "a built-in preset starts from a random init",
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="tokenizer; default: the checkpoint's own, or builtin:bpe-4k for a preset",
+    )
+    # What it learns from.
+    data: str = Field(
+        "builtin:demo-instructions",
+        description="instruction data: builtin, a JSONL/parquet/CSV file, a datasets folder or a hub id",
+    )
+    format: Literal["auto", "prompt_completion", "messages", "alpaca", "text"] = Field(
+        "auto",
+        description="auto = from the columns: prompt + completion, messages (chat turns), "
+        "instruction + input + output (alpaca), or text (loss on every token)",
+    )
+    prompt_field: str = Field("prompt", description="column holding the prompt (prompt_completion format)")
+    completion_field: str = Field(
+        "completion", description="column holding the answer (prompt_completion format)"
+    )
+    messages_field: str = Field("messages", description="column holding the chat turns (messages format)")
+    text_field: str = Field("text", description="column holding the text (text format)")
+    max_examples: int | None = Field(None, ge=1, description="use at most this many examples")
+    max_length: int = Field(
+        512, ge=8, le=131072, description="tokens per example; longer ones are cut at the end"
+    )
+    completion_only_loss: bool = Field(
+        True,
+        description="learn the answers only: the completion, or the assistant turns of a conversation; "
+        "false = every token (text data always learns every token)",
+    )
+    # What is trained.
+    lora: LoraSpec | None = Field(
+        None,
+        description="a [stages.NAME.lora] table trains LoRA adapters (r, alpha, dropout, target_modules); "
+        "without one every weight is fine-tuned",
+    )
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none",
+        description="QLoRA: load the frozen base model in 4 or 8 bits (needs lora, a CUDA GPU and bitsandbytes)",
+    )
+    activation_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="recompute activations in the backward pass to save memory; "
+        "auto = on a GPU for models of 100M+ parameters or quantized ones, off on the CPU",
+    )
+    # Schedule.
+    max_steps: int = Field(400, ge=1, description="optimizer steps")
+    batch_size: int = Field(32, ge=1, description="examples per step per process")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1,
+        description="micro-batches per optimizer step (effective batch = batch_size x this x processes)",
+    )
+    learning_rate: float = Field(
+        1e-3, gt=0,
+        description="peak learning rate of AdamW; suits the tiny built-in models: "
+        "use ~2e-5 (every weight) or ~2e-4 (LoRA) for models of 100M+ parameters",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(10, ge=0, description="steps of linear warm-up from 0 to learning_rate")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="learning-rate schedule after warm-up"
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    # Held-out loss and checkpoints.
+    eval_fraction: float = Field(
+        0.05, gt=0, lt=1, description="share of distinct prompts held out for the eval loss"
+    )
+    eval_every: int = Field(50, ge=1, description="steps between held-out loss evaluations")
+    eval_batches: int = Field(8, ge=1, description="batches per evaluation (caps its cost)")
+    save_every: int = Field(100, ge=1, description="steps between resumable checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
+    log_every: int = Field(1, ge=1, description="steps between logged train metrics")
+    # Answers to fixed prompts while training, stored as samples.
+    eval_prompts: str = Field(
+        "builtin:demo-prompts",
+        description="prompts the model answers while it trains, stored as samples: "
+        "builtin, a file, a datasets folder or a hub id",
+    )
+    eval_prompt_count: int = Field(8, ge=0, description="how many of them (the first ones; 0 = none)")
+    sample_every: int = Field(
+        50, ge=1, description="steps between answering them (also before the first step and after the last)"
+    )
+    sample_temperature: float = Field(0.0, ge=0, le=100, description="sampling temperature; 0 = greedy")
+    sample_max_new_tokens: int = Field(32, ge=1, le=32768, description="longest answer, in tokens")
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantization_needs_lora(cls, value: str, info: ValidationInfo) -> str:
+        # A lora table that failed its own checks is not in info.data: one problem is enough.
+        if value != "none" and "lora" in info.data and info.data["lora"] is None:
+            raise PydanticCustomError(
+                "needs_lora",
+                "quantization (QLoRA) trains adapters on a frozen quantized model: "
+                "add a [stages.NAME.lora] table",
+            )
+        return value
+
+
 #: every stage kind this version knows, by the `kind` key of its table
 STAGE_KINDS: dict[str, type[StageSpec]] = {
     "pretrain": PretrainSpec,
+    "sft": SFTSpec,
+    "sample": SampleSpec,
 }
 
 #: the module whose `run(ctx)` executes each kind (imported only in workers)
 STAGE_MODULES: dict[str, str] = {
     "pretrain": "engine.stages.pretrain",
+    "sft": "engine.stages.sft",
+    "sample": "engine.stages.sample",
 }
 
 #: kinds announced for later versions: rejected with a clear message, not "unknown"

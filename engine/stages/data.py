@@ -2,7 +2,8 @@
 
 A corpus is a list of documents (strings). Sources:
 
-- `builtin:stdlib-docs`;
+- `builtin:stdlib-docs`; the demo task's `builtin:demo-instructions` and
+  `builtin:demo-prompts` (rows: their `text_field` column, e.g. `prompt`);
 - a file: `.txt`/`.md` (one document per blank-line-separated paragraph),
   `.jsonl`, `.json` (a list of objects, or JSON lines), `.parquet`, `.csv`,
   `.tsv` (the `text_field` column);
@@ -17,6 +18,12 @@ outside the workspace.
 Causal-LM training then wants fixed-length blocks: documents are tokenised,
 joined with an eos after each, and cut into `block_size` pieces
 (`pack_blocks`), exactly as nanoGPT concatenates its shards.
+
+Instruction data (SFT) keeps whole rows instead: `load_records` reads the
+same sources with every column, `instruction_examples` recognises the format
+people bring and normalises it to one of the shapes TRL's SFTTrainer takes,
+`split_examples` holds out whole prompts, and `load_prompts` reads the
+prompts a model is asked while it trains.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .. import demo_task
 from ..errors import StageFailed
 from .builtin import corpus
 from .context import Source
@@ -57,9 +65,15 @@ def load_texts(
 ) -> list[str]:
     """The documents of a corpus, in the source's order, empty ones left out."""
     if source.kind == "builtin":
-        if source.value != corpus.NAME:
-            raise StageFailed(f"unknown built-in corpus {source.value!r} (known: {corpus.NAME})")
-        docs: Iterable[str] = corpus.load_stdlib_docs(cache_dir)
+        if source.value in _BUILTIN_RECORDS:  # the demo task's rows: their `text_field` column
+            name = f"builtin:{source.value}"
+            docs: Iterable[str] = (_field(row, text_field, name, f"row {number}")
+                                   for number, row in enumerate(_BUILTIN_RECORDS[source.value](), 1))
+        elif source.value != corpus.NAME:
+            known = ", ".join([corpus.NAME, *_BUILTIN_RECORDS])
+            raise StageFailed(f"unknown built-in corpus {source.value!r} (known: {known})")
+        else:
+            docs = corpus.load_stdlib_docs(cache_dir)
     elif source.kind == "path":
         docs = _read_path(Path(source.value), text_field)
     else:
@@ -292,3 +306,324 @@ def collate_blocks(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     shifts them by one position when it computes the loss."""
     input_ids = torch.stack([r["input_ids"] for r in rows]).long()
     return {"input_ids": input_ids, "labels": input_ids}
+
+
+# --- instruction data (SFT) ---------------------------------------------------
+#
+# Rows keep all their columns; the format decides which ones matter:
+#
+#   prompt_completion  {"prompt": ..., "completion": ...}   strings or message lists
+#   messages           {"messages": [{"role": ..., "content": ...}, ...]}
+#                      (ShareGPT's {"from": "human"/"gpt", "value": ...} turns are converted)
+#   alpaca             {"instruction", "input" (optional), "output"}
+#   text               {"text": ...}                          whole-sequence loss
+#
+# Every format is normalised to {prompt, completion}, {messages} or {text}.
+
+FORMATS = ("prompt_completion", "messages", "alpaca", "text")
+#: built-in data sets of rows (the demo task's); stdlib-docs gives {"text"} rows
+_BUILTIN_RECORDS = {
+    "demo-instructions": demo_task.demo_instructions,
+    "demo-prompts": demo_task.demo_prompts,
+}
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                   "system": "system", "model": "assistant"}
+
+
+def load_records(
+    source: Source, *, cache_dir: Path, max_records: int | None = None
+) -> list[dict[str, Any]]:
+    """The rows of a data set, every column kept, in the source's order."""
+    if source.kind == "builtin":
+        if source.value in _BUILTIN_RECORDS:
+            rows: Iterable[dict[str, Any]] = _BUILTIN_RECORDS[source.value]()
+        elif source.value == corpus.NAME:
+            rows = ({"text": t} for t in corpus.load_stdlib_docs(cache_dir))
+        else:
+            known = ", ".join([*_BUILTIN_RECORDS, corpus.NAME])
+            raise StageFailed(f"unknown built-in data set {source.value!r} (known: {known})")
+    elif source.kind == "path":
+        rows = _read_record_path(Path(source.value))
+    else:
+        rows = _read_hub_records(source.value, max_records)
+    records = list(itertools.islice(rows, max_records))
+    if not records:
+        raise StageFailed(f"{source.value}: no rows found")
+    return records
+
+
+def _read_record_path(path: Path) -> Iterator[dict[str, Any]]:
+    if path.is_dir():
+        if _is_saved_dataset(path):
+            import datasets
+
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict):
+                loaded = _train_split(loaded, path)
+            yield from loaded
+            return
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+        if not files:
+            raise StageFailed(
+                f"{path}: neither a dataset saved with save_to_disk nor a folder of "
+                f"{', '.join(SUFFIXES)} files"
+            )
+        for file in files:
+            yield from _read_record_file(file)
+    elif path.is_file():
+        yield from _read_record_file(path)
+    else:
+        raise StageFailed(f"{path}: no such file or folder")
+
+
+def _read_record_file(path: Path) -> Iterator[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        for paragraph in _read_paragraphs(path):
+            yield {"text": paragraph}
+    elif suffix in (".jsonl", ".json"):
+        yield from _read_json_rows(path)
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq  # installed with datasets
+
+        yield from pq.read_table(path).to_pylist()
+    elif suffix in (".csv", ".tsv"):
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+        with path.open(encoding="utf-8", newline="") as handle:
+            yield from csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+    else:
+        raise StageFailed(f"{path}: unsupported file type (supported: {', '.join(SUFFIXES)})")
+
+
+def _read_json_rows(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as lines:
+        first = next((line for line in lines if line.strip()), "")
+    if first.lstrip().startswith("["):
+        rows = _parse_json(path.read_text(encoding="utf-8"), path, "the file")
+        numbered: Iterable[tuple[int, Any]] = enumerate(rows, 1)
+        where = "item"
+    else:
+        def parsed() -> Iterator[tuple[int, Any]]:
+            with path.open(encoding="utf-8") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if line.strip():
+                        yield number, _parse_json(line, path, f"line {number}")
+        numbered, where = parsed(), "line"
+    for number, row in numbered:
+        if not isinstance(row, dict):
+            raise StageFailed(f"{path}: {where} {number} is not a JSON object")
+        yield row
+
+
+def _read_hub_records(dataset_id: str, max_records: int | None) -> Iterator[dict[str, Any]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(dataset_id, split="train", streaming=max_records is not None)
+    except Exception as exc:  # the hub raises many types: offline, gated, missing
+        raise StageFailed(f"cannot load dataset {dataset_id!r}: {exc}") from exc
+    yield from loaded
+
+
+def detect_format(
+    columns: Sequence[str],
+    *,
+    prompt_field: str = "prompt",
+    completion_field: str = "completion",
+    messages_field: str = "messages",
+    text_field: str = "text",
+) -> str:
+    """Which instruction format a row's columns are, most specific first."""
+    present = set(columns)
+    if messages_field in present or (messages_field == "messages" and "conversations" in present):
+        return "messages"
+    if {prompt_field, completion_field} <= present:
+        return "prompt_completion"
+    if {"instruction", "output"} <= present:
+        return "alpaca"
+    if text_field in present:
+        return "text"
+    raise StageFailed(
+        f"cannot tell the data format from its columns ({', '.join(columns) or 'none'}): expected "
+        f"{prompt_field!r} + {completion_field!r}, {messages_field!r}, instruction + output (alpaca) "
+        f"or {text_field!r}; set format and the *_field names"
+    )
+
+
+def instruction_examples(
+    records: Sequence[Mapping[str, Any]],
+    format: str = "auto",
+    *,
+    prompt_field: str = "prompt",
+    completion_field: str = "completion",
+    messages_field: str = "messages",
+    text_field: str = "text",
+    where: object = "the data",
+) -> tuple[str, list[dict[str, Any]]]:
+    """The format and the rows normalised to {prompt, completion}, {messages}
+    or {text}. Rows with an empty prompt, answer or text are left out."""
+    if not records:
+        raise StageFailed(f"{where}: no rows")
+    fields = {"prompt_field": prompt_field, "completion_field": completion_field,
+              "messages_field": messages_field, "text_field": text_field}
+    if format == "auto":
+        format = detect_format(list(records[0]), **fields)
+    elif format not in FORMATS:
+        raise StageFailed(f"unknown data format {format!r} (known: auto, {', '.join(FORMATS)})")
+    examples = []
+    for number, row in enumerate(records, start=1):
+        example = _normalise(row, format, where=f"{where}: row {number}", **fields)
+        if example is not None:
+            examples.append(example)
+    if not examples:
+        raise StageFailed(f"{where}: no usable rows in the {format} format (all empty)")
+    return format, examples
+
+
+def _normalise(
+    row: Mapping[str, Any], format: str, *, where: str,
+    prompt_field: str, completion_field: str, messages_field: str, text_field: str,
+) -> dict[str, Any] | None:
+    def column(name: str) -> Any:
+        if name not in row:
+            raise StageFailed(
+                f"{where}: no column {name!r} for the {format} format (columns: {', '.join(row) or 'none'}); "
+                "set format, or the *_field setting naming that column"
+            )
+        return row[name]
+
+    if format == "prompt_completion":
+        prompt, completion = column(prompt_field), column(completion_field)
+        if isinstance(prompt, list) or isinstance(completion, list):  # conversational: both become turns
+            if isinstance(prompt, str):
+                prompt = [{"role": "user", "content": prompt}]
+            if isinstance(completion, str):
+                completion = [{"role": "assistant", "content": completion}]
+            return {"prompt": _messages(prompt, where, prompt_field),
+                    "completion": _messages(completion, where, completion_field)}
+        prompt, completion = _as_text(prompt, where, prompt_field), _as_text(completion, where, completion_field)
+        return {"prompt": prompt, "completion": completion} if prompt.strip() and completion.strip() else None
+    if format == "messages":
+        name = messages_field if messages_field in row or "conversations" not in row else "conversations"
+        messages = _messages(column(name), where, name)
+        return {"messages": messages} if messages else None
+    if format == "alpaca":
+        column("instruction"), column("output")
+        prompt, output = _alpaca_prompt(row, where), _as_text(row["output"], where, "output")
+        return {"prompt": prompt, "completion": output} if prompt.strip() and output.strip() else None
+    text = _as_text(column(text_field), where, text_field)
+    return {"text": text} if text.strip() else None
+
+
+def _alpaca_prompt(row: Mapping[str, Any], where: str) -> str:
+    """The instruction, and the input after a blank line when there is one."""
+    instruction = _as_text(row.get("instruction"), where, "instruction")
+    extra = _as_text(row.get("input"), where, "input")
+    return f"{instruction}\n\n{extra}" if extra.strip() else instruction
+
+
+def _messages(value: Any, where: str, name: str) -> list[dict[str, str]]:
+    """A conversation as [{"role", "content"}]; ShareGPT turns converted; one
+    message given as a bare object is a conversation of one."""
+    if isinstance(value, str):  # stored as JSON text, as CSV files must
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise StageFailed(f"{where}: column {name!r} is text, not a list of messages") from None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise StageFailed(f"{where}: column {name!r} holds {type(value).__name__}, not a list of messages")
+    messages = []
+    for turn in value:
+        if not isinstance(turn, dict):
+            raise StageFailed(f"{where}: column {name!r} holds a {type(turn).__name__} where a message should be")
+        if "role" in turn:
+            role, content = turn["role"], turn.get("content")
+        elif "from" in turn:
+            role, content = _SHAREGPT_ROLES.get(str(turn["from"]).lower(), turn["from"]), turn.get("value")
+        else:
+            raise StageFailed(f"{where}: a message in {name!r} has neither 'role' nor 'from' (keys: {', '.join(turn)})")
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise StageFailed(f"{where}: a message in {name!r} needs a text role and content")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def example_key(example: Mapping[str, Any]) -> str:
+    """What identifies an example's question: its prompt (or the conversation
+    before the last assistant turn, or the text). Equal keys stay on one side
+    of a train/eval split."""
+    if "prompt" in example:
+        return json.dumps(example["prompt"], sort_keys=True)
+    if "messages" in example:
+        messages = example["messages"]
+        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
+        return json.dumps(messages[:last], sort_keys=True)
+    return example["text"]
+
+
+def split_examples(
+    examples: Sequence[dict[str, Any]], eval_fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Hold out a share of the distinct prompts (with every example that asks
+    them) for evaluation, chosen by the seed; each side keeps the source order."""
+    keys = list(dict.fromkeys(example_key(e) for e in examples))
+    if len(keys) < 2:
+        raise StageFailed(
+            f"the data has {len(keys)} distinct prompt; at least 2 are needed to hold one out for evaluation"
+        )
+    n_eval = min(len(keys) - 1, max(1, math.ceil(len(keys) * eval_fraction)))
+    held_out = set(random.Random(seed).sample(keys, n_eval))
+    train = [e for e in examples if example_key(e) not in held_out]
+    evaluation = [e for e in examples if example_key(e) in held_out]
+    return train, evaluation
+
+
+def load_prompts(
+    source: Source,
+    *,
+    cache_dir: Path,
+    count: int,
+    prompt_field: str = "prompt",
+    messages_field: str = "messages",
+    text_field: str = "text",
+) -> list[dict[str, Any]]:
+    """The first `count` distinct prompts of a data set, as the store keeps
+    them: {"text", "reference" (when the data has one), "source"}.
+
+    The prompt is the `prompt_field` column, an alpaca instruction (+ input),
+    the first user message of a conversation, or the text."""
+    records = load_records(source, cache_dir=cache_dir)
+    columns = set(records[0])
+    prompts: dict[str, dict[str, Any]] = {}
+    for number, row in enumerate(records, start=1):
+        where = f"{source.value}: row {number}"
+        reference = None
+        if prompt_field in columns:
+            text = row.get(prompt_field)
+            if isinstance(text, list):
+                text = next((m["content"] for m in _messages(text, where, prompt_field) if m["role"] == "user"), "")
+            reference = row.get("reference", row.get("completion"))
+        elif messages_field in columns or "conversations" in columns:
+            name = messages_field if messages_field in columns else "conversations"
+            messages = _messages(row.get(name), where, name)
+            text = next((m["content"] for m in messages if m["role"] == "user"), "")
+        elif "instruction" in columns:
+            text, reference = _alpaca_prompt(row, where), row.get("output")
+        elif text_field in columns:
+            text = row.get(text_field)
+        else:
+            raise StageFailed(
+                f"{source.value}: no prompts found: expected a {prompt_field!r}, {messages_field!r}, "
+                f"'instruction' or {text_field!r} column (columns: {', '.join(columns)})"
+            )
+        text = _as_text(text, where, prompt_field)
+        if text.strip() and text not in prompts:
+            prompts[text] = {"text": text, "source": f"{source.kind}:{source.value}",
+                             "reference": reference if isinstance(reference, str) else None}
+        if len(prompts) >= count:
+            break
+    if not prompts:
+        raise StageFailed(f"{source.value}: no prompts found")
+    return list(prompts.values())

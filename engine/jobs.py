@@ -1,0 +1,137 @@
+"""Small jobs built from the stages: the playground's `rlhf generate`.
+
+Generation never runs in the process of the CLI or the console: a prompt
+becomes a one-stage pipeline of kind `sample`, which the engine runs like
+any other (a detached run process, a stage worker, the results in the store).
+
+    spec = generate_spec("runs/00001/sft/final", ["Write a haiku about tests"], k=2)
+    run = await engine.submit(spec)
+    async for update in engine.follow(run.id): ...
+    for answer in await generated_answers(engine, run.id): ...
+
+Two checkpoints side by side: `generate_spec([a, b], prompts, k=2)` asks each
+for k responses to every prompt (2k in all, at most 9).
+
+Torch-free, like the rest of the engine's API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from store import SampleView
+
+from .api import Engine
+from .errors import UserInputError
+from .spec.pipeline import PipelineSpec, parse_spec
+
+#: the name of the run and of its one stage
+GENERATE_RUN = "generate"
+MAX_RESPONSES = 9  # SampleSpec.responses_per_prompt's bound
+
+
+def generate_spec(
+    checkpoint: str | Sequence[str],
+    prompts: Sequence[str],
+    *,
+    k: int = 1,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    base_dir: str | Path | None = None,
+    name: str = GENERATE_RUN,
+) -> PipelineSpec:
+    """A one-stage `sample` pipeline: `k` responses from each checkpoint to each prompt.
+
+    A checkpoint is written as in a spec: a folder (relative ones start at
+    `base_dir`, default the current folder), a hub id, `builtin:NAME`.
+    Raises SpecError (a UserInputError) naming the field at fault."""
+    checkpoints = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
+    if not checkpoints:
+        raise UserInputError("generate: name at least one checkpoint")
+    if not prompts:
+        raise UserInputError("generate: give at least one prompt")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserInputError(f"generate: k must be a whole number of responses, at least 1, got {k!r}")
+    if k * len(checkpoints) > MAX_RESPONSES:
+        raise UserInputError(
+            f"generate: {k} responses from each of {len(checkpoints)} checkpoints make "
+            f"{k * len(checkpoints)} per prompt; at most {MAX_RESPONSES}"
+        )
+    fields = {
+        "kind": "sample",
+        "from": checkpoints[0] if len(checkpoints) == 1 else checkpoints,
+        "prompts": list(prompts),
+        "responses_per_prompt": k * len(checkpoints),
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+    }
+    text = f"name = {_toml(name)}\n\n[stages.{GENERATE_RUN}]\n" + "".join(
+        f"{key} = {_toml(value)}\n" for key, value in fields.items()
+    )
+    return parse_spec(text, source="rlhf generate", base_dir=Path(base_dir or Path.cwd()))
+
+
+def _toml(value: object) -> str:
+    """A TOML value: JSON's strings, numbers and arrays are valid TOML ones."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value != value:
+        raise UserInputError("generate: numbers must be finite")
+    return json.dumps(value)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One response of a generate run, with the prompt and checkpoint it belongs to."""
+
+    prompt: str
+    checkpoint: str
+    response: str
+    tokens: int
+    finished: bool  # ended by itself, rather than at max_new_tokens
+
+
+async def generated_samples(engine: Engine, run: int | str) -> list[SampleView]:
+    """The stored responses of a run (every sample stage's), in the order written."""
+    row = await engine.get_run(run)
+    return await asyncio.to_thread(engine.store.list_samples, run_id=row.id)
+
+
+async def generated_answers(engine: Engine, run: int | str) -> list[Answer]:
+    """A generate run's responses, ordered by prompt (in the order given), then
+    by checkpoint (in the order given), then as generated."""
+    row = await engine.get_run(run)
+    samples = await asyncio.to_thread(engine.store.list_samples, run_id=row.id)
+    config = next(iter(row.spec.get("stages", {}).values()), {})
+    prompts = config.get("prompts") if isinstance(config.get("prompts"), list) else []
+    models = config.get("from") if isinstance(config.get("from"), list) else [config.get("from")]
+    prompt_order = {text: i for i, text in enumerate(prompts)}
+    model_order = {_checkpoint_of(ref): i for i, ref in enumerate(models) if isinstance(ref, str)}
+    ordered = sorted(
+        enumerate(samples),
+        key=lambda item: (prompt_order.get(item[1].prompt, len(prompt_order)),
+                          model_order.get(item[1].checkpoint or "", len(model_order)), item[0]),
+    )
+    return [
+        Answer(prompt=s.prompt, checkpoint=s.checkpoint or "", response=s.response,
+               tokens=int(s.meta.get("tokens", 0)), finished=bool(s.meta.get("finished")))
+        for _, s in ordered
+    ]
+
+
+def _checkpoint_of(ref: str) -> str:
+    """What a sample records as its checkpoint for a canonical model reference
+    (engine.stages.sample.checkpoint_name, without importing torch)."""
+    scheme, _, value = ref.partition(":")
+    return value if scheme == "path" else ref
+
+
+__all__ = ["Answer", "generate_spec", "generated_answers", "generated_samples"]
