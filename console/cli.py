@@ -77,13 +77,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run id or name")
     _follow_options(p)
 
+    p = command("generate", "answer a prompt with one or two checkpoints (runs as an engine job)")
+    p.add_argument("checkpoint", nargs="+", help="model folder(s), stage output, hub id; the last argument is the prompt")
+    p.add_argument("--k", type=int, default=1, help="responses per checkpoint")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("export", "write a checkpoint as a plain Hugging Face folder (safetensors, tokenizer)")
+    p.add_argument("checkpoint", type=Path, help="a model or LoRA adapter folder")
+    p.add_argument("--out", type=Path, required=True, help="new folder to write")
+    p.add_argument("--merge-lora", action="store_true", help="merge a LoRA adapter into its base model")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (only for models you trust)")
+
     p = command("init", "write a commented example pipeline spec")
     p.add_argument("path", nargs="?", type=Path, default=Path("pipeline.toml"))
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
-    p = command("demo", "run the built-in demo pipeline")
-    p.add_argument("--headless", action="store_true", help="no console, print progress (the default until the console lands)")
+    p = command("demo", "run the built-in demo pipeline and open the console on it")
+    p.add_argument("--headless", action="store_true", help="no console: print progress here (also without a terminal, or with --json/--detach)")
     _follow_options(p)
+
+    command("tui", "open the console: every run live; start, compare, cancel and resume runs")
     return parser
 
 
@@ -200,6 +217,68 @@ async def cmd_cancel(engine: Engine, args: argparse.Namespace, out: Console) -> 
     return EXIT_OK
 
 
+async def cmd_generate(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.jobs import generate_spec, generated_answers
+
+    if len(args.checkpoint) < 2:
+        raise _BadInput("usage: rlhf generate CHECKPOINT [CHECKPOINT] \"prompt\"")
+    *checkpoints, prompt = args.checkpoint
+    spec = generate_spec(
+        checkpoints, [prompt], k=args.k, temperature=args.temperature, top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens, seed=args.seed, base_dir=Path.cwd(),
+    )
+    run = await engine.submit(spec)
+    finished = None
+    async for update in engine.follow(run.id, logs=False, metrics=False):
+        if isinstance(update, RunFinished):
+            finished = update
+    if finished is None or finished.status != "succeeded":
+        error = finished.error if finished else "no outcome"
+        out.print(Text(printable(f"generation failed: {error} (rlhf logs {run.id})")))
+        return EXIT_RUN_FAILED
+    answers = await generated_answers(engine, run.id)
+    if args.json:
+        headless.emit_json([{"checkpoint": a.checkpoint, "prompt": a.prompt, "response": a.response,
+                             "tokens": a.tokens, "finished": a.finished} for a in answers])
+        return EXIT_OK
+    for answer in answers:
+        ended = "" if answer.finished else "  (cut at max-new-tokens)"
+        out.print(Text(printable(f"--- {answer.checkpoint}{ended}"), style="bold"))
+        out.print(Text(printable(answer.response)), soft_wrap=True)
+    return EXIT_OK
+
+
+async def cmd_export(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.export import run_export
+
+    result = await asyncio.to_thread(
+        run_export, args.checkpoint, args.out, merge_lora=args.merge_lora,
+        trust_remote_code=args.trust_remote_code,
+    )
+    out.print(Text(printable(result.message)))
+    return EXIT_OK
+
+
+def _wants_console(args: argparse.Namespace) -> bool:
+    if args.command == "tui":
+        return True
+    return (args.command == "demo" and not (args.headless or args.json or args.detach)
+            and sys.stdin.isatty() and sys.stdout.isatty())
+
+
+def cmd_tui(engine: Engine, args: argparse.Namespace) -> int:
+    """The console (`rlhf tui`, `rlhf demo`): quitting it leaves every run going."""
+    from .app import RlhfApp  # Textual only for the console, never for headless commands
+
+    open_run = None
+    if args.command == "demo":
+        from .demo import demo_spec
+
+        open_run = asyncio.run(engine.submit(demo_spec())).id
+    RlhfApp(engine, open_run=open_run).run()
+    return EXIT_OK
+
+
 def cmd_init(args: argparse.Namespace, out: Console) -> int:
     path: Path = args.path
     if path.exists() and not args.force:
@@ -216,6 +295,7 @@ class _BadInput(EngineError):
 COMMANDS = {
     "run": cmd_run, "demo": cmd_demo, "resume": cmd_resume, "ls": cmd_ls, "status": cmd_status,
     "logs": cmd_logs, "metrics": cmd_metrics, "cancel": cmd_cancel,
+    "generate": cmd_generate, "export": cmd_export,
 }
 
 
@@ -228,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_init(args, out)
         engine = Engine(getattr(args, "workspace", None))
         try:
+            if _wants_console(args):
+                return cmd_tui(engine, args)
             return asyncio.run(COMMANDS[args.command](engine, args, out))
         finally:
             engine.close()

@@ -1,0 +1,324 @@
+"""`RlhfApp`: the Textual console. `rlhf tui` opens it; `rlhf demo` opens it on the demo run.
+
+It reads the store and acts only through the `Engine` it is given, and
+imports nothing heavier than Textual and the engine's torch-free API: the
+runs it shows are other processes, which is why quitting it (`q`), or losing
+the terminal, never stops one. Screens other than the first are imported
+when first shown, to keep start-up fast.
+
+Errors the engine or the store raise on purpose (`EngineError`,
+`StoreError`) become notifications; so does anything unexpected in a
+background refresh. The console does not crash because a run did.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
+from textual.markup import escape
+
+from engine import Engine, EngineError
+from store import StoreError, utcnow
+
+from .data import RunRow
+from .literal import printable
+from .sysinfo import SystemSampler
+
+#: seconds between full garbage collections, once the console manages them
+GC_FULL_SECONDS = 5.0
+
+
+class RlhfApp(App[None]):
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere find it too
+    TITLE = "rlhf-console"
+    ENABLE_COMMAND_PALETTE = True
+    COMMANDS = App.COMMANDS | {lambda: RunCommands}
+
+    BINDINGS = [
+        Binding("q", "quit", "Quit", tooltip="quit the console; runs keep going"),
+        Binding("question_mark", "keys", "Keys"),
+        # Naming the palette's action here replaces Textual's own ctrl+p binding, so both are ours.
+        Binding("ctrl+p", "command_palette", "Commands", show=False, priority=True),
+        Binding("colon", "command_palette", "Commands", show=False),
+    ]
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        sampler: SystemSampler | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        poll_seconds: float = 1.0,
+        open_run: int | None = None,
+        templates: Sequence[Any] | None = None,
+        workspace_label: str | None = None,
+        base_dir: Path | None = None,
+        manage_gc: bool = True,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self._sampler = sampler
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.open_run_id = open_run
+        self._templates = list(templates) if templates is not None else None
+        self.workspace_label = printable(workspace_label or _home_relative(engine.workspace.root))
+        self.base_dir = base_dir or Path.cwd()
+        self.known_runs: list[RunRow] = []  # the runs screen's latest read, for the command palette
+        self.manage_gc = manage_gc
+        self._heap_frozen = False
+        if "TEXTUAL_ANIMATIONS" not in os.environ:
+            # No sliding tab underlines or smooth scrolling: over SSH every frame is
+            # bytes on the wire, and on a busy machine each costs the next key its CPU.
+            self.animation_level = "none"
+
+    @property
+    def sampler(self) -> SystemSampler:
+        if self._sampler is None:
+            from .sysinfo import LocalSampler
+
+            self._sampler = LocalSampler()
+        return self._sampler
+
+    @property
+    def templates(self) -> list[Any]:
+        if self._templates is None:
+            from .forms import builtin_templates
+
+            self._templates = builtin_templates()
+        return self._templates
+
+    def get_default_screen(self):  # type: ignore[override]
+        from .screens.runs import RunsScreen
+
+        return RunsScreen()
+
+    def on_mount(self) -> None:
+        if self.open_run_id is not None:
+            self.open_run(self.open_run_id)
+
+    def first_screen_loaded(self) -> None:
+        """Called once the first screen shows its data; from then on the console
+        decides when Python collects garbage.
+
+        Everything alive now (modules, the ORM's and Textual's tables) is frozen
+        out of the collector's sight, and automatic collection is replaced by
+        small collections between refreshes and a full one every few seconds,
+        on a timer. Left automatic, a full collection (~80 ms on a busy 2-core
+        machine) starts whenever allocations cross a threshold, and the burst
+        of allocations that paints a key press's frame is the likeliest moment."""
+        if self._heap_frozen or not self.manage_gc:
+            return
+        self._heap_frozen = True
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        self.set_interval(GC_FULL_SECONDS, lambda: gc.collect(2))
+
+    def collect_garbage(self) -> None:
+        """A young-generation collection: a few milliseconds, after each refresh."""
+        if self._heap_frozen:
+            gc.collect(1)
+
+    def on_unmount(self) -> None:
+        if self._heap_frozen:  # leave the interpreter as we found it (tests run many apps)
+            self._heap_frozen = False
+            gc.unfreeze()
+            gc.enable()
+
+    # --- errors -------------------------------------------------------------------------
+
+    @staticmethod
+    def describe_error(exc: BaseException) -> str:
+        if isinstance(exc, (EngineError, StoreError)):
+            return str(exc) or type(exc).__name__
+        return f"{type(exc).__name__}: {exc}"
+
+    def show_error(self, exc: BaseException) -> None:
+        expected = isinstance(exc, (EngineError, StoreError))
+        self.notify(
+            printable(self.describe_error(exc)),
+            title="" if expected else "unexpected error (the console keeps going)",
+            severity="error", markup=False, timeout=8,
+        )
+
+    # --- navigation ---------------------------------------------------------------------
+
+    def open_run(self, run_id: int, *, tab: str = "charts") -> None:
+        from .screens.run import RunScreen
+
+        self.push_screen(RunScreen(run_id, tab=tab))
+
+    def compare(self, run_ids: Sequence[int]) -> None:
+        from .screens.compare import CompareScreen
+
+        self.push_screen(CompareScreen(list(run_ids)))
+
+    def new_run(self) -> None:
+        from .screens.launch import LaunchScreen
+
+        def opened(run_id: int | None) -> None:
+            if run_id is not None:
+                self.open_run(run_id)
+
+        self.push_screen(LaunchScreen(self.templates, base_dir=self.base_dir), callback=opened)
+
+    def go_home(self) -> None:
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    # --- acting on runs -------------------------------------------------------------------
+
+    def cancel_run(self, run_id: int, name: str) -> None:
+        from .screens.confirm import ConfirmScreen
+
+        question = Text.assemble(
+            ("Cancel run ", "bold"), (f"#{run_id} ", "bold"), (printable(name), "bold"), ("?\n\n", "bold"),
+            "Its stage saves a checkpoint, then every process of the run stops. "
+            "Resume it later with r (or `rlhf resume`).",
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._cancel(run_id), group="act", exit_on_error=False)
+
+        self.push_screen(ConfirmScreen(question, yes="Cancel run", no="Keep running"), callback=answered)
+
+    async def _cancel(self, run_id: int) -> None:
+        try:
+            run = await self.engine.cancel(run_id)
+        except Exception as exc:  # noqa: BLE001  EngineError/StoreError expected; anything else shown too
+            self.show_error(exc)
+            return
+        state = "stop requested" if run.status.is_active else run.status.value
+        self.notify(printable(f"run #{run.id} '{run.name}': {state}"), markup=False)
+        self._refresh_screen()
+
+    def resume_run(self, run_id: int) -> None:
+        self.run_worker(self._resume(run_id), group="act", exit_on_error=False)
+
+    async def _resume(self, run_id: int) -> None:
+        try:
+            run = await self.engine.resume(run_id)
+        except Exception as exc:  # noqa: BLE001
+            self.show_error(exc)
+            return
+        self.notify(printable(f"run #{run.id} '{run.name}' resumed (attempt {run.attempt})"), markup=False)
+        self._refresh_screen()
+
+    def _refresh_screen(self) -> None:
+        request = getattr(self.screen, "request_refresh", None)
+        if request is not None:
+            request()
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def action_keys(self) -> None:
+        from .screens.keys import KeysScreen
+
+        if isinstance(self.screen, KeysScreen):
+            return
+        seen: set[str] = set()
+        keys = []
+        for key, active in self.screen.active_bindings.items():
+            binding = active.binding
+            if not binding.description or key in seen or key in _EVERYWHERE_KEYS:
+                continue
+            if (key, binding.action) not in _own_bindings(type(active.node)):
+                continue  # Textual's own cursor keys: the list of keys for every screen covers them
+            seen.add(key)
+            keys.append((self.get_key_display(binding), binding.tooltip or binding.description))
+        title = {
+            "runs": "runs", "compare": "compare", "launch": "new run",
+        }.get(self.screen.id or "", "run" if (self.screen.id or "").startswith("run-") else "this screen")
+        self.push_screen(KeysScreen(title, keys))
+
+
+#: keys the keys screen explains once for every screen
+_EVERYWHERE_KEYS = {"q", "question_mark", "colon", "ctrl+p", "j", "k", "g", "G", "tab", "shift+tab"}
+
+
+def _own_bindings(cls: type) -> set[tuple[str, str]]:
+    """(key, action) of the bindings the console's own classes declare."""
+    own = set()
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("console."):
+            for binding in klass.__dict__.get("BINDINGS", ()):
+                if isinstance(binding, Binding):
+                    own.update((key.strip(), binding.action) for key in binding.key.split(","))
+    return own
+
+
+def _home_relative(path: Path) -> str:
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
+# --- the command palette ------------------------------------------------------------------
+
+
+class RunCommands(Provider):
+    """Open, cancel or resume any run; new run; compare; back to the runs list."""
+
+    def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        app: RlhfApp = self.app  # type: ignore[assignment]
+        commands: list[tuple[str, str, Callable[[], Any]]] = [
+            ("New run", "start a pipeline from a template or a spec file", app.new_run),
+            ("Runs list", "back to every run", app.go_home),
+        ]
+        table = _runs_table(self.screen)  # the screen the palette was opened on
+        marked = set(table.marked) if table is not None else set()
+        if len(marked) >= 2:
+            commands.append(("Compare marked runs", f"{len(marked)} runs", lambda: app.compare(sorted(marked))))
+        for row in app.known_runs:
+            label = f"#{row.id} {printable(row.name)}"
+            commands.append((f"Open run {label}", f"{row.status.value}", lambda r=row.id: app.open_run(r)))
+            commands.append((f"Log of run {label}", "its log, following", lambda r=row.id: app.open_run(r, tab="log")))
+            if row.status.is_active:
+                commands.append((f"Cancel run {label}", "asks first", lambda r=row: app.cancel_run(r.id, r.name)))
+            if row.status.is_resumable:
+                commands.append((f"Resume run {label}", f"{row.status.value}; continue from its last checkpoint",
+                                 lambda r=row.id: app.resume_run(r)))
+        return commands
+
+    async def discover(self) -> Hits:
+        for text, help_text, callback in self._commands()[:12]:
+            yield DiscoveryHit(Content(text), callback, text=text, help=escape(help_text))
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for text, help_text, callback in self._commands():
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, _highlight(matcher, text), callback, text=text, help=escape(help_text))
+
+
+def _runs_table(screen: Any) -> Any:
+    try:
+        from .widgets.runs_table import RunsTable
+
+        return screen.query_one(RunsTable)
+    except Exception:  # noqa: BLE001  not the runs screen
+        return None
+
+
+def _highlight(matcher: Any, text: str) -> Content:
+    """The matcher's highlight without reading `text` as markup (run names are untrusted)."""
+    content = Content(text)
+    _, offsets = matcher.fuzzy_search.match(matcher.query, text)
+    for offset in offsets:
+        if not text[offset].isspace():
+            content = content.stylize(matcher.match_style, offset, offset + 1)
+    return content

@@ -1,0 +1,47 @@
+"""`rlhf tui` and `rlhf demo` open the console (the CLI's side of it)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+import console.cli as cli
+from console.app import RlhfApp
+
+from .conftest import fake_spec
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return cli.build_parser().parse_args(list(argv))
+
+
+def test_tui_always_opens_the_console_and_demo_only_in_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli._wants_console(_args("tui"))
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert cli._wants_console(_args("demo"))
+    for flags in (["--headless"], ["--json"], ["--detach"]):
+        assert not cli._wants_console(_args("demo", *flags))
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)  # piped: print progress instead
+    assert not cli._wants_console(_args("demo"))
+    assert not cli._wants_console(_args("ls"))
+
+
+def test_demo_submits_the_demo_then_opens_its_run_screen(live_engine, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = {}
+
+    def run(self: RlhfApp) -> None:  # instead of taking over the terminal
+        opened["run"] = self.open_run_id
+
+    monkeypatch.setattr(RlhfApp, "run", run)
+    monkeypatch.setattr("console.demo.demo_spec", lambda: fake_spec(tmp_path, "demo", steps=1))
+    assert cli.cmd_tui(live_engine, _args("demo")) == cli.EXIT_OK
+    [demo] = live_engine.store.list_runs()
+    assert demo.name == "demo" and opened["run"] == demo.id
+
+    opened.clear()
+    assert cli.cmd_tui(live_engine, _args("tui")) == cli.EXIT_OK
+    assert opened == {"run": None} and len(live_engine.store.list_runs()) == 1
