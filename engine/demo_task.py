@@ -122,7 +122,9 @@ class Family:
     parse: Callable[[str], str | None]  # a cleaned prompt -> its reference, or None
 
 
-def _templated(templates: Sequence[str], params: Sequence[dict], answer: Callable[..., str]) -> Iterator[tuple[str, str]]:
+def _templated(
+    templates: Sequence[str], params: Sequence[dict], answer: Callable[..., str]
+) -> Iterator[tuple[str, str]]:
     for p in params:
         for template in templates:
             yield template.format(**p), answer(**p)
@@ -159,8 +161,11 @@ def _parse_add(prompt: str) -> str | None:
 
 ADD = Family(
     "add",
-    lambda: _templated(_ADD_TEMPLATES, [{"a": a, "b": b} for a in range(1, ADD_MAX + 1) for b in range(1, ADD_MAX + 1)],
-                       lambda a, b: str(a + b)),
+    lambda: _templated(
+        _ADD_TEMPLATES,
+        [{"a": a, "b": b} for a in range(1, ADD_MAX + 1) for b in range(1, ADD_MAX + 1)],
+        lambda a, b: str(a + b),
+    ),
     _parse_add,
 )
 
@@ -295,7 +300,8 @@ COUNT = Family(
 
 # sort: "Sort these numbers: 7, 2, 5" -> "2, 5, 7"
 
-_SORT_TEMPLATES = ("Sort these numbers: {s}", "Sort from smallest to largest: {s}", "Put these numbers in order: {s}")
+_SORT_TEMPLATES = ("Sort these numbers: {s}", "Sort from smallest to largest: {s}",
+                   "Put these numbers in order: {s}")
 _SORT = _patterns(
     r"sort (?:these|the) numbers(?: from smallest to largest)?: ?(.+)",
     r"sort from smallest to largest: ?(.+)",

@@ -543,7 +543,9 @@ def _messages(value: Any, where: str, name: str) -> list[dict[str, str]]:
         elif "from" in turn:
             role, content = _SHAREGPT_ROLES.get(str(turn["from"]).lower(), turn["from"]), turn.get("value")
         else:
-            raise StageFailed(f"{where}: a message in {name!r} has neither 'role' nor 'from' (keys: {', '.join(turn)})")
+            raise StageFailed(
+                f"{where}: a message in {name!r} has neither 'role' nor 'from' (keys: {', '.join(turn)})"
+            )
         if not isinstance(role, str) or not isinstance(content, str):
             raise StageFailed(f"{where}: a message in {name!r} needs a text role and content")
         messages.append({"role": role, "content": content})
@@ -593,8 +595,9 @@ def load_prompts(
     them: {"text", "reference" (when the data has one), "source"}.
 
     The prompt is the `prompt_field` column, an alpaca instruction (+ input),
-    the first user message of a conversation, or the text."""
-    records = load_records(source, cache_dir=cache_dir)
+    the first user message of a conversation, or the text. Only the first
+    rows are read (20 per prompt wanted), so a hub data set is streamed."""
+    records = load_records(source, cache_dir=cache_dir, max_records=20 * count + 100)
     columns = set(records[0])
     prompts: dict[str, dict[str, Any]] = {}
     for number, row in enumerate(records, start=1):
@@ -603,7 +606,8 @@ def load_prompts(
         if prompt_field in columns:
             text = row.get(prompt_field)
             if isinstance(text, list):
-                text = next((m["content"] for m in _messages(text, where, prompt_field) if m["role"] == "user"), "")
+                turns = _messages(text, where, prompt_field)
+                text = next((m["content"] for m in turns if m["role"] == "user"), "")
             reference = row.get("reference", row.get("completion"))
         elif messages_field in columns or "conversations" in columns:
             name = messages_field if messages_field in columns else "conversations"
