@@ -19,6 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from ..errors import StageCancelled, StageFailed
 from .context import StageContext
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -198,3 +199,30 @@ def _perplexity(loss: float) -> float:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def train_resumably(trainer: Trainer, ctx: StageContext, callback: StageCallback, *, max_steps: int) -> int:
+    """Train to the end, or until a cancel; return the global step reached.
+
+    Resuming (ctx.resume_from) restores weights, optimizer, scheduler, RNG
+    states and the position in the data, so the curves continue exactly. On a
+    cancel the Trainer has saved checkpoint-{step} and the callback recorded
+    it, and this raises StageCancelled."""
+    # A single process can stop before training starts; several processes
+    # must agree through the callback's vote, whose first chance is after step 1.
+    if trainer.args.world_size == 1 and ctx.should_stop():
+        raise StageCancelled("cancelled before training started")
+    resume_from = None
+    if ctx.resume_from is not None:
+        if not Path(ctx.resume_from).is_dir():
+            raise StageFailed(f"cannot resume: checkpoint {ctx.resume_from} does not exist")
+        resume_from = str(ctx.resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
+    step = trainer.state.global_step
+    if callback.cancelled:
+        # Wait for every process first: the launcher kills the rest as soon as
+        # one exits with an error, which must not happen while the main one writes.
+        ctx.flush()
+        trainer.accelerator.wait_for_everyone()
+        raise StageCancelled(f"stopped at step {step} of {max_steps}; checkpoint saved")
+    return step

@@ -24,12 +24,12 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from ..errors import StageCancelled, StageFailed
+from ..errors import StageFailed
 from ..spec.stages import PretrainSpec
 from .builtin.models import count_parameters, load_model_for_training
 from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
 from .builtin.tokenizer import load_tokenizer
-from .callbacks import attach_stage_callback
+from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .data import BlockDataset, collate_blocks, load_texts, pack_blocks, split_documents
 
@@ -121,28 +121,8 @@ def run(ctx: StageContext) -> None:
     )
 
     # -- train -----------------------------------------------------------------
-    # Resuming restores weights, optimizer, scheduler, RNG states and the
-    # position in the data, so a resumed run continues the same curve.
-    # A cancel that came during setup ends the stage here, with nothing to
-    # save. Not under several processes: they must agree on stopping, and the
-    # first place they vote is after step 1.
-    if args.world_size == 1 and ctx.should_stop():
-        raise StageCancelled("cancelled before training started")
-    resume_from = None
-    if ctx.resume_from is not None:
-        if not Path(ctx.resume_from).is_dir():
-            raise StageFailed(f"cannot resume: checkpoint {ctx.resume_from} does not exist")
-        resume_from = str(ctx.resume_from)
-    trainer.train(resume_from_checkpoint=resume_from)
-    step = trainer.state.global_step
-    if callback.cancelled:
-        # The Trainer saved checkpoint-{step} before leaving its loop, and the
-        # callback recorded it: the run can resume from exactly here. Wait for
-        # every process first: the launcher kills the rest as soon as one exits
-        # with an error, which must not happen while the main one still writes.
-        ctx.flush()
-        trainer.accelerator.wait_for_everyone()
-        raise StageCancelled(f"stopped at step {step} of {spec.max_steps}; checkpoint saved")
+    # Resuming continues the same curve; a cancel saves a checkpoint and stops.
+    step = train_resumably(trainer, ctx, callback, max_steps=spec.max_steps)
 
     # -- save ------------------------------------------------------------------
     if trainer.is_world_process_zero():

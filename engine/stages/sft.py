@@ -56,13 +56,13 @@ from transformers import (
 from trl import SFTConfig, SFTTrainer
 
 from .. import demo_task
-from ..errors import StageCancelled, StageFailed
+from ..errors import StageFailed
 from ..spec.stages import SFTSpec
 from .builtin.models import count_parameters, load_model_for_training
 from .builtin.tokenizer import CHAT_TEMPLATE
 from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
 from .builtin.tokenizer import load_tokenizer
-from .callbacks import CHECKPOINT_PREFIX, StageCallback, attach_stage_callback
+from .callbacks import CHECKPOINT_PREFIX, StageCallback, attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .data import instruction_examples, load_prompts, load_records, split_examples
 from .generation import SamplingSettings, generate
@@ -87,21 +87,7 @@ def run(ctx: StageContext) -> None:
     # -- train -----------------------------------------------------------------
     # Resuming restores weights (or adapters), optimizer, scheduler, RNG
     # states and the position in the data: the curves continue exactly.
-    if trainer.args.world_size == 1 and ctx.should_stop():
-        raise StageCancelled("cancelled before training started")
-    resume_from = None
-    if ctx.resume_from is not None:
-        if not Path(ctx.resume_from).is_dir():
-            raise StageFailed(f"cannot resume: checkpoint {ctx.resume_from} does not exist")
-        resume_from = str(ctx.resume_from)
-    trainer.train(resume_from_checkpoint=resume_from)
-    step = trainer.state.global_step
-    if callback.cancelled:
-        # checkpoint-{step} is saved and recorded; see pretrain.py for why every
-        # process waits before the error.
-        ctx.flush()
-        trainer.accelerator.wait_for_everyone()
-        raise StageCancelled(f"stopped at step {step} of {spec.max_steps}; checkpoint saved")
+    step = train_resumably(trainer, ctx, callback, max_steps=spec.max_steps)
 
     # -- save ------------------------------------------------------------------
     if trainer.is_world_process_zero():
