@@ -586,18 +586,19 @@ def load_prompts(
     source: Source,
     *,
     cache_dir: Path,
-    count: int,
+    count: int | None,
     prompt_field: str = "prompt",
     messages_field: str = "messages",
     text_field: str = "text",
 ) -> list[dict[str, Any]]:
-    """The first `count` distinct prompts of a data set, as the store keeps
-    them: {"text", "reference" (when the data has one), "source"}.
+    """The first `count` distinct prompts of a data set (all with None), as
+    the store keeps them: {"text", "reference" (when the data has one), "source"}.
 
     The prompt is the `prompt_field` column, an alpaca instruction (+ input),
     the first user message of a conversation, or the text. Only the first
     rows are read (20 per prompt wanted), so a hub data set is streamed."""
-    records = load_records(source, cache_dir=cache_dir, max_records=20 * count + 100)
+    max_records = None if count is None else 20 * count + 100
+    records = load_records(source, cache_dir=cache_dir, max_records=max_records)
     columns = set(records[0])
     prompts: dict[str, dict[str, Any]] = {}
     for number, row in enumerate(records, start=1):
@@ -626,7 +627,7 @@ def load_prompts(
         if text.strip() and text not in prompts:
             prompts[text] = {"text": text, "source": f"{source.kind}:{source.value}",
                              "reference": reference if isinstance(reference, str) else None}
-        if len(prompts) >= count:
+        if count is not None and len(prompts) >= count:
             break
     if not prompts:
         raise StageFailed(f"{source.value}: no prompts found")

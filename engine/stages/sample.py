@@ -32,7 +32,6 @@ import gc
 import json
 import os
 import shutil
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -150,7 +149,7 @@ def read_prompts(ctx: StageContext, spec: SampleSpec) -> list[dict[str, Any]]:
     inline = spec.prompt_texts
     if inline is None:
         return load_prompts(ctx.resolve(str(spec.prompts)), cache_dir=ctx.cache_dir,
-                            count=spec.max_prompts or sys.maxsize, prompt_field=spec.prompt_field)
+                            count=spec.max_prompts, prompt_field=spec.prompt_field)
     distinct = list(dict.fromkeys(inline))
     if len(distinct) < len(inline):
         ctx.log(f"prompts: {len(inline) - len(distinct)} repeated prompts left out")
