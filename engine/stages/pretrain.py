@@ -28,7 +28,7 @@ from ..errors import StageFailed
 from ..spec.stages import PretrainSpec
 from .builtin.models import count_parameters, load_model_for_training
 from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
-from .builtin.tokenizer import load_tokenizer
+from .builtin.tokenizer import describe_tokenizer, load_tokenizer
 from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .data import BlockDataset, collate_blocks, load_texts, pack_blocks, split_documents
@@ -152,12 +152,7 @@ def _resolved_config(
             "parameters": count_parameters(model),
             "config": model.config.to_dict(),
         },
-        "tokenizer": {
-            "source": f"{tokenizer_source.kind}:{tokenizer_source.value}",
-            "vocabulary": len(tokenizer),
-            "eos_token": tokenizer.eos_token,
-            "pad_token": tokenizer.pad_token,
-        },
+        "tokenizer": describe_tokenizer(tokenizer, tokenizer_source),
         "data": {
             "source": f"{data_source.kind}:{data_source.value}",
             "train_documents": documents[0],

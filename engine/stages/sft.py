@@ -61,7 +61,7 @@ from ..spec.stages import SFTSpec
 from .builtin.models import count_parameters, load_model_for_training
 from .builtin.tokenizer import CHAT_TEMPLATE
 from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
-from .builtin.tokenizer import load_tokenizer
+from .builtin.tokenizer import describe_tokenizer, load_tokenizer
 from .callbacks import CHECKPOINT_PREFIX, StageCallback, attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .data import instruction_examples, load_prompts, load_records, split_examples
@@ -235,12 +235,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
                 "quantization": spec.quantization,
                 "config": model.config.to_dict(),
             },
-            "tokenizer": {
-                "source": f"{tokenizer_source.kind}:{tokenizer_source.value}",
-                "vocabulary": len(tokenizer),
-                "eos_token": tokenizer.eos_token,
-                "pad_token": tokenizer.pad_token,
-            },
+            "tokenizer": describe_tokenizer(tokenizer, tokenizer_source),
             "data": {
                 "source": f"{data_source.kind}:{data_source.value}",
                 "format": data_format,

@@ -134,3 +134,13 @@ def _publish_folder(folder: Path, build: Callable[[Path], object]) -> None:
                 raise  # not a lost race: a real error
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def describe_tokenizer(tokenizer: PreTrainedTokenizerBase, source: Source) -> dict[str, object]:
+    """What a stage records about its tokenizer in its resolved config."""
+    return {
+        "source": f"{source.kind}:{source.value}",
+        "vocabulary": len(tokenizer),
+        "eos_token": tokenizer.eos_token,
+        "pad_token": tokenizer.pad_token,
+    }
