@@ -11,7 +11,10 @@ from .models import (
     EventRead,
     LogLineRead,
     MetricRead,
+    JudgementOutcome,
+    JudgementRead,
     PromptRead,
+    RankItemRead,
     RunRead,
     RunStatus,
     SampleBatchRead,
@@ -20,10 +23,23 @@ from .models import (
     StageStatus,
     utcnow,
 )
+from .feedback import CLAIM_TTL, Feedback, FeedbackError, ItemView, LiveJudgement, Progress, RankBatch, Response, shown_order
 from .repository import MetricSummary, NewStage, SampleView, SeriesPoint, Store
 from .workspace import ENV_VAR, Workspace, open_workspace, resolve_workspace_dir
 
 __all__ = [
+    "CLAIM_TTL",
+    "Feedback",
+    "FeedbackError",
+    "ItemView",
+    "JudgementOutcome",
+    "JudgementRead",
+    "LiveJudgement",
+    "Progress",
+    "RankBatch",
+    "RankItemRead",
+    "Response",
+    "shown_order",
     "ENV_VAR",
     "ArtifactRead",
     "CheckpointRead",

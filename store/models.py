@@ -140,6 +140,8 @@ class Metric(MetricBase, table=True):
     __table_args__ = (
         Index("ix_metric_stage_key_step", "stage_id", "key", "step"),
         Index("ix_metric_run_key", "run_id", "key"),
+        # `metrics_since(run, after_id)`: the console's poll, cheap even on a 1M-point run.
+        Index("ix_metric_run_id", "run_id", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
 
@@ -306,6 +308,90 @@ class SampleRead(SampleBase):
     id: int
 
 
+# --- human feedback ---------------------------------------------------------
+
+
+class JudgementOutcome(StrEnum):
+    """What an annotator said about an item. A and B are the responses in the
+    order they were *shown* (left/right, or top/bottom when stacked)."""
+
+    A_BETTER = "a_better"
+    B_BETTER = "b_better"
+    TIE = "tie"
+    BOTH_BAD = "both_bad"
+    RANKING = "ranking"  # a full order of K responses, best first
+    SKIPPED = "skipped"  # seen and passed over: counts for the annotator, not for the item
+    UNDONE = "undone"    # withdraws the judgement it supersedes
+
+    @property
+    def is_verdict(self) -> bool:
+        """Counts towards the judgements an item needs."""
+        return self not in (JudgementOutcome.SKIPPED, JudgementOutcome.UNDONE)
+
+
+class RankItemBase(SQLModel):
+    """One thing to judge: two or more responses to one prompt, from a sample batch.
+
+    `needed` is how many different annotators should judge it; `verdicts` is
+    how many live verdicts it has, kept in the same transaction as every
+    judgement so serving the next item is one indexed query."""
+
+    batch_id: int = Field(foreign_key="samplebatch.id")
+    prompt_id: int = Field(foreign_key="prompt.id")
+    sample_ids: list[int] = Field(sa_column=Column(JSON, nullable=False))
+    position: int  # serving order within the batch
+    needed: int = 1
+    verdicts: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RankItem(RankItemBase, table=True):
+    __tablename__ = "rankitem"
+    __table_args__ = (Index("ix_rankitem_batch_position", "batch_id", "position"),)
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class RankItemRead(RankItemBase):
+    id: int
+
+
+class JudgementBase(SQLModel):
+    """One annotator's say on one item. Append-only: an undo or an edit is a new
+    row that `supersedes` the old one, so nothing a person did is ever lost."""
+
+    item_id: int = Field(foreign_key="rankitem.id")
+    batch_id: int = Field(foreign_key="samplebatch.id", index=True)
+    annotator: str = Field(index=True)  # a person's name, or judge:NAME, or import:FILE
+    outcome: str  # a JudgementOutcome value
+    shown: list[int] = Field(sa_column=Column(JSON, nullable=False))  # sample ids as shown, A first
+    ranking: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # best first
+    comment: str | None = Field(default=None, sa_column=Column(Text))
+    flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    seconds: float | None = None  # time from showing the item to the judgement
+    supersedes: int | None = Field(default=None, foreign_key="judgement.id", unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Judgement(JudgementBase, table=True):
+    __table_args__ = (Index("ix_judgement_item_annotator", "item_id", "annotator"),)
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class JudgementRead(JudgementBase):
+    id: int
+
+
+class ItemClaim(SQLModel, table=True):
+    """An item on an annotator's screen (or prefetched for it). Claims keep two
+    annotators from both taking the last judgement an item needs; they expire,
+    so a console that was killed does not hold items forever."""
+
+    __tablename__ = "itemclaim"
+    item_id: int = Field(foreign_key="rankitem.id", primary_key=True)
+    annotator: str = Field(primary_key=True)
+    claimed_at: datetime = Field(default_factory=utcnow)
+
+
 __all__ = [
     "Artifact",
     "ArtifactRead",
@@ -317,8 +403,14 @@ __all__ = [
     "LogLineRead",
     "Metric",
     "MetricRead",
+    "ItemClaim",
+    "Judgement",
+    "JudgementOutcome",
+    "JudgementRead",
     "Prompt",
     "PromptRead",
+    "RankItem",
+    "RankItemRead",
     "Sample",
     "SampleBatch",
     "SampleBatchRead",

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from .errors import NotFound
+from .feedback import Feedback
 from .models import (
     Artifact,
     ArtifactRead,
@@ -95,6 +96,8 @@ class NewStage:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: rank items, judgements and claims (store/feedback.py)
+        self.feedback = Feedback(engine)
 
     def close(self) -> None:
         self.engine.dispose()

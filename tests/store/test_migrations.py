@@ -20,7 +20,8 @@ from store import models  # noqa: F401  (the tables on SQLModel.metadata)
 from store.db import HEAD_REVISION, alembic_config, current_revision
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"run", "stage", "metric", "checkpoint", "logline", "event", "artifact", "prompt", "samplebatch", "sample"}
+TABLES = {"run", "stage", "metric", "checkpoint", "logline", "event", "artifact", "prompt", "samplebatch", "sample",
+          "rankitem", "judgement", "itemclaim"}
 
 
 def tables(db: Path) -> set[str]:

@@ -1,0 +1,546 @@
+"""`Feedback`: rank items, judgements and claims, i.e. the human-feedback half of the store.
+
+How ranking works, in store terms:
+
+- A sample batch becomes *rank items*: each holds two or more responses to one
+  prompt and how many different annotators should judge it (`needed`).
+- `next_item` serves an annotator the first item (in batch order) that they
+  have not judged or skipped and that still needs a verdict, and *claims* it,
+  so two annotators working at once do not both take the last verdict an item
+  needs. Reading and claiming happen under SQLite's write lock
+  (BEGIN IMMEDIATE), so concurrent consoles serialise here, never race.
+- `judge` appends a judgement and bumps the item's verdict count in one
+  transaction: when it returns, the judgement is on disk, before the console
+  shows the next item. Undo and edits append a row that supersedes the old
+  one; rows are never updated or deleted.
+- Which response is shown on the left is shuffled per (item, annotator),
+  deterministically, so an annotator who goes back sees the same layout, and
+  the order shown is recorded with every judgement.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.orm import aliased
+
+from .errors import NotFound, StoreError
+from .models import (
+    ItemClaim,
+    Judgement,
+    JudgementOutcome,
+    JudgementRead,
+    Prompt,
+    RankItem,
+    RankItemRead,
+    Sample,
+    SampleBatch,
+    utcnow,
+)
+
+#: a claim older than this no longer holds its item (a console killed mid-item)
+CLAIM_TTL = timedelta(minutes=15)
+
+_item = RankItem.__table__
+_judgement = Judgement.__table__
+_claim = ItemClaim.__table__
+_sample = Sample.__table__
+_prompt = Prompt.__table__
+
+
+class FeedbackError(StoreError):
+    """A judgement that does not fit its item (wrong responses, bad outcome)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A response as an annotator sees it; `checkpoint` is for after the vote."""
+
+    sample_id: int
+    text: str
+    checkpoint: str | None
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemView:
+    """An item ready to show one annotator: responses in *their* shown order."""
+
+    id: int
+    batch_id: int
+    position: int
+    prompt_id: int
+    prompt: str
+    reference: str | None
+    responses: tuple[Response, ...]
+    needed: int
+    verdicts: int
+    mine: JudgementRead | None  # this annotator's live judgement of it, if any
+
+    @property
+    def shown(self) -> list[int]:
+        return [r.sample_id for r in self.responses]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a batch is: `mine` for one annotator, `done`/`total` for everyone
+    (verdicts counted up to what each item needs)."""
+
+    items: int
+    total: int
+    done: int
+    mine: int
+    annotators: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiveJudgement:
+    """A live verdict with everything a trainer or an exporter needs."""
+
+    id: int
+    item_id: int
+    batch_id: int
+    annotator: str
+    outcome: str
+    prompt_id: int
+    prompt: str
+    shown: list[int]
+    ranking: list[int]
+    responses: dict[int, Response]  # by sample id
+    comment: str | None
+    flags: list[str]
+    seconds: float | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RankBatch:
+    """A sample batch with rank items, and how far its ranking is."""
+
+    id: int
+    name: str
+    run_id: int | None
+    items: int
+    total: int
+    done: int
+    created_at: datetime
+
+
+def shown_order(item_id: int, annotator: str, sample_ids: Sequence[int]) -> list[int]:
+    """The order an annotator sees an item's responses in: shuffled, but the same
+    every time they see it (seeded by item and annotator, stable across processes)."""
+    order = list(sample_ids)
+    random.Random(f"{item_id}:{annotator}").shuffle(order)
+    return order
+
+
+class Feedback:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A transaction holding SQLite's write lock from its first statement, so
+        a read followed by a write (serve and claim, judge and count) is atomic
+        across processes."""
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+
+    # --- items ----------------------------------------------------------------
+
+    def add_items(
+        self, *, batch_id: int, groups: Sequence[tuple[int, Sequence[int]]], needed: int = 1
+    ) -> list[int]:
+        """Append items to a batch: each group is (prompt_id, sample ids). Returns their ids."""
+        if needed < 1:
+            raise FeedbackError(f"an item needs at least 1 judgement, got {needed}")
+        for prompt_id, sample_ids in groups:
+            if len(sample_ids) < 2 or len(set(sample_ids)) != len(sample_ids):
+                raise FeedbackError(f"an item needs two or more different responses (prompt {prompt_id})")
+        with self._write() as connection:
+            start = connection.execute(
+                select(func.coalesce(func.max(_item.c.position), -1)).where(_item.c.batch_id == batch_id)
+            ).scalar_one() + 1
+            now = utcnow()
+            ids = []
+            for offset, (prompt_id, sample_ids) in enumerate(groups):
+                result = connection.execute(insert(_item).values(
+                    batch_id=batch_id, prompt_id=prompt_id, sample_ids=list(sample_ids),
+                    position=start + offset, needed=needed, verdicts=0, created_at=now,
+                ))
+                ids.append(result.inserted_primary_key[0])
+        return ids
+
+    def items_from_batch(self, *, batch_id: int, needed: int = 1, max_responses: int | None = None) -> int:
+        """Make a sample batch rankable: one item per prompt holding its responses
+        (the first `max_responses` of them, if given). Does nothing for a batch that
+        already has items. Returns the batch's item count."""
+        with self.engine.connect() as connection:
+            if connection.execute(select(SampleBatch.__table__.c.id).where(
+                    SampleBatch.__table__.c.id == batch_id)).first() is None:
+                raise NotFound(f"no sample batch with id {batch_id}")
+            existing = connection.execute(
+                select(func.count()).select_from(_item).where(_item.c.batch_id == batch_id)
+            ).scalar_one()
+            if existing:
+                return existing
+            rows = connection.execute(
+                select(_sample.c.id, _sample.c.prompt_id).where(_sample.c.batch_id == batch_id)
+                .order_by(_sample.c.id)
+            ).all()
+        by_prompt: dict[int, list[int]] = {}
+        for sample_id, prompt_id in rows:
+            by_prompt.setdefault(prompt_id, []).append(sample_id)
+        groups = [
+            (prompt_id, ids[:max_responses] if max_responses else ids)
+            for prompt_id, ids in by_prompt.items()
+            if len(ids) >= 2
+        ]
+        if not groups:
+            raise FeedbackError(f"sample batch {batch_id} has no prompt with two or more responses to rank")
+        return len(self.add_items(batch_id=batch_id, groups=groups, needed=needed))
+
+    def get_item(self, *, item_id: int, annotator: str) -> ItemView:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(_item).where(_item.c.id == item_id)).first()
+            if row is None:
+                raise NotFound(f"no rank item with id {item_id}")
+            return self._view(connection, RankItemRead.model_validate(row._mapping), annotator)
+
+    def item_at(self, *, batch_id: int, position: int, annotator: str) -> ItemView | None:
+        """The item at a batch position (for going back and forth), or None past the ends."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(_item).where(_item.c.batch_id == batch_id, _item.c.position == position)
+            ).first()
+            return None if row is None else self._view(connection, RankItemRead.model_validate(row._mapping),
+                                                       annotator)
+
+    def next_item(
+        self,
+        *,
+        batch_id: int,
+        annotator: str,
+        after_position: int = -1,
+        exclude: Iterable[int] = (),
+    ) -> ItemView | None:
+        """Claim and return the next item this annotator should judge, or None when
+        there is none left for them. Items after `after_position` come first, then
+        the search wraps around; `exclude` skips items already on their screen."""
+        excluded = list(exclude)
+        cutoff = utcnow() - CLAIM_TTL
+        mine = aliased(Judgement)
+        later = aliased(Judgement)
+        already = exists().where(
+            mine.item_id == _item.c.id, mine.annotator == annotator,
+            mine.outcome != JudgementOutcome.UNDONE.value,
+            ~exists().where(later.supersedes == mine.id),
+        )
+        others_claims = (
+            select(func.count()).select_from(_claim)
+            .where(_claim.c.item_id == _item.c.id, _claim.c.annotator != annotator, _claim.c.claimed_at > cutoff)
+            .scalar_subquery()
+        )
+        with self._write() as connection:
+            for after in (after_position, -1):
+                query = (
+                    select(_item)
+                    .where(_item.c.batch_id == batch_id, _item.c.position > after,
+                           _item.c.verdicts + others_claims < _item.c.needed, ~already)
+                    .order_by(_item.c.position).limit(1)
+                )
+                if excluded:
+                    query = query.where(_item.c.id.not_in(excluded))
+                row = connection.execute(query).first()
+                if row is not None:
+                    break
+            else:
+                return None
+            item = RankItemRead.model_validate(row._mapping)
+            self._claim(connection, item.id, annotator)
+            return self._view(connection, item, annotator)
+
+    def release(self, *, annotator: str, item_ids: Iterable[int] | None = None) -> None:
+        """Give claimed items back (the console does this when it closes)."""
+        query = delete(_claim).where(_claim.c.annotator == annotator)
+        if item_ids is not None:
+            query = query.where(_claim.c.item_id.in_(list(item_ids)))
+        with self._write() as connection:
+            connection.execute(query)
+
+    # --- judgements -----------------------------------------------------------
+
+    def judge(
+        self,
+        *,
+        item_id: int,
+        annotator: str,
+        outcome: JudgementOutcome | str,
+        shown: Sequence[int],
+        ranking: Sequence[int] = (),
+        comment: str | None = None,
+        flags: Sequence[str] = (),
+        seconds: float | None = None,
+    ) -> JudgementRead:
+        """Record a verdict (or a skip). It supersedes this annotator's live
+        judgement of the item, if any. Durable when this returns.
+
+        For a pair, `ranking` is derived from the outcome when not given; for
+        `ranking` outcomes it must order all of the item's responses, best first."""
+        outcome = JudgementOutcome(outcome)
+        if outcome is JudgementOutcome.UNDONE:
+            raise FeedbackError("use undo() to withdraw a judgement")
+        with self._write() as connection:
+            item = self._item(connection, item_id)
+            if sorted(shown) != sorted(item.sample_ids):
+                raise FeedbackError(f"item {item_id}: shown responses {list(shown)} are not the item's "
+                                    f"{item.sample_ids}")
+            ranking = list(ranking) or _ranking_from(outcome, list(shown))
+            if outcome is JudgementOutcome.RANKING and sorted(ranking) != sorted(item.sample_ids):
+                raise FeedbackError(f"item {item_id}: a ranking must order all of {item.sample_ids}, "
+                                    f"got {ranking}")
+            if outcome in (JudgementOutcome.A_BETTER, JudgementOutcome.B_BETTER) and len(shown) != 2:
+                raise FeedbackError(f"item {item_id} has {len(shown)} responses: rank them instead of A/B")
+            previous = self._live(connection, item_id, annotator)
+            row = self._append(connection, item, annotator, outcome, list(shown), ranking, comment,
+                               list(flags), seconds, previous)
+            connection.execute(delete(_claim).where(_claim.c.item_id == item_id, _claim.c.annotator == annotator))
+            return row
+
+    def undo(self, *, batch_id: int, annotator: str) -> JudgementRead | None:
+        """Withdraw this annotator's newest live judgement in the batch (a
+        superseding `undone` row); returns the withdrawn judgement, whose item the
+        console shows again, or None when there is nothing to undo."""
+        with self._write() as connection:
+            later = aliased(Judgement)
+            row = connection.execute(
+                select(_judgement)
+                .where(_judgement.c.batch_id == batch_id, _judgement.c.annotator == annotator,
+                       _judgement.c.outcome != JudgementOutcome.UNDONE.value,
+                       ~exists().where(later.supersedes == _judgement.c.id))
+                .order_by(_judgement.c.id.desc()).limit(1)
+            ).first()
+            if row is None:
+                return None
+            withdrawn = JudgementRead.model_validate(row._mapping)
+            item = self._item(connection, withdrawn.item_id)
+            self._append(connection, item, annotator, JudgementOutcome.UNDONE, withdrawn.shown, [], None, [],
+                         None, withdrawn)
+            self._claim(connection, item.id, annotator)
+            return withdrawn
+
+    def comment(self, *, item_id: int, annotator: str, comment: str | None,
+                flags: Sequence[str] | None = None) -> JudgementRead:
+        """Set the comment (and flags) of this annotator's live judgement of an
+        item: a superseding copy with the new comment."""
+        with self._write() as connection:
+            previous = self._live(connection, item_id, annotator)
+            if previous is None:
+                raise FeedbackError(f"item {item_id}: {annotator} has no judgement to comment on")
+            item = self._item(connection, item_id)
+            return self._append(
+                connection, item, annotator, JudgementOutcome(previous.outcome), previous.shown,
+                previous.ranking, comment, list(previous.flags if flags is None else flags),
+                previous.seconds, previous,
+            )
+
+    def judgements(self, *, batch_id: int | None = None, annotator: str | None = None) -> list[JudgementRead]:
+        """Every row, superseded ones included, oldest first: the raw table."""
+        query = select(_judgement).order_by(_judgement.c.id)
+        if batch_id is not None:
+            query = query.where(_judgement.c.batch_id == batch_id)
+        if annotator is not None:
+            query = query.where(_judgement.c.annotator == annotator)
+        with self.engine.connect() as connection:
+            return [JudgementRead.model_validate(r._mapping) for r in connection.execute(query)]
+
+    def live_judgements(
+        self,
+        *,
+        batch_ids: Sequence[int] | None = None,
+        annotators: Sequence[str] | None = None,
+        annotator_prefixes: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_skipped: bool = False,
+    ) -> list[LiveJudgement]:
+        """The verdicts that stand (not superseded, not undone), with prompt and
+        response texts, selected by batch, annotator (exact names, or prefixes
+        such as `judge:`) and date."""
+        later = aliased(Judgement)
+        query = (
+            select(_judgement, _prompt.c.text.label("prompt_text"), _item.c.prompt_id)
+            .join(_item, _item.c.id == _judgement.c.item_id)
+            .join(_prompt, _prompt.c.id == _item.c.prompt_id)
+            .where(_judgement.c.outcome != JudgementOutcome.UNDONE.value,
+                   ~exists().where(later.supersedes == _judgement.c.id))
+            .order_by(_judgement.c.id)
+        )
+        if not include_skipped:
+            query = query.where(_judgement.c.outcome != JudgementOutcome.SKIPPED.value)
+        if batch_ids is not None:
+            query = query.where(_judgement.c.batch_id.in_(list(batch_ids)))
+        conditions = []
+        if annotators is not None:
+            conditions.append(_judgement.c.annotator.in_(list(annotators)))
+        for prefix in annotator_prefixes or ():
+            conditions.append(_judgement.c.annotator.startswith(prefix, autoescape=True))
+        if conditions:
+            query = query.where(or_(*conditions))
+        if since is not None:
+            query = query.where(_judgement.c.created_at >= since)
+        if until is not None:
+            query = query.where(_judgement.c.created_at < until)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+            sample_ids = {sid for row in rows for sid in row._mapping["shown"]}
+            responses = self._responses(connection, sample_ids)
+        result = []
+        for row in rows:
+            m = row._mapping
+            result.append(LiveJudgement(
+                id=m["id"], item_id=m["item_id"], batch_id=m["batch_id"], annotator=m["annotator"],
+                outcome=m["outcome"], prompt_id=m["prompt_id"], prompt=m["prompt_text"], shown=list(m["shown"]),
+                ranking=list(m["ranking"]), responses={sid: responses[sid] for sid in m["shown"]},
+                comment=m["comment"], flags=list(m["flags"]), seconds=m["seconds"], created_at=m["created_at"],
+            ))
+        return result
+
+    # --- progress -------------------------------------------------------------
+
+    def progress(self, *, batch_id: int, annotator: str | None = None) -> Progress:
+        later = aliased(Judgement)
+        with self.engine.connect() as connection:
+            items, total, done = connection.execute(
+                select(func.count(), func.coalesce(func.sum(_item.c.needed), 0),
+                       func.coalesce(func.sum(func.min(_item.c.verdicts, _item.c.needed)), 0))
+                .where(_item.c.batch_id == batch_id)
+            ).one()
+            live = and_(_judgement.c.batch_id == batch_id,
+                        _judgement.c.outcome != JudgementOutcome.UNDONE.value,
+                        _judgement.c.outcome != JudgementOutcome.SKIPPED.value,
+                        ~exists().where(later.supersedes == _judgement.c.id))
+            mine = 0
+            if annotator is not None:
+                mine = connection.execute(
+                    select(func.count()).select_from(_judgement).where(live, _judgement.c.annotator == annotator)
+                ).scalar_one()
+            annotators = connection.execute(
+                select(func.count(func.distinct(_judgement.c.annotator))).where(live)
+            ).scalar_one()
+        return Progress(items=items, total=int(total), done=int(done), mine=mine, annotators=annotators)
+
+    def rank_batches(self) -> list[RankBatch]:
+        """Sample batches that have rank items, newest first, with their progress."""
+        batch = SampleBatch.__table__
+        query = (
+            select(batch.c.id, batch.c.name, batch.c.run_id, batch.c.created_at, func.count(_item.c.id),
+                   func.sum(_item.c.needed), func.sum(func.min(_item.c.verdicts, _item.c.needed)))
+            .join(_item, _item.c.batch_id == batch.c.id)
+            .group_by(batch.c.id).order_by(batch.c.id.desc())
+        )
+        with self.engine.connect() as connection:
+            return [
+                RankBatch(id=bid, name=name, run_id=run_id, items=items, total=int(total or 0),
+                          done=int(done or 0), created_at=created)
+                for bid, name, run_id, created, items, total, done in connection.execute(query)
+            ]
+
+    # --- helpers --------------------------------------------------------------
+
+    def _item(self, connection: Connection, item_id: int) -> RankItemRead:
+        row = connection.execute(select(_item).where(_item.c.id == item_id)).first()
+        if row is None:
+            raise NotFound(f"no rank item with id {item_id}")
+        return RankItemRead.model_validate(row._mapping)
+
+    def _live(self, connection: Connection, item_id: int, annotator: str) -> JudgementRead | None:
+        later = aliased(Judgement)
+        row = connection.execute(
+            select(_judgement)
+            .where(_judgement.c.item_id == item_id, _judgement.c.annotator == annotator,
+                   ~exists().where(later.supersedes == _judgement.c.id))
+            .order_by(_judgement.c.id.desc()).limit(1)
+        ).first()
+        if row is None or row._mapping["outcome"] == JudgementOutcome.UNDONE.value:
+            return None
+        return JudgementRead.model_validate(row._mapping)
+
+    def _append(
+        self,
+        connection: Connection,
+        item: RankItemRead,
+        annotator: str,
+        outcome: JudgementOutcome,
+        shown: list[int],
+        ranking: list[int],
+        comment: str | None,
+        flags: list[str],
+        seconds: float | None,
+        previous: JudgementRead | None,
+    ) -> JudgementRead:
+        """Insert a judgement row and keep the item's verdict count in step."""
+        values = dict(
+            item_id=item.id, batch_id=item.batch_id, annotator=annotator, outcome=outcome.value, shown=shown,
+            ranking=ranking, comment=comment, flags=flags, seconds=seconds,
+            supersedes=previous.id if previous else None, created_at=utcnow(),
+        )
+        new_id = connection.execute(insert(_judgement).values(**values)).inserted_primary_key[0]
+        delta = int(outcome.is_verdict) - int(previous is not None and JudgementOutcome(previous.outcome).is_verdict)
+        if delta:
+            connection.execute(update(_item).where(_item.c.id == item.id).values(verdicts=_item.c.verdicts + delta))
+        return JudgementRead(id=new_id, **values)
+
+    def _claim(self, connection: Connection, item_id: int, annotator: str) -> None:
+        connection.execute(delete(_claim).where(_claim.c.item_id == item_id, _claim.c.annotator == annotator))
+        connection.execute(insert(_claim).values(item_id=item_id, annotator=annotator, claimed_at=utcnow()))
+
+    def _responses(self, connection: Connection, sample_ids: Iterable[int]) -> dict[int, Response]:
+        ids = list(sample_ids)
+        responses: dict[int, Response] = {}
+        # SQLite limits bound parameters per statement; chunk big exports.
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for sid, text, checkpoint, meta in connection.execute(
+                select(_sample.c.id, _sample.c.response, _sample.c.checkpoint, _sample.c.meta)
+                .where(_sample.c.id.in_(chunk))
+            ):
+                responses[sid] = Response(sample_id=sid, text=text, checkpoint=checkpoint, meta=dict(meta or {}))
+        return responses
+
+    def _view(self, connection: Connection, item: RankItemRead, annotator: str) -> ItemView:
+        prompt = connection.execute(
+            select(_prompt.c.text, _prompt.c.reference).where(_prompt.c.id == item.prompt_id)
+        ).one()
+        mine = self._live(connection, item.id, annotator)
+        # A judged item is shown as it was judged; otherwise in this annotator's shuffled order.
+        order = mine.shown if mine is not None else shown_order(item.id, annotator, item.sample_ids)
+        responses = self._responses(connection, order)
+        return ItemView(
+            id=item.id, batch_id=item.batch_id, position=item.position, prompt_id=item.prompt_id,
+            prompt=prompt.text, reference=prompt.reference, responses=tuple(responses[s] for s in order),
+            needed=item.needed, verdicts=item.verdicts, mine=mine,
+        )
+
+
+def _ranking_from(outcome: JudgementOutcome, shown: list[int]) -> list[int]:
+    """Best first, for the outcomes that say which is better; empty otherwise."""
+    if outcome is JudgementOutcome.A_BETTER:
+        return shown
+    if outcome is JudgementOutcome.B_BETTER:
+        return list(reversed(shown))
+    return []
+
