@@ -1,4 +1,4 @@
-"""Small jobs built from the stages: the playground's `rlhf generate`.
+"""Small jobs built from the stages: the playground's `rlhf generate`, `rlhf rank --auto`.
 
 Generation never runs in the process of the CLI or the console: a prompt
 becomes a one-stage pipeline of kind `sample`, which the engine runs like
@@ -31,6 +31,7 @@ from .spec.pipeline import PipelineSpec, parse_spec
 
 #: the name of the run and of its one stage
 GENERATE_RUN = "generate"
+RANK_RUN = "rank"
 MAX_RESPONSES = 9  # SampleSpec.responses_per_prompt's bound
 
 
@@ -77,6 +78,27 @@ def generate_spec(
         f"{key} = {_toml(value)}\n" for key, value in fields.items()
     )
     return parse_spec(text, source="rlhf generate", base_dir=Path(base_dir or Path.cwd()))
+
+
+def rank_spec(
+    batch: int | str,
+    *,
+    judge: str | None,
+    judgements_per_item: int = 1,
+    max_responses: int | None = None,
+    name: str = RANK_RUN,
+) -> PipelineSpec:
+    """A one-stage `rank` pipeline over a stored batch: `rlhf rank --auto JUDGE`
+    (with a judge), or a run that waits for people to finish the batch."""
+    fields: dict[str, object] = {"kind": "rank", "batch": str(batch), "judgements_per_item": judgements_per_item}
+    if judge is not None:
+        fields["judge"] = judge
+    if max_responses is not None:
+        fields["max_responses"] = max_responses
+    text = f"name = {_toml(name)}\n\n[stages.{RANK_RUN}]\n" + "".join(
+        f"{key} = {_toml(value)}\n" for key, value in fields.items()
+    )
+    return parse_spec(text, source="rlhf rank", base_dir=Path.cwd())
 
 
 def _toml(value: object) -> str:
@@ -134,4 +156,4 @@ def _checkpoint_of(ref: str) -> str:
     return value if scheme == "path" else ref
 
 
-__all__ = ["Answer", "generate_spec", "generated_answers", "generated_samples"]
+__all__ = ["Answer", "generate_spec", "generated_answers", "generated_samples", "rank_spec"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from store import RunStatus, StageRead, StageStatus, Workspace, open_workspace, utcnow
 
 from .devices import SlotLease, devices_for, try_acquire
+from .spec.stages import STAGE_KINDS
 from .launcher import child_env, find_resume_checkpoint, worker_command
 from .liveness import HEARTBEAT_SECONDS, HOST, process_tree, signal_tree, supervisor_alive
 from .logcapture import LogCapture
@@ -134,6 +135,9 @@ class Supervisor:
         return RunStatus.SUCCEEDED, None
 
     def _wait_for_devices(self, stage: StageRead, spec: dict) -> SlotLease | None:
+        stage_kind = STAGE_KINDS.get(spec.get("kind", ""))
+        if stage_kind is not None and not stage_kind.needs_device:
+            return SlotLease(devices=[])  # e.g. ranking: people or a judge, never a GPU's slot
         kind, count = devices_for(spec.get("device", "auto"), spec.get("processes", 1))
         announced = False
         while not self.cancelling:
@@ -170,7 +174,7 @@ class Supervisor:
         stage_dir.mkdir(parents=True, exist_ok=True)
         resume_from = find_resume_checkpoint(stage_dir / "checkpoints")
         self.store.update_stage(
-            stage.id, status=StageStatus.RUNNING, device=lease.names, started_at=utcnow(),
+            stage.id, status=StageStatus.RUNNING, device=lease.names or None, started_at=utcnow(),
             finished_at=None, error=None, traceback=None, attempt=stage.attempt + 1,
         )
         # The first stage to start makes the run "running" (a resumed run keeps its start time).
@@ -188,7 +192,7 @@ class Supervisor:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d.index) for d in lease.devices)
         command = worker_command(
             workspace_root=self.ws.root, stage_id=stage.id, processes=spec.get("processes", 1),
-            device_kind=lease.devices[0].kind, resume_from=resume_from,
+            device_kind=lease.devices[0].kind if lease.devices else "cpu", resume_from=resume_from,
         )
         capture = LogCapture(
             store=self.store, run_id=self.run_id, stage_id=stage.id, log_file=stage_dir / "stage.log"

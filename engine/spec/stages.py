@@ -46,6 +46,9 @@ class StageSpec(BaseModel):
     )
     seed: int = Field(0, description="seed for initialisation, data order and sampling")
 
+    #: whether the stage waits for a device slot (a GPU, or the machine's CPU slot)
+    needs_device: ClassVar[bool] = True
+
 
 class PretrainSpec(StageSpec):
     """Causal-LM next-token training, from scratch or continued from a checkpoint."""
@@ -339,11 +342,63 @@ class SFTSpec(StageSpec):
         return value
 
 
+class RankSpec(StageSpec):
+    """Judgements on a sample batch: by people in the console, or by an automatic judge.
+
+    With `judge` unset the stage makes the batch rankable and waits until
+    people have judged it (`rlhf rank`, or the console's rank screen); it
+    holds no device while it waits. With a judge it ranks the batch itself,
+    recorded as annotator `judge:NAME`, so human and AI feedback stay apart.
+    """
+
+    #: a judge or people, not a GPU: the supervisor starts it without a device slot
+    needs_device: ClassVar[bool] = False
+    reference_fields: ClassVar[dict[str, str]] = {"from": "data"}
+
+    kind: Literal["rank"] = "rank"
+    processes: int = Field(1, ge=1, le=1, description="ranking runs in one process")
+    from_: str | None = Field(
+        None, alias="from", description="the sample stage of this pipeline whose batch is ranked",
+    )
+    batch: str | None = Field(
+        None, description="or a stored sample batch, by name or id (`rlhf rank` lists them)",
+    )
+    judge: str | None = Field(
+        None,
+        description="who ranks: unset = people; `demo` = the built-in rule-based judge; or a Python "
+        "callable `module:function(prompt, responses) -> scores`",
+    )
+    judgements_per_item: int = Field(
+        1, ge=1, le=9, description="different annotators each item goes to (agreement needs 2 or more)",
+    )
+    max_responses: int | None = Field(
+        None, ge=2, le=9, description="responses per item (the first ones); default all K of a prompt",
+    )
+    wait_for: float = Field(
+        1.0, gt=0, le=1,
+        description="people: the share of the batch's judgements to wait for before the stage succeeds",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RankSpec:
+        if (self.from_ is None) == (self.batch is None):
+            raise PydanticCustomError(
+                "rank_source",
+                "name the batch to rank: `from` (a sample stage) or `batch` (a stored batch), one of them",
+            )
+        if self.from_ is not None and not self.from_.startswith("stage:"):
+            raise PydanticCustomError(
+                "rank_source", "`from` must name a sample stage of this pipeline; a stored batch goes in `batch`",
+            )
+        return self
+
+
 #: every stage kind this version knows, by the `kind` key of its table
 STAGE_KINDS: dict[str, type[StageSpec]] = {
     "pretrain": PretrainSpec,
     "sft": SFTSpec,
     "sample": SampleSpec,
+    "rank": RankSpec,
 }
 
 #: the module whose `run(ctx)` executes each kind (imported only in workers)
@@ -351,10 +406,11 @@ STAGE_MODULES: dict[str, str] = {
     "pretrain": "engine.stages.pretrain",
     "sft": "engine.stages.sft",
     "sample": "engine.stages.sample",
+    "rank": "engine.stages.rank",
 }
 
 #: kinds announced for later versions: rejected with a clear message, not "unknown"
-PLANNED_KINDS = ("sft", "sample", "reward", "dpo", "ppo")
+PLANNED_KINDS = ("reward", "dpo", "ppo", "rloo", "grpo")
 
 
 def register_stage(kind: str, spec: type[StageSpec], module: str) -> None:
