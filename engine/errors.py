@@ -40,3 +40,18 @@ class StageCancelled(EngineError):
 class StageFailed(EngineError):
     """A stage could not do its work for a reason it can explain in one line
     (missing data, no GPU for QLoRA, ...); shown without a traceback."""
+
+
+class FeedbackFormatError(UserInputError):
+    """Human-feedback data was rejected: a preference file to import, or a
+    judgement built from bad input. `problems` holds one line per problem;
+    for a file each reads `FILE:LINE: what is wrong; what was expected`.
+    The message shows the first `shown` of them, so a file with thousands of
+    bad lines still gives a readable error."""
+
+    def __init__(self, problems: list[str], shown: int = 20) -> None:
+        self.problems = problems
+        lines = problems[:shown]
+        if len(problems) > shown:
+            lines = [*lines, f"... and {len(problems) - shown} more problems"]
+        super().__init__("\n".join(lines))

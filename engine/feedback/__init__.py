@@ -1,0 +1,39 @@
+"""The logic of human feedback, free of torch and of the store.
+
+    records.py      Judgement, Response, PreferencePair, UnpairedExample, Message
+    pairs.py        judgements -> preference pairs (tie policies) and KTO's unpaired view
+    agreement.py    agreement between annotators: percent, Cohen's and Fleiss' kappa
+    leaderboard.py  arena ratings: Bradley-Terry with bootstrap intervals, online Elo
+    importers.py    read TRL, Anthropic HH, KTO, ranked-list and judgement-table files
+    exporters.py    write TRL and KTO data and the judgement table, atomically
+
+The store and the console call these with live judgements (undone or edited
+ones already dropped) and keep what comes back; nothing here touches a
+database or the screen. pyarrow is imported only to read or write parquet.
+"""
+
+from .pairs import TIE_POLICIES, group_by_prompt, induced_pairs, preference_pairs, unpaired_examples
+from .records import (
+    OUTCOMES,
+    Judgement,
+    Message,
+    PreferencePair,
+    Response,
+    UnpairedExample,
+    content_key,
+)
+
+__all__ = [
+    "OUTCOMES",
+    "TIE_POLICIES",
+    "Judgement",
+    "Message",
+    "PreferencePair",
+    "Response",
+    "UnpairedExample",
+    "content_key",
+    "group_by_prompt",
+    "induced_pairs",
+    "preference_pairs",
+    "unpaired_examples",
+]
