@@ -12,6 +12,15 @@ ones already dropped) and keep what comes back; nothing here touches a
 database or the screen. pyarrow is imported only to read or write parquet.
 """
 
+from .agreement import (
+    Agreement,
+    agreement,
+    agreement_from_judgements,
+    canonical_outcome,
+    cohen_kappa,
+    fleiss_kappa,
+    judgement_labels,
+)
 from .pairs import TIE_POLICIES, group_by_prompt, induced_pairs, preference_pairs, unpaired_examples
 from .records import (
     OUTCOMES,
@@ -26,14 +35,21 @@ from .records import (
 __all__ = [
     "OUTCOMES",
     "TIE_POLICIES",
+    "Agreement",
     "Judgement",
     "Message",
     "PreferencePair",
     "Response",
     "UnpairedExample",
+    "agreement",
+    "agreement_from_judgements",
+    "canonical_outcome",
+    "cohen_kappa",
     "content_key",
+    "fleiss_kappa",
     "group_by_prompt",
     "induced_pairs",
+    "judgement_labels",
     "preference_pairs",
     "unpaired_examples",
 ]
