@@ -21,6 +21,7 @@ from .agreement import (
     fleiss_kappa,
     judgement_labels,
 )
+from .leaderboard import Game, Rating, bradley_terry, games_from_judgements, leaderboard, online_elo
 from .pairs import TIE_POLICIES, group_by_prompt, induced_pairs, preference_pairs, unpaired_examples
 from .records import (
     OUTCOMES,
@@ -36,20 +37,26 @@ __all__ = [
     "OUTCOMES",
     "TIE_POLICIES",
     "Agreement",
+    "Game",
     "Judgement",
     "Message",
     "PreferencePair",
+    "Rating",
     "Response",
     "UnpairedExample",
     "agreement",
     "agreement_from_judgements",
+    "bradley_terry",
     "canonical_outcome",
     "cohen_kappa",
     "content_key",
     "fleiss_kappa",
+    "games_from_judgements",
     "group_by_prompt",
     "induced_pairs",
     "judgement_labels",
+    "leaderboard",
+    "online_elo",
     "preference_pairs",
     "unpaired_examples",
 ]
