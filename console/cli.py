@@ -23,6 +23,7 @@ from engine import EXAMPLE_SPEC, Engine, EngineError, RunFinished, load_spec
 from store import RunRead, StoreError
 
 from . import headless
+from .feedback_cli import add_rank_command, cmd_rank
 from .literal import printable
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _follow_options(p)
 
     command("tui", "open the console: every run live; start, compare, cancel and resume runs")
+    add_rank_command(commands, common)
     return parser
 
 
@@ -295,7 +297,7 @@ class _BadInput(EngineError):
 COMMANDS = {
     "run": cmd_run, "demo": cmd_demo, "resume": cmd_resume, "ls": cmd_ls, "status": cmd_status,
     "logs": cmd_logs, "metrics": cmd_metrics, "cancel": cmd_cancel,
-    "generate": cmd_generate, "export": cmd_export,
+    "generate": cmd_generate, "export": cmd_export, "rank": cmd_rank,
 }
 
 

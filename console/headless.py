@@ -198,7 +198,13 @@ def print_detail(detail: RunDetail, summaries: Sequence[MetricSummary], console:
         console.print(Text(f"output: {checkpoint.path}"))
 
 
-_KEY_METRICS = ("train/loss", "eval/loss", "eval/perplexity")
+#: what `rlhf status` shows first-to-last per stage: whichever of these a stage logs
+_KEY_METRICS = (
+    "train/loss", "eval/loss", "eval/perplexity",          # pretrain, SFT
+    "eval/judge_score",                                     # SFT on the demo task
+    "sample/tokens_per_second", "sample/finished_fraction",  # sample
+    "rank/judgements",                                      # rank
+)
 
 
 def _first_to_last(key: str, summary: MetricSummary) -> str:

@@ -444,12 +444,13 @@ class Feedback:
         return Progress(items=items, total=int(total), done=int(done), mine=mine, annotators=annotators)
 
     def rank_batches(self) -> list[RankBatch]:
-        """Sample batches that have rank items, newest first, with their progress."""
+        """Every sample batch, newest first, with its ranking progress (0 items:
+        not made rankable yet)."""
         batch = SampleBatch.__table__
         query = (
             select(batch.c.id, batch.c.name, batch.c.run_id, batch.c.created_at, func.count(_item.c.id),
                    func.sum(_item.c.needed), func.sum(func.min(_item.c.verdicts, _item.c.needed)))
-            .join(_item, _item.c.batch_id == batch.c.id)
+            .outerjoin(_item, _item.c.batch_id == batch.c.id)
             .group_by(batch.c.id).order_by(batch.c.id.desc())
         )
         with self.engine.connect() as connection:
@@ -458,6 +459,32 @@ class Feedback:
                           done=int(done or 0), created_at=created)
                 for bid, name, run_id, created, items, total, done in connection.execute(query)
             ]
+
+    def find_batch(self, ref: str | int | None) -> int:
+        """A sample batch by id or name (the newest of that name); with no ref, the
+        newest batch that still has items to judge, else the newest batch."""
+        batch = SampleBatch.__table__
+        with self.engine.connect() as connection:
+            if ref is None:
+                open_batch = connection.execute(
+                    select(_item.c.batch_id).where(_item.c.verdicts < _item.c.needed)
+                    .order_by(_item.c.batch_id.desc()).limit(1)
+                ).scalar()
+                newest = connection.execute(select(func.max(batch.c.id))).scalar()
+                found = open_batch or newest
+                if found is None:
+                    raise NotFound("no sample batches yet: a `sample` stage makes one, `rlhf prefs import` another")
+                return int(found)
+            text = str(ref)
+            query = select(batch.c.id).where(
+                batch.c.id == int(text) if text.isdigit() else batch.c.name == text
+            ).order_by(batch.c.id.desc()).limit(1)
+            found = connection.execute(query).scalar()
+            if found is None:
+                names = [f"{i} ({n})" for i, n in connection.execute(
+                    select(batch.c.id, batch.c.name).order_by(batch.c.id.desc()).limit(5))]
+                raise NotFound(f"no sample batch {text!r} (newest: {', '.join(names) or 'none yet'})")
+            return int(found)
 
     # --- helpers --------------------------------------------------------------
 

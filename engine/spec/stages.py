@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -378,6 +379,16 @@ class RankSpec(StageSpec):
         1.0, gt=0, le=1,
         description="people: the share of the batch's judgements to wait for before the stage succeeds",
     )
+
+    @field_validator("judge")
+    @classmethod
+    def _judge_is_named_right(cls, value: str | None) -> str | None:
+        # Only the spelling: importing the user's module is the worker's job, not the CLI's.
+        if value is not None and value != "demo" and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+            raise PydanticCustomError(
+                "judge_name", "expected `demo` or a Python callable written module:function",
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> RankSpec:
