@@ -109,3 +109,23 @@ def test_judges_are_loaded_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(UserInputError, match="no callable"):
         load_judge("my_judges:missing")
     sys.modules.pop("my_judges", None)
+
+
+def test_store_judgements_become_records_in_shown_order(engine: Engine) -> None:
+    from engine.feedback.from_store import Selection, selected_judgements
+    from engine.feedback.pairs import preference_pairs
+
+    batch = demo_batch(engine.store, prompts=2, k=3)
+    engine.store.feedback.items_from_batch(batch_id=batch)
+    feedback = engine.store.feedback
+    while (item := feedback.next_item(batch_id=batch, annotator="ann")) is not None:
+        best_first = sorted(item.shown, key=lambda sid: feedback.get_item(item_id=item.id, annotator="x")
+                            .responses[0].sample_id != sid)  # any full order will do
+        feedback.judge(item_id=item.id, annotator="ann", outcome="ranking", shown=item.shown, ranking=best_first)
+    records = selected_judgements(engine.store, Selection(batches=(str(batch),), annotators="people"))
+    assert len(records) == 2
+    for record, live in zip(records, feedback.live_judgements(batch_ids=[batch])):
+        assert [r.id for r in record.responses] == [str(s) for s in live.shown]
+        assert [record.responses[tier[0]].id for tier in record.ranking] == [str(s) for s in live.ranking]
+    assert len(preference_pairs(records)) == 6  # C(3,2) per prompt
+    assert selected_judgements(engine.store, Selection(annotators="judges")) == []
