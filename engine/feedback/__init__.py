@@ -21,6 +21,8 @@ from .agreement import (
     fleiss_kappa,
     judgement_labels,
 )
+from .exporters import write_judgements, write_kto, write_trl
+from .importers import IMPORT_FORMATS, ImportResult, detect_format, read_feedback
 from .leaderboard import Game, Rating, bradley_terry, games_from_judgements, leaderboard, online_elo
 from .pairs import TIE_POLICIES, group_by_prompt, induced_pairs, preference_pairs, unpaired_examples
 from .records import (
@@ -34,10 +36,12 @@ from .records import (
 )
 
 __all__ = [
+    "IMPORT_FORMATS",
     "OUTCOMES",
     "TIE_POLICIES",
     "Agreement",
     "Game",
+    "ImportResult",
     "Judgement",
     "Message",
     "PreferencePair",
@@ -50,6 +54,7 @@ __all__ = [
     "canonical_outcome",
     "cohen_kappa",
     "content_key",
+    "detect_format",
     "fleiss_kappa",
     "games_from_judgements",
     "group_by_prompt",
@@ -58,5 +63,9 @@ __all__ = [
     "leaderboard",
     "online_elo",
     "preference_pairs",
+    "read_feedback",
     "unpaired_examples",
+    "write_judgements",
+    "write_kto",
+    "write_trl",
 ]

@@ -66,10 +66,10 @@ def as_text(value: Any) -> Text:
                 messages.append(Message(item["role"], item["content"]))
             else:
                 raise ValueError(
-                    f"message {index} is {_describe(item)}; expected {{\"role\": str, \"content\": str}}"
+                    f"message {index} is {_describe(item)}; expected {{role: str, content: str}}"
                 )
         return tuple(messages)
-    raise ValueError(f"is {_describe(value)}; expected a string or a list of {{\"role\", \"content\"}} messages")
+    raise ValueError(f"is {_describe(value)}; expected a string or a list of {{role, content}} messages")
 
 
 def is_conversation(text: Text) -> bool:
