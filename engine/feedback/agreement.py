@@ -83,6 +83,11 @@ def judgement_labels(judgements: Iterable[Judgement]) -> dict[ItemKey, dict[str,
     pairwise judgement and a ranking holding the same two responses), the later
     judgement counts."""
     labels: dict[ItemKey, dict[str, PairLabel]] = {}
+
+    def record(prompt_key: str, shown: tuple[str, str], label: PairLabel | None, annotator: str) -> None:
+        first, second = sorted(shown)
+        labels.setdefault((prompt_key, first, second), {})[annotator] = label  # type: ignore[assignment]
+
     for judgement in judgements:
         if judgement.annotator is None or judgement.outcome == "skipped":
             continue
@@ -92,11 +97,10 @@ def judgement_labels(judgements: Iterable[Judgement]) -> dict[ItemKey, dict[str,
             for better, worse, distance in induced_pairs(judgement.ranking):
                 shown = (ids[better], ids[worse])
                 label = canonical_outcome("tie" if distance == 0 else "a_better", shown)
-                labels.setdefault((judgement.prompt_key, *sorted(shown)), {})[judgement.annotator] = label  # type: ignore[index]
+                record(judgement.prompt_key, shown, label, judgement.annotator)
         else:
             shown = (ids[0], ids[1])
-            label = canonical_outcome(judgement.outcome, shown)
-            labels.setdefault((judgement.prompt_key, *sorted(shown)), {})[judgement.annotator] = label  # type: ignore[index]
+            record(judgement.prompt_key, shown, canonical_outcome(judgement.outcome, shown), judgement.annotator)
     return labels
 
 
@@ -122,7 +126,9 @@ def fleiss_kappa(counts: Sequence[Sequence[int]]) -> float | None:
         return None
     raters = {sum(row) for row in counts}
     if len(raters) != 1 or next(iter(raters)) < 2:
-        raise UserInputError(f"Fleiss' kappa needs the same number (>= 2) of raters per item; rows sum to {sorted(raters)}")
+        raise UserInputError(
+            f"Fleiss' kappa needs the same number (>= 2) of raters per item; rows sum to {sorted(raters)}"
+        )
     n, items = raters.pop(), len(counts)
     mean_agreement = sum(_item_agreement(row) for row in counts) / items
     shares = [sum(row[j] for row in counts) / (items * n) for j in range(len(counts[0]))]

@@ -128,11 +128,15 @@ def write_judgements(judgements: Iterable[Judgement], path: str | os.PathLike[st
             writer = csv.DictWriter(handle, fieldnames=JUDGEMENT_COLUMNS)
             writer.writeheader()
             for row in rows:
-                writer.writerow({
-                    name: "" if value is None else json.dumps(value, ensure_ascii=False) if name in JSON_CELLS else value
-                    for name, value in row.items()
-                })
+                writer.writerow({name: _cell(name, value) for name, value in row.items()})
     return target
+
+
+def _cell(name: str, value: Any) -> Any:
+    """A judgement-table value as a CSV cell: nested fields as JSON, null as empty."""
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False) if name in JSON_CELLS else value
 
 
 def _target(path: str | os.PathLike[str], records: Sequence[Any], what: str, other_suffixes: tuple[str, ...]) -> Path:

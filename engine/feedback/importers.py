@@ -97,7 +97,9 @@ def read_feedback(path: str | os.PathLike[str], *, format: ImportFormat = "auto"
     container = _container(source)
     if container == "csv":
         if format not in ("auto", "judgements"):
-            raise UserInputError(f"{source}: CSV holds the judgement table only; expected .jsonl or .parquet for {format}")
+            raise UserInputError(
+                f"{source}: CSV holds the judgement table only; expected .jsonl or .parquet for {format}"
+            )
         format = "judgements"
 
     rows = list(_rows(source, container))
@@ -182,7 +184,9 @@ def _jsonl_rows(source: Path) -> Iterator[tuple[str, dict[str, Any] | _Problem]]
             try:
                 value = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as error:
-                yield where, _Problem(f"not valid JSON ({error.msg} at column {error.colno}); expected one JSON object per line")
+                yield where, _Problem(
+                    f"not valid JSON ({error.msg} at column {error.colno}); expected one JSON object per line"
+                )
                 continue
             if not isinstance(value, dict):
                 yield where, _Problem(f"a JSON {type(value).__name__}; expected a JSON object per line")
@@ -294,7 +298,8 @@ def _hh_dialogue(value: Any, name: str) -> tuple[Message, ...]:
     text = value if value.startswith("\n\n") else "\n\n" + value.lstrip()
     parts = _HH_TURN.split(text)
     if parts[0].strip() or len(parts) < 5:
-        raise _Problem(f"{name} is not an HH dialogue; expected \"\\n\\nHuman: ...\\n\\nAssistant: ...\" turns")
+        raise _Problem(f"{name} is not an HH dialogue; expected \"\\n\\nHuman: ...\\n\\nAssistant: ...\" turns "
+                       "(or, for TRL data, a prompt field)")
     roles = {"Human": "user", "Assistant": "assistant"}
     return tuple(Message(roles[role], content.strip()) for role, content in zip(parts[1::2], parts[2::2]))
 
@@ -356,8 +361,10 @@ def _parse_ranked(record: dict[str, Any]) -> Judgement:
     if len(set(ids)) != len(ids):
         raise _Problem("two responses are the same (same text or id); expected distinct responses")
     ranking = record.get("ranking")
+    if ranking is None:  # no ranking: the responses are listed best first
+        ranking = list(range(len(responses)))
     try:
-        ranking = as_ranking(ranking, len(responses)) if ranking is not None else tuple((i,) for i in range(len(responses)))
+        ranking = as_ranking(ranking, len(responses))
     except ValueError as error:
         raise _Problem(str(error)) from None
     key = _optional_id(record, "prompt_key") or content_key(prompt)

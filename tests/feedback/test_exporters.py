@@ -64,8 +64,9 @@ def test_trl_round_trip(tmp_path, suffix, ties):
             assert read.prompt == (Message("user", original.prompt),)
             assert read.chosen == (Message("assistant", original.chosen),)
         else:
-            assert (read.prompt, read.chosen, read.rejected) == (original.prompt, (Message("assistant", original.chosen),),
-                                                                 (Message("assistant", original.rejected),))
+            assert read.prompt == original.prompt
+            assert read.chosen == (Message("assistant", original.chosen),)
+            assert read.rejected == (Message("assistant", original.rejected),)
         assert read.margin == original.margin
 
 

@@ -183,7 +183,8 @@ def test_an_explicit_format_overrides_detection(tmp_path):
     with pytest.raises(FeedbackFormatError, match=rf"{path}:1: no 'completion' field"):
         read_feedback(path, format="kto")
     # strings without a prompt are HH when detected, and named as not TRL when forced
-    hh = jsonl(tmp_path / "hh.jsonl", {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"})
+    hh = jsonl(tmp_path / "hh.jsonl",
+               {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"})
     assert read_feedback(hh).format == "hh"
     with pytest.raises(FeedbackFormatError, match="no 'prompt' field and chosen/rejected are not both conversations"):
         read_feedback(hh, format="trl")

@@ -105,7 +105,8 @@ def test_the_kto_view():
         ("p6", "n", True), ("p6", "m", False),  # the middle of a ranking is left out
         ("p7", "o", True), ("p7", "q", True), ("p7", "r", False),
     ]
-    assert all(isinstance(u, UnpairedExample) and u.prompt == f"prompt {u.group}" for u in unpaired_examples(judgements))
+    examples = unpaired_examples(judgements)
+    assert all(isinstance(u, UnpairedExample) and u.prompt == f"prompt {u.group}" for u in examples)
 
 
 def test_records_normalise_lists_and_dicts_so_they_compare_equal():
