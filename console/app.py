@@ -26,6 +26,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 from textual.markup import escape
+from textual.screen import ModalScreen
 
 from engine import Engine, EngineError
 from store import StoreError, utcnow
@@ -47,6 +48,9 @@ class RlhfApp(App[None]):
     BINDINGS = [
         Binding("q", "quit", "Quit", tooltip="quit the console; runs keep going"),
         Binding("question_mark", "keys", "Keys"),
+        # Hidden from the key bar (it is full at 80 columns); the keys screen lists it for every screen.
+        Binding("p", "playground", "Playground", show=False,
+                tooltip="playground: a prompt answered by one or two checkpoints side by side"),
         # Naming the palette's action here replaces Textual's own ctrl+p binding, so both are ours.
         Binding("ctrl+p", "command_palette", "Commands", show=False, priority=True),
         Binding("colon", "command_palette", "Commands", show=False),
@@ -173,6 +177,23 @@ class RlhfApp(App[None]):
 
         self.push_screen(LaunchScreen(self.templates, base_dir=self.base_dir), callback=opened)
 
+    def open_playground(self, checkpoint: str | None = None) -> None:
+        """The playground, with `checkpoint` as A when given (the run screen's `p`)."""
+        from .screens.playground import PlaygroundScreen
+
+        if isinstance(self.screen, PlaygroundScreen):
+            return  # one is enough: going back to it from another would lose nothing but confuse
+        self.push_screen(PlaygroundScreen(checkpoint=checkpoint))
+
+    def action_playground(self) -> None:
+        self.open_playground()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "playground":
+            # Not over a dialog (it waits for an answer), nor over the playground itself.
+            return not isinstance(self.screen, ModalScreen) and self.screen.id != "playground"
+        return super().check_action(action, parameters)
+
     def go_home(self) -> None:
         while len(self.screen_stack) > 1:
             self.pop_screen()
@@ -239,13 +260,13 @@ class RlhfApp(App[None]):
             seen.add(key)
             keys.append((self.get_key_display(binding), binding.tooltip or binding.description))
         title = {
-            "runs": "runs", "compare": "compare", "launch": "new run",
+            "runs": "runs", "compare": "compare", "launch": "new run", "playground": "playground",
         }.get(self.screen.id or "", "run" if (self.screen.id or "").startswith("run-") else "this screen")
         self.push_screen(KeysScreen(title, keys))
 
 
 #: keys the keys screen explains once for every screen
-_EVERYWHERE_KEYS = {"q", "question_mark", "colon", "ctrl+p", "j", "k", "g", "G", "tab", "shift+tab"}
+_EVERYWHERE_KEYS = {"q", "question_mark", "colon", "ctrl+p", "p", "j", "k", "g", "G", "tab", "shift+tab"}
 
 
 def _own_bindings(cls: type) -> set[tuple[str, str]]:
@@ -277,6 +298,7 @@ class RunCommands(Provider):
         commands: list[tuple[str, str, Callable[[], Any]]] = [
             ("New run", "start a pipeline from a template or a spec file", app.new_run),
             ("Runs list", "back to every run", app.go_home),
+            ("Playground", "a prompt answered by one or two checkpoints side by side", app.open_playground),
         ]
         table = _runs_table(self.screen)  # the screen the palette was opened on
         marked = set(table.marked) if table is not None else set()

@@ -15,6 +15,7 @@ from textual.widgets import Static
 EVERYWHERE = (
     ("?", "this list of keys"),
     ("ctrl+p  :", "command palette: any run, any screen"),
+    ("p", "playground: answers from one or two checkpoints"),
     ("tab", "next pane (shift+tab: previous)"),
     ("j k  ↓ ↑", "down / up in lists, tables and logs"),
     ("esc", "back, or close what is open"),

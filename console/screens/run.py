@@ -53,6 +53,8 @@ class RunScreen(LiveScreen):
         Binding("l", "log_scale", "Log scale", tooltip="chart: log scale on/off"),
         Binding("s", "smoothing", "Smooth", tooltip="chart: smoothing (EMA) off, 0.6, 0.9, 0.99"),
         Binding("w", "wall_time", "Step/time", tooltip="chart: x axis by step or by wall time"),
+        Binding("p", "playground", "Playground", show=False,
+                tooltip="playground with this run's checkpoint (on the checkpoints tab: the one selected)"),
         Binding("right_square_bracket", "next_tab", "Next tab", show=False),
         Binding("left_square_bracket", "previous_tab", "Previous tab", show=False),
         *(Binding(str(i + 1), f"show_tab('{tab}')", f"{tab.capitalize()} tab", show=False)
@@ -226,6 +228,25 @@ class RunScreen(LiveScreen):
 
     def action_resume_run(self) -> None:
         self.rlhf.resume_run(self.run_id)
+
+    def action_playground(self) -> None:
+        self.rlhf.open_playground(checkpoint=self._playground_checkpoint())
+
+    def _playground_checkpoint(self) -> str | None:
+        """The checkpoint under the cursor on the checkpoints tab, else the
+        run's newest final model, else its newest checkpoint."""
+        if self.model is None or self.model.detail is None or not self.model.detail.checkpoints:
+            return None
+        checkpoints = self.model.detail.checkpoints
+        if self.active_tab == "checkpoints":
+            table = self.query_one(CheckpointsTable)
+            if table.row_count:
+                key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+                chosen = next((c for c in checkpoints if str(c.id) == key), None)
+                if chosen is not None:
+                    return chosen.path
+        finals = [c for c in checkpoints if c.is_final]
+        return max(finals or checkpoints, key=lambda c: c.id).path  # the newest written
 
     def action_log_scale(self) -> None:
         chart = self.query_one(LineChart)
