@@ -15,6 +15,7 @@ from .models import (
     JudgementRead,
     PromptRead,
     RankItemRead,
+    RewardScoreRead,
     RunRead,
     RunStatus,
     SampleBatchRead,
@@ -24,6 +25,7 @@ from .models import (
     utcnow,
 )
 from .feedback import CLAIM_TTL, Feedback, FeedbackError, ItemView, LiveJudgement, Progress, RankBatch, Response, shown_order
+from .scores import RewardScores
 from .repository import MetricSummary, NewStage, SampleView, SeriesPoint, Store
 from .workspace import ENV_VAR, Workspace, open_workspace, resolve_workspace_dir
 
@@ -38,6 +40,8 @@ __all__ = [
     "Progress",
     "RankBatch",
     "RankItemRead",
+    "RewardScoreRead",
+    "RewardScores",
     "Response",
     "shown_order",
     "ENV_VAR",

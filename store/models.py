@@ -392,6 +392,29 @@ class ItemClaim(SQLModel, table=True):
     claimed_at: datetime = Field(default_factory=utcnow)
 
 
+# --- reward scores ----------------------------------------------------------
+
+
+class RewardScoreBase(SQLModel):
+    """A reward model's score for one stored response. `scorer` names the reward
+    model (its folder, or hub id), so several reward models can score the same
+    batch and every score says which one gave it."""
+
+    sample_id: int = Field(foreign_key="sample.id", index=True)
+    scorer: str
+    value: float
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RewardScore(RewardScoreBase, table=True):
+    __tablename__ = "rewardscore"
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class RewardScoreRead(RewardScoreBase):
+    id: int
+
+
 __all__ = [
     "Artifact",
     "ArtifactRead",
@@ -411,6 +434,8 @@ __all__ = [
     "PromptRead",
     "RankItem",
     "RankItemRead",
+    "RewardScore",
+    "RewardScoreRead",
     "Sample",
     "SampleBatch",
     "SampleBatchRead",

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from .errors import NotFound
 from .feedback import Feedback
+from .scores import RewardScores
 from .models import (
     Artifact,
     ArtifactRead,
@@ -98,6 +99,8 @@ class Store:
         self.engine = engine
         #: rank items, judgements and claims (store/feedback.py)
         self.feedback = Feedback(engine)
+        #: reward models' scores of stored responses (store/scores.py)
+        self.scores = RewardScores(engine)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -21,7 +21,7 @@ from store.db import HEAD_REVISION, alembic_config, current_revision
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"run", "stage", "metric", "checkpoint", "logline", "event", "artifact", "prompt", "samplebatch", "sample",
-          "rankitem", "judgement", "itemclaim"}
+          "rankitem", "judgement", "itemclaim", "rewardscore"}
 
 
 def tables(db: Path) -> set[str]:
