@@ -23,7 +23,7 @@ from engine import EXAMPLE_SPEC, Engine, EngineError, RunFinished, load_spec
 from store import RunRead, StoreError
 
 from . import headless
-from .feedback_cli import add_rank_command, cmd_rank
+from .feedback_cli import add_arena_command, add_prefs_command, add_rank_command, cmd_arena, cmd_prefs, cmd_rank
 from .literal import printable
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("tui", "open the console: every run live; start, compare, cancel and resume runs")
     add_rank_command(commands, common)
+    add_prefs_command(commands, common)
+    add_arena_command(commands, common)
     return parser
 
 
@@ -298,6 +300,7 @@ COMMANDS = {
     "run": cmd_run, "demo": cmd_demo, "resume": cmd_resume, "ls": cmd_ls, "status": cmd_status,
     "logs": cmd_logs, "metrics": cmd_metrics, "cancel": cmd_cancel,
     "generate": cmd_generate, "export": cmd_export, "rank": cmd_rank,
+    "prefs": cmd_prefs, "arena": cmd_arena,
 }
 
 

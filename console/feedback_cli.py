@@ -1,8 +1,13 @@
 """`rlhf rank`, `rlhf prefs` and `rlhf arena`: human feedback from the command line.
 
-`rlhf rank` opens the console's rank screen on a batch (people), or with
-`--auto JUDGE` has a judge rank it as an engine job (recorded as `judge:NAME`);
-`--list` shows the batches and how far their ranking is.
+- `rlhf rank` opens the console's rank screen on a batch (people), or with
+  `--auto JUDGE` has a judge rank it as an engine job (recorded as
+  `judge:NAME`); `--list` shows the batches and how far their ranking is.
+- `rlhf prefs stats|import|export`: agreement and outcomes per batch; TRL,
+  HH, ranked-list and judgement-table files in; TRL, KTO, the judgement
+  table and the raw append-only history out.
+- `rlhf arena`: a blind comparison of checkpoints on held-out prompts (`new`),
+  and the Bradley-Terry leaderboard with confidence intervals.
 """
 
 from __future__ import annotations
@@ -10,15 +15,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import os
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from engine import Engine, RunFinished
-from engine.jobs import rank_spec
+from engine import Engine, RunFinished, UserInputError
+from engine.feedback import (
+    IMPORT_FORMATS,
+    TIE_POLICIES,
+    agreement_from_judgements,
+    games_from_judgements,
+    leaderboard,
+    preference_pairs,
+    unpaired_examples,
+    write_judgements,
+    write_kto,
+    write_trl,
+)
+from engine.feedback.atomic import atomic_path
+from engine.feedback.from_store import Selection, is_person, selected_judgements, to_record
+from engine.jobs import arena_spec, rank_spec
 from store import RankBatch
 
 from . import headless
@@ -104,3 +126,221 @@ def _print_batches(batches: list[RankBatch], out: Console) -> None:
         table.add_row(str(b.id), Text(printable(b.name)), str(b.items), f"{b.done}/{b.total}",
                       str(b.run_id) if b.run_id else "-")
     out.print(table)
+
+
+# --- rlhf prefs ----------------------------------------------------------------------
+
+
+def add_prefs_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    prefs = commands.add_parser(
+        "prefs", parents=[common], help="preference data: agreement stats, import and export",
+        description="The judgements in the store: agreement and outcomes, import, export.",
+    )
+    actions = prefs.add_subparsers(dest="prefs_command", metavar="ACTION", required=True)
+
+    p = actions.add_parser("stats", parents=[common], help="judgements, outcomes and agreement per batch")
+    p.add_argument("--batch", "-b", action="append", default=[], help="only this batch (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = actions.add_parser("import", parents=[common], help="store a preference file as a judged batch")
+    p.add_argument("file", type=Path, help="JSONL or parquet (or the CSV judgement table)")
+    p.add_argument("--format", choices=IMPORT_FORMATS, default="auto",
+                   help="trl (prompt/chosen/rejected), hh (Anthropic HH dialogues), ranked (prompt/responses/"
+                        "ranking), judgements (our table); auto = from the first record")
+    p.add_argument("--name", help="batch name (default import:FILE)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = actions.add_parser("export", parents=[common], help="write judgements as training data or as a table")
+    p.add_argument("--out", type=Path, required=True, help="file to write (.jsonl, .parquet, or .csv for tables)")
+    p.add_argument("--format", choices=("trl", "kto", "judgements", "raw"), default="trl",
+                   help="trl = prompt/chosen/rejected pairs; kto = prompt/completion/label; judgements = the "
+                        "live judgements (re-importable); raw = every row ever written, undone and edited ones too")
+    p.add_argument("--ties", choices=TIE_POLICIES, default="drop",
+                   help="drop = ties and both-bad make no pairs; margin = margins by rank distance, ties as "
+                        "two pairs with margin 0")
+    p.add_argument("--batch", "-b", action="append", default=[], help="only this batch (repeatable)")
+    p.add_argument("--annotators", choices=("all", "people", "judges", "imported"), default="all")
+    p.add_argument("--annotator", action="append", default=[], help="only this annotator (repeatable)")
+    p.add_argument("--conversational", action="store_true", help="write prompts and answers as chat messages")
+
+
+async def cmd_prefs(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    action = {"stats": _prefs_stats, "import": _prefs_import, "export": _prefs_export}[args.prefs_command]
+    return await action(engine, args, out)
+
+
+async def _prefs_stats(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    def work() -> list[dict[str, Any]]:
+        feedback = engine.store.feedback
+        wanted = {feedback.find_batch(ref) for ref in args.batch}
+        rows = []
+        for batch in feedback.rank_batches():
+            if (wanted and batch.id not in wanted) or not batch.items:
+                continue
+            live = feedback.live_judgements(batch_ids=[batch.id])
+            records = [to_record(j) for j in live]
+            people = [r for r in records if is_person(r.annotator or "")]
+            everyone, humans = agreement_from_judgements(records), agreement_from_judgements(people)
+            rows.append({
+                **_batch_json(batch),
+                "annotators": dict(Counter(j.annotator for j in live)),
+                "outcomes": dict(Counter(j.outcome for j in live)),
+                "agreement": _agreement_json(everyone), "agreement_people": _agreement_json(humans),
+                "mean_seconds": _mean([j.seconds for j in live if j.seconds is not None and is_person(j.annotator)]),
+            })
+        return rows
+
+    rows = await asyncio.to_thread(work)
+    if args.json:
+        headless.emit_json(rows)
+        return EXIT_OK
+    if not rows:
+        out.print("no judgements yet: `rlhf rank` to rank, `rlhf prefs import FILE` to import")
+        return EXIT_OK
+    table = Table(box=None, header_style="bold")
+    for column in ("BATCH", "NAME", "JUDGED", "ANNOTATORS", "OUTCOMES", "AGREEMENT"):
+        table.add_column(column)
+    for row in rows:
+        annotators = ", ".join(f"{name} {count}" for name, count in row["annotators"].items())
+        outcomes = ", ".join(f"{name} {count}" for name, count in row["outcomes"].items())
+        table.add_row(str(row["id"]), Text(printable(row["name"])), f"{row['judgements_done']}/{row['judgements_needed']}",
+                      Text(printable(annotators)), outcomes, _agreement_text(row["agreement"]))
+    out.print(table)
+    return EXIT_OK
+
+
+def _agreement_json(agreement: Any) -> dict[str, Any] | None:
+    if agreement.items == 0:
+        return None
+    return {"items": agreement.items, "annotators": agreement.annotators, "percent": agreement.percent,
+            "kappa": agreement.kappa, "method": agreement.method, "items_dropped": agreement.items_dropped}
+
+
+def _agreement_text(agreement: dict[str, Any] | None) -> str:
+    if agreement is None:
+        return "- (needs items judged twice)"
+    kappa = "n/a" if agreement["kappa"] is None else f"{agreement['kappa']:.2f}"
+    return f"{agreement['percent']:.0f}% ({agreement['method']} kappa {kappa}, {agreement['items']} items)"
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+async def _prefs_import(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.feedback.store_import import import_file
+
+    batch_id, result = await asyncio.to_thread(import_file, engine.store, args.file, format=args.format,
+                                               name=args.name)
+    if args.json:
+        headless.emit_json({"batch_id": batch_id, "format": result.format, "records": result.records})
+    else:
+        out.print(Text(printable(f"imported {result.records} {result.format} records from {args.file} "
+                                 f"as batch {batch_id}")))
+    return EXIT_OK
+
+
+async def _prefs_export(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    def work() -> tuple[int, Path]:
+        selection = Selection(batches=tuple(args.batch), annotators=args.annotators, names=tuple(args.annotator))
+        if args.format == "raw":
+            return _write_raw(engine, selection, args.out)
+        records = selected_judgements(engine.store, selection)
+        if not records:
+            raise UserInputError("no judgements match (rlhf prefs stats shows what there is)")
+        conversational = True if args.conversational else None
+        if args.format == "trl":
+            pairs = preference_pairs(records, ties=args.ties)
+            return len(pairs), write_trl(pairs, args.out, conversational=conversational)
+        if args.format == "kto":
+            examples = unpaired_examples(records)
+            return len(examples), write_kto(examples, args.out, conversational=conversational)
+        return len(records), write_judgements(records, args.out)
+
+    count, path = await asyncio.to_thread(work)
+    out.print(Text(printable(f"wrote {count} {args.format} rows to {path}")))
+    return EXIT_OK
+
+
+def _write_raw(engine: Engine, selection: Selection, target: Path) -> tuple[int, Path]:
+    """Every judgement row, superseded and undone ones too, with its texts: the audit trail."""
+    feedback = engine.store.feedback
+    batch_ids = [feedback.find_batch(ref) for ref in selection.batches] or [None]
+    rows = [row for batch_id in batch_ids for row in feedback.judgements(batch_id=batch_id)
+            if not selection.names or row.annotator in selection.names]
+    if target.suffix not in (".jsonl", ".json", ".ndjson"):
+        raise UserInputError(f"{target}: the raw history is written as JSONL; expected a .jsonl file")
+    with atomic_path(target) as temporary, temporary.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row.model_dump(mode="json"), ensure_ascii=False) + "\n")
+    return len(rows), target
+
+
+# --- rlhf arena ----------------------------------------------------------------------
+
+
+def add_arena_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    arena = commands.add_parser(
+        "arena", parents=[common], help="blind comparisons between checkpoints, and their leaderboard",
+        description="Without an action: the leaderboard (Bradley-Terry, 95 percent intervals) of the judged arena "
+                    "batches. `rlhf arena new A B ...` samples the checkpoints on held-out prompts and has "
+                    "a judge (or people: `rlhf rank`) compare them blind, in pairs.",
+    )
+    arena.add_argument("--batch", "-b", action="append", default=[], help="only this batch (repeatable)")
+    arena.add_argument("--annotators", choices=("all", "people", "judges", "imported"), default="all")
+    arena.add_argument("--json", action="store_true", help="print JSON")
+    actions = arena.add_subparsers(dest="arena_command", metavar="ACTION")
+    p = actions.add_parser("new", parents=[common], help="sample checkpoints on held-out prompts and compare them")
+    p.add_argument("checkpoints", nargs="+", help="two or more models: folders, stage outputs, hub ids")
+    p.add_argument("--prompts", default="builtin:demo-prompts", help="held-out prompts (default builtin:demo-prompts)")
+    p.add_argument("--max-prompts", type=int, default=50)
+    p.add_argument("--judge", help="`demo` or module:function; without one, people rank it (`rlhf rank`)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+async def cmd_arena(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    if getattr(args, "arena_command", None) == "new":
+        spec = arena_spec(args.checkpoints, prompts=args.prompts, max_prompts=args.max_prompts, judge=args.judge,
+                          temperature=args.temperature, max_new_tokens=args.max_new_tokens, base_dir=Path.cwd())
+        run = await engine.submit(spec)
+        if not args.json:
+            out.print(Text(printable(f"run {run.id}: {len(args.checkpoints)} checkpoints answer "
+                                     f"{args.max_prompts} prompts, compared in pairs")))
+        finished = await headless.follow(engine, run, json_mode=args.json, show_logs=False, console=out)
+        if finished.status != "succeeded":
+            out.print(Text(printable(f"arena run failed: {finished.error} (rlhf logs {run.id})")))
+            return EXIT_RUN_FAILED
+        if args.judge is None:
+            return EXIT_OK
+        batches = await asyncio.to_thread(engine.store.list_sample_batches, run_id=run.id)
+        args.batch = args.batch or [str(b.id) for b in batches]
+    return await _show_leaderboard(engine, args, out)
+
+
+async def _show_leaderboard(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    def work() -> list[Any]:
+        selection = Selection(batches=tuple(args.batch), annotators=args.annotators)
+        return leaderboard(games_from_judgements(selected_judgements(engine.store, selection)))
+
+    ratings = await asyncio.to_thread(work)
+    if args.json:
+        headless.emit_json([{
+            "rank": r.rank, "player": r.player, "rating": r.rating, "ci_low": r.ci_low, "ci_high": r.ci_high,
+            "games": r.games, "wins": r.wins, "ties": r.ties, "losses": r.losses, "win_rate": r.win_rate,
+            "elo": r.elo,
+        } for r in ratings])
+        return EXIT_OK
+    if not ratings:
+        out.print("no comparisons between different checkpoints yet: `rlhf arena new A B --judge demo`")
+        return EXIT_OK
+    table = Table(box=None, header_style="bold")
+    for column in ("#", "CHECKPOINT", "RATING", "95% CI", "GAMES", "W/T/L", "WIN RATE"):
+        table.add_column(column)
+    for r in ratings:
+        interval = f"{r.ci_low:.0f} to {r.ci_high:.0f}" if r.ci_low is not None and r.ci_high is not None else "-"
+        table.add_row(str(r.rank), Text(printable(r.player)), f"{r.rating:.0f}", interval, str(r.games),
+                      f"{r.wins}/{r.ties}/{r.losses}", f"{r.win_rate:.0%}")
+    out.print(table)
+    return EXIT_OK

@@ -32,6 +32,7 @@ from .spec.pipeline import PipelineSpec, parse_spec
 #: the name of the run and of its one stage
 GENERATE_RUN = "generate"
 RANK_RUN = "rank"
+ARENA_RUN = "arena"
 MAX_RESPONSES = 9  # SampleSpec.responses_per_prompt's bound
 
 
@@ -101,6 +102,40 @@ def rank_spec(
     return parse_spec(text, source="rlhf rank", base_dir=Path.cwd())
 
 
+def arena_spec(
+    checkpoints: Sequence[str],
+    *,
+    prompts: str = "builtin:demo-prompts",
+    max_prompts: int = 50,
+    judge: str | None = None,
+    temperature: float = 0.7,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    base_dir: str | Path | None = None,
+    name: str = ARENA_RUN,
+) -> PipelineSpec:
+    """Blind comparisons: every checkpoint answers each prompt once (a `sample`
+    stage), and the answers are compared in pairs of different checkpoints (a
+    `rank` stage with `pairwise`), by a judge or by people."""
+    if len(checkpoints) < 2:
+        raise UserInputError("arena: name two or more checkpoints to compare")
+    if len(checkpoints) > MAX_RESPONSES:
+        raise UserInputError(f"arena: at most {MAX_RESPONSES} checkpoints at once, got {len(checkpoints)}")
+    sample: dict[str, object] = {
+        "kind": "sample", "from": list(checkpoints), "prompts": prompts, "max_prompts": max_prompts,
+        "responses_per_prompt": len(checkpoints), "temperature": temperature, "max_new_tokens": max_new_tokens,
+        "seed": seed,
+    }
+    rank: dict[str, object] = {"kind": "rank", "from": "sample", "pairwise": True}
+    if judge is not None:
+        rank["judge"] = judge
+    text = f"name = {_toml(name)}\n" + "".join(
+        f"\n[stages.{stage}]\n" + "".join(f"{key} = {_toml(value)}\n" for key, value in fields.items())
+        for stage, fields in (("sample", sample), ("rank", rank))
+    )
+    return parse_spec(text, source="rlhf arena", base_dir=Path(base_dir or Path.cwd()))
+
+
 def _toml(value: object) -> str:
     """A TOML value: JSON's strings, numbers and arrays are valid TOML ones."""
     if isinstance(value, bool):
@@ -156,4 +191,4 @@ def _checkpoint_of(ref: str) -> str:
     return value if scheme == "path" else ref
 
 
-__all__ = ["Answer", "generate_spec", "generated_answers", "generated_samples", "rank_spec"]
+__all__ = ["Answer", "arena_spec", "generate_spec", "generated_answers", "generated_samples", "rank_spec"]

@@ -24,7 +24,7 @@ from .models import (
     StageStatus,
     utcnow,
 )
-from .feedback import CLAIM_TTL, Feedback, FeedbackError, ItemView, LiveJudgement, Progress, RankBatch, Response, shown_order
+from .feedback import CLAIM_TTL, Feedback, FeedbackError, ImportedItem, ImportedResponse, ItemView, LiveJudgement, Progress, RankBatch, Response, shown_order
 from .scores import RewardScores
 from .repository import MetricSummary, NewStage, SampleView, SeriesPoint, Store
 from .workspace import ENV_VAR, Workspace, open_workspace, resolve_workspace_dir
@@ -33,6 +33,8 @@ __all__ = [
     "CLAIM_TTL",
     "Feedback",
     "FeedbackError",
+    "ImportedItem",
+    "ImportedResponse",
     "ItemView",
     "JudgementOutcome",
     "JudgementRead",

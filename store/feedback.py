@@ -20,10 +20,12 @@ How ranking works, in store terms:
 
 from __future__ import annotations
 
+import hashlib
 import random
+from itertools import combinations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -133,6 +135,31 @@ class RankBatch:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class ImportedResponse:
+    text: str
+    model: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedItem:
+    """One imported judgement: the responses as they are listed (A first), the
+    outcome about them, and for a ranking the indices best first."""
+
+    prompt: str
+    responses: tuple[ImportedResponse, ...]
+    outcome: str
+    annotator: str
+    ranking: tuple[int, ...] = ()
+    prompt_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def text_hash(text: str) -> str:
+    """How prompts are deduplicated: the sha256 of their text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def shown_order(item_id: int, annotator: str, sample_ids: Sequence[int]) -> list[int]:
     """The order an annotator sees an item's responses in: shuffled, but the same
     every time they see it (seeded by item and annotator, stable across processes)."""
@@ -184,10 +211,13 @@ class Feedback:
                 ids.append(result.inserted_primary_key[0])
         return ids
 
-    def items_from_batch(self, *, batch_id: int, needed: int = 1, max_responses: int | None = None) -> int:
+    def items_from_batch(
+        self, *, batch_id: int, needed: int = 1, max_responses: int | None = None, pairwise: bool = False
+    ) -> int:
         """Make a sample batch rankable: one item per prompt holding its responses
-        (the first `max_responses` of them, if given). Does nothing for a batch that
-        already has items. Returns the batch's item count."""
+        (the first `max_responses` of them, if given), or with `pairwise` one item
+        per pair of responses from different checkpoints (an arena). Does nothing
+        for a batch that already has items. Returns the batch's item count."""
         with self.engine.connect() as connection:
             if connection.execute(select(SampleBatch.__table__.c.id).where(
                     SampleBatch.__table__.c.id == batch_id)).first() is None:
@@ -198,17 +228,20 @@ class Feedback:
             if existing:
                 return existing
             rows = connection.execute(
-                select(_sample.c.id, _sample.c.prompt_id).where(_sample.c.batch_id == batch_id)
+                select(_sample.c.id, _sample.c.prompt_id, _sample.c.checkpoint).where(_sample.c.batch_id == batch_id)
                 .order_by(_sample.c.id)
             ).all()
-        by_prompt: dict[int, list[int]] = {}
-        for sample_id, prompt_id in rows:
-            by_prompt.setdefault(prompt_id, []).append(sample_id)
-        groups = [
-            (prompt_id, ids[:max_responses] if max_responses else ids)
-            for prompt_id, ids in by_prompt.items()
-            if len(ids) >= 2
-        ]
+        by_prompt: dict[int, list[tuple[int, str | None]]] = {}
+        for sample_id, prompt_id, checkpoint in rows:
+            by_prompt.setdefault(prompt_id, []).append((sample_id, checkpoint))
+        groups: list[tuple[int, list[int]]] = []
+        for prompt_id, answers in by_prompt.items():
+            if pairwise:
+                groups.extend((prompt_id, [a, b]) for (a, model_a), (b, model_b) in combinations(answers, 2)
+                              if model_a != model_b)
+            elif len(answers) >= 2:
+                ids = [sample_id for sample_id, _ in answers]
+                groups.append((prompt_id, ids[:max_responses] if max_responses else ids))
         if not groups:
             raise FeedbackError(f"sample batch {batch_id} has no prompt with two or more responses to rank")
         return len(self.add_items(batch_id=batch_id, groups=groups, needed=needed))
@@ -280,6 +313,54 @@ class Feedback:
             query = query.where(_claim.c.item_id.in_(list(item_ids)))
         with self._write() as connection:
             connection.execute(query)
+
+    def import_batch(self, *, name: str, settings: dict[str, Any], items: Sequence[ImportedItem]) -> int:
+        """Store imported feedback in one transaction: a batch, its prompts and
+        responses, one item and one judgement each. All or nothing: a failure
+        leaves the store as it was. Returns the batch id."""
+        if not items:
+            raise FeedbackError(f"{name}: nothing to import")
+        batch = SampleBatch.__table__
+        with self._write() as connection:
+            now = utcnow()
+            batch_id = connection.execute(insert(batch).values(
+                name=name, settings=settings, sources=sorted({r.model for i in items for r in i.responses if r.model}),
+                run_id=None, stage_id=None, created_at=now,
+            )).inserted_primary_key[0]
+            prompt_ids: dict[str, int] = {}
+            for position, item in enumerate(items):
+                prompt_id = self._prompt_id(connection, item.prompt, item.prompt_meta, prompt_ids, source=name)
+                sample_ids = [
+                    connection.execute(insert(_sample).values(
+                        prompt_id=prompt_id, batch_id=batch_id, run_id=None, stage_id=None, step=None,
+                        checkpoint=response.model, response=response.text, meta=response.meta, created_at=now,
+                    )).inserted_primary_key[0]
+                    for response in item.responses
+                ]
+                outcome = JudgementOutcome(item.outcome)
+                verdict = int(outcome.is_verdict)
+                item_id = connection.execute(insert(_item).values(
+                    batch_id=batch_id, prompt_id=prompt_id, sample_ids=sample_ids, position=position,
+                    needed=1, verdicts=verdict, created_at=now,
+                )).inserted_primary_key[0]
+                connection.execute(insert(_judgement).values(
+                    item_id=item_id, batch_id=batch_id, annotator=item.annotator, outcome=outcome.value,
+                    shown=sample_ids, ranking=[sample_ids[i] for i in item.ranking], comment=None, flags=[],
+                    seconds=None, supersedes=None, created_at=now,
+                ))
+        return int(batch_id)
+
+    def _prompt_id(self, connection: Connection, text: str, meta: dict[str, Any], known: dict[str, int],
+                   *, source: str) -> int:
+        digest = text_hash(text)
+        if digest not in known:
+            found = connection.execute(select(_prompt.c.id).where(_prompt.c.text_hash == digest)).scalar()
+            if found is None:
+                found = connection.execute(insert(_prompt).values(
+                    text=text, text_hash=digest, source=source, reference=None, meta=meta, created_at=utcnow(),
+                )).inserted_primary_key[0]
+            known[digest] = int(found)
+        return known[digest]
 
     # --- judgements -----------------------------------------------------------
 

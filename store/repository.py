@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from .errors import NotFound
-from .feedback import Feedback
+from .feedback import Feedback, text_hash
 from .scores import RewardScores
 from .models import (
     Artifact,
@@ -509,21 +509,21 @@ class Store:
         """Get-or-create prompts by their text; returns their ids in order.
 
         Each has `text` and optionally `source`, `reference`, `meta`."""
-        hashes = [_text_hash(p["text"]) for p in prompts]
+        hashes = [text_hash(p["text"]) for p in prompts]
         with Session(self.engine) as session:
             known = {
                 row.text_hash: row.id
                 for row in session.exec(select(Prompt).where(col(Prompt.text_hash).in_(set(hashes))))
             }
-            for prompt, text_hash in zip(prompts, hashes):
-                if text_hash not in known:
+            for prompt, digest in zip(prompts, hashes):
+                if digest not in known:
                     row = Prompt(
-                        text=prompt["text"], text_hash=text_hash, source=prompt.get("source"),
+                        text=prompt["text"], text_hash=digest, source=prompt.get("source"),
                         reference=prompt.get("reference"), meta=dict(prompt.get("meta") or {}),
                     )
                     session.add(row)
                     session.flush()
-                    known[text_hash] = row.id
+                    known[digest] = row.id
             session.commit()
         return [known[h] for h in hashes]
 
@@ -624,5 +624,3 @@ class Store:
                 raise NotFound(f"no {table.__name__.lower()} with id {row_id}")
 
 
-def _text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -16,7 +16,7 @@ import importlib
 from datetime import datetime
 import os
 import re
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -231,6 +231,20 @@ class LoraSpec(BaseModel):
         )
 
 
+# The fixed prompts a training stage answers while it trains (SFT, DPO), defined
+# once so that the fields read the same in every stage that has them.
+EvalPrompts = Annotated[str, Field(
+    description="prompts the model answers while it trains, stored as samples: "
+    "builtin, a file, a datasets folder or a hub id",
+)]
+EvalPromptCount = Annotated[int, Field(ge=0, description="how many of them (the first ones; 0 = none)")]
+SampleEvery = Annotated[int, Field(
+    ge=1, description="steps between answering them (also before the first step and after the last)",
+)]
+SampleTemperature = Annotated[float, Field(ge=0, le=100, description="sampling temperature; 0 = greedy")]
+SampleMaxNewTokens = Annotated[int, Field(ge=1, le=32768, description="longest answer, in tokens")]
+
+
 class SFTSpec(StageSpec):
     """Supervised fine-tuning on instructions and their answers (trl's SFTTrainer)."""
 
@@ -319,17 +333,11 @@ class SFTSpec(StageSpec):
     keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
     log_every: int = Field(1, ge=1, description="steps between logged train metrics")
     # Answers to fixed prompts while training, stored as samples.
-    eval_prompts: str = Field(
-        "builtin:demo-prompts",
-        description="prompts the model answers while it trains, stored as samples: "
-        "builtin, a file, a datasets folder or a hub id",
-    )
-    eval_prompt_count: int = Field(8, ge=0, description="how many of them (the first ones; 0 = none)")
-    sample_every: int = Field(
-        50, ge=1, description="steps between answering them (also before the first step and after the last)"
-    )
-    sample_temperature: float = Field(0.0, ge=0, le=100, description="sampling temperature; 0 = greedy")
-    sample_max_new_tokens: int = Field(32, ge=1, le=32768, description="longest answer, in tokens")
+    eval_prompts: EvalPrompts = "builtin:demo-prompts"
+    eval_prompt_count: EvalPromptCount = 8
+    sample_every: SampleEvery = 50
+    sample_temperature: SampleTemperature = 0.0
+    sample_max_new_tokens: SampleMaxNewTokens = 32
 
     @field_validator("quantization")
     @classmethod
@@ -379,6 +387,10 @@ class RankSpec(StageSpec):
     wait_for: float = Field(
         1.0, gt=0, le=1,
         description="people: the share of the batch's judgements to wait for before the stage succeeds",
+    )
+    pairwise: bool = Field(
+        False,
+        description="compare answers in pairs of different checkpoints (an arena) instead of ranking all K",
     )
 
     @field_validator("judge")
@@ -480,12 +492,266 @@ class PreferenceDataSpec(StageSpec):
         return [self.preferences] if isinstance(self.preferences, str) else list(self.preferences)
 
 
+
+class DPOSpec(PreferenceDataSpec):
+    """Direct preference optimisation: the policy learns from chosen/rejected pairs (trl's DPOTrainer).
+
+    No reward model: the loss raises the policy's log-probability of the
+    chosen response over the rejected one, measured against a frozen
+    reference, the model it starts from; `beta` says how far it may drift.
+    """
+
+    reference_fields: ClassVar[dict[str, str]] = {
+        "from": "model",
+        "tokenizer": "tokenizer",
+        "preferences": "data",
+        "eval_prompts": "data",
+    }
+    reference_list_fields: ClassVar[frozenset[str]] = frozenset({"preferences"})
+
+    kind: Literal["dpo"] = "dpo"
+    from_: str | None = Field(
+        None, alias="from",
+        description="the policy to start from, which is also the frozen reference: a stage (usually your "
+        "sft stage), a folder or a hub id",
+    )
+    tokenizer: str | None = Field(None, description="tokenizer; default: the checkpoint's own")
+    # The objective.
+    beta: float = Field(
+        0.1, gt=0,
+        description="how far the policy may drift from the reference: higher stays closer "
+        "(for ipo, the regularisation tau)",
+    )
+    loss_type: Literal["sigmoid", "ipo"] = Field(
+        "sigmoid", description="sigmoid = the DPO paper's loss; ipo = IPO's squared loss, less prone to overfit",
+    )
+    # What is trained.
+    lora: LoraSpec | None = Field(
+        None,
+        description="a [stages.NAME.lora] table trains LoRA adapters, and the reference is the policy with "
+        "its adapters off (no second copy); without one every weight is trained against a frozen copy",
+    )
+    precompute_ref_log_probs: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="score every pair under the reference once before training instead of at every step; "
+        "auto = on when training sees every pair at least once (one process)",
+    )
+    activation_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="recompute activations in the backward pass to save memory; "
+        "auto = on a GPU for models of 100M+ parameters, off on the CPU",
+    )
+    max_length: int = Field(
+        256, ge=8, le=131072, description="tokens per prompt + response; longer ones are cut at the end",
+    )
+    # Schedule.
+    max_steps: int = Field(200, ge=1, description="optimizer steps")
+    batch_size: int = Field(16, ge=1, description="pairs per step per process")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1,
+        description="micro-batches per optimizer step (effective batch = batch_size x this x processes)",
+    )
+    learning_rate: float = Field(
+        1e-4, gt=0,
+        description="peak learning rate of AdamW; suits the tiny built-in models: "
+        "use ~5e-7 (every weight) or ~5e-6 (LoRA) for models of 1B+ parameters",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(10, ge=0, description="steps of linear warm-up from 0 to learning_rate")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="learning-rate schedule after warm-up"
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    # Held-out pairs and checkpoints.
+    eval_every: int = Field(25, ge=1, description="steps between evaluations on the held-out pairs")
+    save_every: int = Field(100, ge=1, description="steps between resumable checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
+    log_every: int = Field(1, ge=1, description="steps between logged train metrics")
+    # Answers to fixed prompts while training, stored as samples.
+    eval_prompts: EvalPrompts = "builtin:demo-prompts"
+    eval_prompt_count: EvalPromptCount = 8
+    sample_every: SampleEvery = 50
+    sample_temperature: SampleTemperature = 0.0
+    sample_max_new_tokens: SampleMaxNewTokens = 32
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_is_present(cls, data: object) -> object:
+        # `from` is required; its None default only gives the console's templates a
+        # value to read (see SampleSpec). A missing `from` is validated as None.
+        if isinstance(data, dict) and "from" not in data and "from_" not in data:
+            data = {**data, "from": None}
+        return data
+
+    @field_validator("from_")
+    @classmethod
+    def _required(cls, value: str | None) -> str:
+        if value is None:
+            raise PydanticCustomError("missing", "required")
+        return value
+
+
+class RewardSpec(PreferenceDataSpec):
+    """A reward model: a scalar score per response, learned from chosen/rejected pairs (trl's RewardTrainer).
+
+    The model it starts from (usually your SFT stage) gets a one-output head
+    in place of its language-model head; the loss pushes the chosen
+    response's score above the rejected one's (Bradley-Terry). All pairs of a
+    prompt go into one batch, as InstructGPT trains its C(K,2) comparisons.
+    """
+
+    reference_fields: ClassVar[dict[str, str]] = {
+        "from": "model",
+        "tokenizer": "tokenizer",
+        "preferences": "data",
+    }
+    reference_list_fields: ClassVar[frozenset[str]] = frozenset({"preferences"})
+
+    kind: Literal["reward"] = "reward"
+    from_: str | None = Field(
+        None, alias="from",
+        description="the model to start from: a stage (usually your sft stage), a folder or a hub id; "
+        "a built-in preset starts from a random init",
+    )
+    tokenizer: str | None = Field(
+        None, description="tokenizer; default: the checkpoint's own, or builtin:bpe-4k for a preset",
+    )
+    # What is trained.
+    lora: LoraSpec | None = Field(
+        None,
+        description="a [stages.NAME.lora] table trains LoRA adapters (and the score head); "
+        "without one every weight is trained",
+    )
+    activation_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="recompute activations in the backward pass to save memory; "
+        "auto = on a GPU for models of 100M+ parameters, off on the CPU",
+    )
+    max_length: int = Field(
+        512, ge=8, le=131072,
+        description="tokens per prompt + response; pairs with a longer side are left out (and counted in the log)",
+    )
+    group_by_prompt: bool = Field(
+        True,
+        description="all pairs of a prompt in one batch (InstructGPT), so a response is not fitted again and "
+        "again across steps; false = pairs shuffled one by one",
+    )
+    # Schedule.
+    max_steps: int = Field(200, ge=1, description="optimizer steps")
+    batch_size: int = Field(
+        16, ge=1,
+        description="pairs per step per process (with group_by_prompt, whole prompts: about this many)",
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1,
+        description="micro-batches per optimizer step (effective batch = batch_size x this x processes)",
+    )
+    learning_rate: float = Field(
+        3e-4, gt=0,
+        description="peak learning rate of AdamW; suits the tiny built-in models: "
+        "use ~1e-5 (every weight) or ~1e-4 (LoRA) for models of 100M+ parameters",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(10, ge=0, description="steps of linear warm-up from 0 to learning_rate")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="learning-rate schedule after warm-up"
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    # Held-out pairs and checkpoints.
+    eval_every: int = Field(25, ge=1, description="steps between evaluations on the held-out pairs")
+    save_every: int = Field(100, ge=1, description="steps between resumable checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
+    log_every: int = Field(1, ge=1, description="steps between logged train metrics")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_is_present(cls, data: object) -> object:
+        # `from` is required; its None default only gives the console's templates a
+        # value to read (see SampleSpec). A missing `from` is validated as None.
+        if isinstance(data, dict) and "from" not in data and "from_" not in data:
+            data = {**data, "from": None}
+        return data
+
+    @field_validator("from_")
+    @classmethod
+    def _required(cls, value: str | None) -> str:
+        if value is None:
+            raise PydanticCustomError("missing", "required")
+        return value
+
+
+class ScoreSpec(StageSpec):
+    """Reward scores for the responses of a sample batch, stored beside them.
+
+    Each response is framed as training framed it (the prompt as a user turn,
+    the response as the assistant's, in the tokenizer's chat template) and
+    scored by the reward model; the scores are recorded under the model's
+    folder (or hub id), so several reward models can score the same batch.
+    """
+
+    reference_fields: ClassVar[dict[str, str]] = {"from": "model", "samples": "data"}
+
+    kind: Literal["score"] = "score"
+    processes: int = Field(1, ge=1, le=1, description="scoring runs in one process (on one GPU)")
+    from_: str | None = Field(
+        None, alias="from", description="the reward model: a reward stage, a folder or a hub id",
+    )
+    samples: str | None = Field(
+        None, description="the sample (or rank) stage of this pipeline whose batch is scored",
+    )
+    batch: str | None = Field(
+        None, description="or a stored sample batch, by name or id (`rlhf rank --list` lists them)",
+    )
+    batch_size: int = Field(32, ge=1, description="responses scored at once")
+    max_length: int = Field(
+        1024, ge=8, le=131072,
+        description="tokens per prompt + response; a longer one keeps its end, where the score is read",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_is_present(cls, data: object) -> object:
+        # As in SampleSpec: `from` is required, its None default is for templates.
+        if isinstance(data, dict) and "from" not in data and "from_" not in data:
+            data = {**data, "from": None}
+        return data
+
+    @field_validator("from_")
+    @classmethod
+    def _required(cls, value: str | None) -> str:
+        if value is None:
+            raise PydanticCustomError("missing", "required")
+        if value.startswith("builtin:"):
+            raise PydanticCustomError(
+                "reward_model", "expected a trained reward model (a reward stage, a folder or a hub id), "
+                "not a built-in preset",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ScoreSpec:
+        if (self.samples is None) == (self.batch is None):
+            raise PydanticCustomError(
+                "score_source",
+                "name the responses to score: `samples` (a sample stage) or `batch` (a stored batch), one of them",
+            )
+        if self.samples is not None and not self.samples.startswith("stage:"):
+            raise PydanticCustomError(
+                "score_source",
+                "`samples` must name a sample or rank stage of this pipeline; a stored batch goes in `batch`",
+            )
+        return self
+
+
 #: every stage kind this version knows, by the `kind` key of its table
 STAGE_KINDS: dict[str, type[StageSpec]] = {
     "pretrain": PretrainSpec,
     "sft": SFTSpec,
     "sample": SampleSpec,
     "rank": RankSpec,
+    "reward": RewardSpec,
+    "score": ScoreSpec,
+    "dpo": DPOSpec,
 }
 
 #: the module whose `run(ctx)` executes each kind (imported only in workers)
@@ -494,10 +760,13 @@ STAGE_MODULES: dict[str, str] = {
     "sft": "engine.stages.sft",
     "sample": "engine.stages.sample",
     "rank": "engine.stages.rank",
+    "reward": "engine.stages.reward",
+    "score": "engine.stages.score",
+    "dpo": "engine.stages.dpo",
 }
 
 #: kinds announced for later versions: rejected with a clear message, not "unknown"
-PLANNED_KINDS = ("reward", "dpo", "ppo", "rloo", "grpo")
+PLANNED_KINDS = ("ppo", "rloo", "grpo")
 
 
 def register_stage(kind: str, spec: type[StageSpec], module: str) -> None:

@@ -42,7 +42,8 @@ def run(ctx: StageContext) -> None:
 
     batch_id = _find_batch(ctx, spec)
     items = feedback.items_from_batch(
-        batch_id=batch_id, needed=spec.judgements_per_item, max_responses=spec.max_responses
+        batch_id=batch_id, needed=spec.judgements_per_item, max_responses=spec.max_responses,
+        pairwise=spec.pairwise,
     )
     ctx.set_resolved_config({
         "batch_id": batch_id, "items": items, "judge": spec.judge,
