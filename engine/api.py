@@ -128,8 +128,14 @@ class Engine:
             raise InvalidRunState(f"run '{run.name}' is {run.status}; only queued or running runs can be cancelled")
         self.store.update_run(run.id, cancel_requested=True)
         self.store.add_event(run_id=run.id, kind="CancelRequested")
-        if run.pid is not None and supervisor_alive(run.pid):
-            os.kill(run.pid, signal.SIGTERM)
+        alive = run.pid is not None and supervisor_alive(run.pid)
+        if alive and run.status == RunStatus.RUNNING:
+            os.kill(run.pid, signal.SIGTERM)  # type: ignore[arg-type]
+        elif alive:
+            # A queued run's process may still be starting, before its SIGTERM
+            # handler exists: a signal now would kill it and read as a crash.
+            # It reads the flag when it claims the run and on every heartbeat.
+            pass
         elif self.store.set_run_status_if(
             run.id, expected=(RunStatus.QUEUED,), status=RunStatus.CANCELLED, finished_at=utcnow()
         ):

@@ -57,6 +57,11 @@ class Supervisor:
         run = self.store.get_run(self.run_id)
         if run.status != RunStatus.QUEUED:
             return run.status  # another supervisor claimed it, or it was cancelled meanwhile
+        if run.cancel_requested:  # cancelled while this process was starting
+            if self.store.set_run_status_if(self.run_id, expected=(RunStatus.QUEUED,), status=RunStatus.CANCELLED,
+                                            finished_at=utcnow()):
+                self.store.add_event(run_id=self.run_id, kind="RunCancelled")
+            return RunStatus.CANCELLED
         self.store.update_run(self.run_id, pid=os.getpid(), host=HOST, heartbeat_at=utcnow())
         self._install_signal_handlers()
         heartbeat = threading.Thread(target=self._beat, daemon=True)

@@ -120,6 +120,14 @@ async def test_cancel_a_run_waiting_for_a_device(engine: Engine, tmp_path: Path)
         await engine.cancel(busy.id)
 
 
+async def test_cancel_right_after_submit_is_a_cancel_not_a_crash(engine: Engine, tmp_path: Path) -> None:
+    # The run process may not have its SIGTERM handler yet: the cancel must still read as one.
+    for attempt in range(3):
+        run = await engine.submit(fake_pipeline(tmp_path, name=f"quick-{attempt}", steps=1000, step_seconds=0.02))
+        final = await engine.cancel(run.id, wait=True)
+        assert final.status == RunStatus.CANCELLED, (attempt, final.status, final.error)
+
+
 @pytest.mark.parametrize("victim", ["supervisor", "worker"])
 async def test_kill_9_shows_crashed_within_15s_and_resume_finishes(engine: Engine, tmp_path: Path, victim: str) -> None:
     run = await engine.submit(fake_pipeline(tmp_path, steps=60, step_seconds=0.05, save_every=10))
