@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.text import Text
 from textual import events
@@ -62,9 +62,12 @@ from ..widgets.response_panel import ResponsePanel
 from ..widgets.responses_view import PanelContent, ResponsesView
 from ..widgets.text_panel import TextPanel
 
-#: batch id -> agreement between its annotators (0..1), or None when it cannot be told yet.
-#: Called on a worker thread, at most every `stats_seconds`, only when 2+ annotators judged.
-AgreementHook = Callable[[int], float | None]
+if TYPE_CHECKING:
+    from engine.feedback import Agreement
+
+#: batch id -> agreement between its annotators (None: cannot be told). Called on a worker
+#: thread, at most every `stats_seconds`, and only once two or more annotators judged the batch.
+AgreementHook = Callable[[int], "Agreement | None"]
 
 T = TypeVar("T")
 
@@ -86,6 +89,20 @@ def default_annotator() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001  no login name in some containers
         return "annotator"
+
+
+def people_agreement(store: Store) -> AgreementHook:
+    """The default hook: agreement between the people (not `judge:`/`import:`) who
+    judged the batch, on the items two or more of them judged (engine.feedback)."""
+
+    def read(batch_id: int) -> Agreement:
+        from engine.feedback import agreement_from_judgements
+        from engine.feedback.from_store import is_person, to_record
+
+        live = store.feedback.live_judgements(batch_ids=[batch_id])
+        return agreement_from_judgements([to_record(j) for j in live if is_person(j.annotator)])
+
+    return read
 
 
 def response_labels(count: int) -> list[str]:
@@ -138,8 +155,8 @@ def reveal_text(item: ItemView, judgement: JudgementRead, workspace_root: Path |
     return text
 
 
-def status_text(item: ItemView | None, progress: Progress | None, agreement: float | None) -> Text:
-    """'item 13 of 10,000 · you 12 · batch 340/10,000 verdicts · 2 annotators, agreement 0.71'."""
+def status_text(item: ItemView | None, progress: Progress | None, agreement: Agreement | None) -> Text:
+    """'item 13 of 10,000 · you 12 · batch 340/10,000 verdicts · 2 annotators, agree 82% (κ 0.64, 17 items)'."""
     text = Text()
     items = progress.items if progress is not None else None
     if item is not None:
@@ -152,8 +169,10 @@ def status_text(item: ItemView | None, progress: Progress | None, agreement: flo
         text.append(f"batch {progress.done:,}/{progress.total:,} verdicts")
         if progress.annotators > 1:
             text.append(f" · {progress.annotators} annotators", style="dim")
-            if agreement is not None:
-                text.append(f", agreement {agreement:.2f}")
+            if agreement is not None and agreement.items and agreement.percent is not None:
+                kappa = "" if agreement.kappa is None else f"κ {agreement.kappa:.2f}, "
+                items = f"{agreement.items:,} item{'s' if agreement.items != 1 else ''}"
+                text.append(f", agree {agreement.percent:.0f}% ({kappa}{items})")
     return text
 
 
@@ -189,6 +208,9 @@ class RankScreen(Screen[None]):
             super().__init__()
             self.judgement = judgement
             self.item = item
+
+    class ProgressShown(Message):
+        """Progress (and agreement) were read and shown."""
 
     class Settled(Message):
         """A judgement, undo, comment or move has finished (or failed, with a notification)."""
@@ -251,14 +273,14 @@ class RankScreen(Screen[None]):
         self.annotator = annotator
         self.needed = needed
         self.workspace_root = workspace_root
-        self.agreement_hook = agreement
+        self.agreement_hook = agreement if agreement is not None else people_agreement(store)
         self.stats_seconds = stats_seconds
         self.batch_name = f"#{batch_id}"
 
         self.item: ItemView | None = None
         self.draft: RankingDraft | None = None  # for items of three or more responses
         self.progress: Progress | None = None
-        self.agreement: float | None = None
+        self.agreement: Agreement | None = None
         self.reveal = Text()
         self.ready = False  # the first item (or the done message) has been shown
         self._shown_at = time.monotonic()
@@ -269,6 +291,7 @@ class RankScreen(Screen[None]):
         self._stats_busy = False
         self._stats_again = False
         self._agreement_at = float("-inf")
+        self._agreement_error: str | None = None
         # One thread for everything that writes or must follow a write (FIFO keeps the order);
         # another for progress and agreement, which only read (WAL: they never wait for a write).
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank-store")
@@ -442,18 +465,28 @@ class RankScreen(Screen[None]):
                 self._stats_again = False
                 progress = await loop.run_in_executor(
                     self._reads, partial(self.feedback.progress, batch_id=self.batch_id, annotator=self.annotator))
-                if (self.agreement_hook is not None and progress.annotators > 1
-                        and time.monotonic() - self._agreement_at >= self.stats_seconds):
+                if progress.annotators > 1 and time.monotonic() - self._agreement_at >= self.stats_seconds:
                     self._agreement_at = time.monotonic()
-                    self.agreement = await loop.run_in_executor(self._reads, self.agreement_hook, self.batch_id)
+                    self.agreement = await self._read_agreement()
                 self.progress = progress
                 self._show_status()
+                self.post_message(self.ProgressShown())
                 if not self._stats_again:
                     break
         except StoreError as exc:
             self.notify(printable(str(exc)), severity="error", markup=False)
         finally:
             self._stats_busy = False
+
+    async def _read_agreement(self) -> Agreement | None:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reads, self.agreement_hook, self.batch_id)
+        except Exception as exc:  # noqa: BLE001  a statistic is not worth a crash: say so once, carry on
+            message = f"agreement: {exc}"
+            if message != self._agreement_error:
+                self._agreement_error = message
+                self.notify(printable(message), severity="warning", markup=False)
+            return None
 
     # --- verdicts -------------------------------------------------------------------------------
 

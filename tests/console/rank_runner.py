@@ -92,6 +92,9 @@ class RankHarness(App[None]):
         self.settled += 1
         self._changed.set()
 
+    def on_rank_screen_progress_shown(self, message: RankScreen.ProgressShown) -> None:
+        self._changed.set()
+
     async def wait_for(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
         """Until `condition()` holds, woken by each report of the screen; fails after `timeout` s."""
         async with asyncio.timeout(timeout):

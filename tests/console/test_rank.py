@@ -531,3 +531,20 @@ async def test_the_batch_picker_offers_every_batch_and_makes_a_new_one_rankable(
         assert app.chosen == [fresh]
     assert store.feedback.progress(batch_id=fresh).items == 1
     assert store.feedback.progress(batch_id=fresh).total == 2  # needed=2 per item
+
+
+async def test_progress_shows_the_batch_agreement_once_two_people_judged_it(store: Store) -> None:
+    batch = make_rank_batch(store, prompts=2, k=2, needed=2)
+    seen_by_bob = store.feedback.next_item(batch_id=batch, annotator="bob")
+    assert seen_by_bob is not None
+    winner = seen_by_bob.shown[0]
+    store.feedback.judge(item_id=seen_by_bob.id, annotator="bob", outcome="a_better", shown=seen_by_bob.shown)
+    app = RankHarness(store, batch_id=batch, annotator="ann")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _started(app, pilot)
+        item = app.shown[-1]
+        assert item is not None and item.id == seen_by_bob.id
+        await _press_and_wait(app, pilot, "1" if item.shown[0] == winner else "2")  # agrees with bob
+        await app.wait_for(lambda: app.rank.agreement is not None)
+        await pilot.pause()
+        assert "you 1 · batch 2/4 verdicts · 2 annotators, agree 100% (1 item)" in screen_text(app)
