@@ -49,11 +49,14 @@ class StageCallback(TrainerCallback):
     """Reports a Trainer's progress to a StageContext and stops it on request.
 
     `tokens_per_step` (all processes together) enables train/tokens_per_second;
-    stages with variable-length batches can leave it out."""
+    stages with variable-length batches can leave it out. `perplexity` adds
+    eval/perplexity = exp(eval/loss), which means something only when the
+    loss is a language model's cross-entropy (not for DPO's loss)."""
 
-    def __init__(self, ctx: StageContext, *, tokens_per_step: int | None = None) -> None:
+    def __init__(self, ctx: StageContext, *, tokens_per_step: int | None = None, perplexity: bool = True) -> None:
         self.ctx = ctx
         self.tokens_per_step = tokens_per_step
+        self.perplexity = perplexity
         self.cancelled = False
         self._known_checkpoints: set[Path] = set()
         # Throughput window: from the previous train log to this one, minus the
@@ -111,7 +114,7 @@ class StageCallback(TrainerCallback):
             if key in _DROPPED_KEYS or (repeats_epoch and key == "epoch") or not _is_number(value):
                 continue
             metrics[metric_name(key)] = value
-        if "eval_loss" in logs:
+        if "eval_loss" in logs and self.perplexity:
             metrics["eval/perplexity"] = _perplexity(logs["eval_loss"])
         if "loss" in logs and self.tokens_per_step:
             metrics["train/tokens_per_second"] = self._tokens_per_second(state.global_step)
@@ -170,7 +173,7 @@ class StageCallback(TrainerCallback):
 
 
 def attach_stage_callback(
-    trainer: Trainer, ctx: StageContext, *, tokens_per_step: int | None = None
+    trainer: Trainer, ctx: StageContext, *, tokens_per_step: int | None = None, perplexity: bool = True
 ) -> StageCallback:
     """Replace the Trainer's printing callbacks with a StageCallback.
 
@@ -178,7 +181,7 @@ def attach_stage_callback(
     (PrinterCallback); otherwise it draws tqdm bars (ProgressCallback)."""
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    callback = StageCallback(ctx, tokens_per_step=tokens_per_step)
+    callback = StageCallback(ctx, tokens_per_step=tokens_per_step, perplexity=perplexity)
     trainer.add_callback(callback)
     return callback
 
