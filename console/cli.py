@@ -23,7 +23,10 @@ from engine import EXAMPLE_SPEC, Engine, EngineError, RunFinished, load_spec
 from store import RunRead, StoreError
 
 from . import headless
-from .feedback_cli import add_arena_command, add_prefs_command, add_rank_command, cmd_arena, cmd_prefs, cmd_rank
+from .feedback_cli import (
+    add_arena_command, add_prefs_command, add_rank_command, add_score_command, cmd_arena, cmd_prefs, cmd_rank,
+    cmd_score,
+)
 from .literal import printable
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -105,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rank_command(commands, common)
     add_prefs_command(commands, common)
     add_arena_command(commands, common)
+    add_score_command(commands, common)
     return parser
 
 
@@ -300,7 +304,7 @@ COMMANDS = {
     "run": cmd_run, "demo": cmd_demo, "resume": cmd_resume, "ls": cmd_ls, "status": cmd_status,
     "logs": cmd_logs, "metrics": cmd_metrics, "cancel": cmd_cancel,
     "generate": cmd_generate, "export": cmd_export, "rank": cmd_rank,
-    "prefs": cmd_prefs, "arena": cmd_arena,
+    "prefs": cmd_prefs, "arena": cmd_arena, "score": cmd_score,
 }
 
 

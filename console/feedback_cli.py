@@ -1,4 +1,4 @@
-"""`rlhf rank`, `rlhf prefs` and `rlhf arena`: human feedback from the command line.
+"""`rlhf rank`, `rlhf prefs`, `rlhf arena` and `rlhf score`: human feedback from the command line.
 
 - `rlhf rank` opens the console's rank screen on a batch (people), or with
   `--auto JUDGE` has a judge rank it as an engine job (recorded as
@@ -8,6 +8,8 @@
   table and the raw append-only history out.
 - `rlhf arena`: a blind comparison of checkpoints on held-out prompts (`new`),
   and the Bradley-Terry leaderboard with confidence intervals.
+- `rlhf score`: a reward model scores a batch (as an engine job), and how far
+  it agrees with the people and judges who ranked the batch.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from engine.feedback import (
 )
 from engine.feedback.atomic import atomic_path
 from engine.feedback.from_store import Selection, is_person, selected_judgements, to_record
-from engine.jobs import arena_spec, rank_spec
+from engine.jobs import arena_spec, rank_spec, score_spec
+from engine.scoring import Agreement, BatchScores, batch_scores
 from store import RankBatch
 
 from . import headless
@@ -344,3 +347,78 @@ async def _show_leaderboard(engine: Engine, args: argparse.Namespace, out: Conso
                       f"{r.wins}/{r.ties}/{r.losses}", f"{r.win_rate:.0%}")
     out.print(table)
     return EXIT_OK
+
+
+# --- rlhf score ------------------------------------------------------------------
+
+
+def add_score_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "score", parents=[common],
+        help="score a batch's responses with a reward model, and see how far it agrees with people",
+        description="Score every response of a sample batch with a reward model (as an engine job; the scores "
+                    "go to the store), then print the mean score and the share of the people's (and judges') "
+                    "pairwise preferences on the batch that the reward model orders the same way.",
+    )
+    p.add_argument("checkpoint", help="the reward model: a reward stage's final folder, another folder or a hub id")
+    p.add_argument("--batch", "-b", help="sample batch id or name (default: the newest)")
+    p.add_argument("--batch-size", type=int, default=32, help="responses scored at once")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+async def cmd_score(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    batch_id = await asyncio.to_thread(_batch_to_score, engine, args.batch)
+    run = await engine.submit(score_spec(args.checkpoint, batch_id, batch_size=args.batch_size))
+    finished: RunFinished | None = None
+    if args.json:
+        async for update in engine.follow(run.id, logs=False):
+            if isinstance(update, RunFinished):
+                finished = update
+    else:
+        out.print(Text(printable(f"run {run.id}: {args.checkpoint} scores batch {batch_id}")))
+        finished = await headless.follow(engine, run, json_mode=False, show_logs=False, console=out)
+    if finished is None or finished.status != "succeeded":
+        error = finished.error if finished else "no outcome"
+        if args.json:
+            headless.emit_json({"run_id": run.id, "status": finished.status if finished else None, "error": error})
+        else:
+            out.print(Text(printable(f"scoring failed: {error} (rlhf logs {run.id})")))
+        return EXIT_RUN_FAILED
+    # The stage records whose scores these are: the model's folder, or hub:ID.
+    (stage,) = await asyncio.to_thread(engine.store.list_stages, run_id=run.id)
+    summary = await asyncio.to_thread(batch_scores, engine.store, batch_id=batch_id, scorer=stage.config["scorer"])
+    if args.json:
+        headless.emit_json({"run_id": run.id, "status": finished.status, **summary.to_json()})
+    else:
+        _print_scores(summary, out)
+    return EXIT_OK
+
+
+def _batch_to_score(engine: Engine, ref: str | None) -> int:
+    """The named batch, else the newest one."""
+    if ref is not None:
+        return engine.store.feedback.find_batch(ref)
+    batches = engine.store.list_sample_batches()
+    if not batches:
+        raise UserInputError("no sample batches yet: a `sample` stage makes one, `rlhf prefs import` another")
+    return batches[-1].id
+
+
+def _print_scores(summary: BatchScores, out: Console) -> None:
+    mean = f"{summary.mean:.4g}" if summary.mean is not None else "-"
+    out.print(Text(printable(f"batch {summary.batch_id}: {summary.scored} of {summary.responses} responses scored "
+                             f"by {summary.scorer}; mean score {mean}")))
+    for who, total, names in (
+        ("people", summary.people, [n for n in summary.by_annotator if is_person(n)]),
+        ("judges", summary.judges, [n for n in summary.by_annotator if n.startswith("judge:")]),
+    ):
+        if not total.pairs:
+            hint = f" (rank it: rlhf rank --batch {summary.batch_id})" if who == "people" else ""
+            out.print(Text(f"agreement with {who}: no judgements by {who} on this batch{hint}"))
+            continue
+        each = ", ".join(f"{name} {_share(summary.by_annotator[name])}" for name in names)
+        out.print(Text(printable(f"agreement with {who}: {_share(total)} ({each})")))
+
+
+def _share(found: Agreement) -> str:
+    return f"{found.share:.0%} of {found.pairs} pairs" if found.share is not None else "no pairs"

@@ -1,4 +1,4 @@
-"""Small jobs built from the stages: the playground's `rlhf generate`, `rlhf rank --auto`.
+"""Small jobs built from the stages: the playground's `rlhf generate`, `rlhf rank --auto`, `rlhf score`.
 
 Generation never runs in the process of the CLI or the console: a prompt
 becomes a one-stage pipeline of kind `sample`, which the engine runs like
@@ -33,6 +33,7 @@ from .spec.pipeline import PipelineSpec, parse_spec
 GENERATE_RUN = "generate"
 RANK_RUN = "rank"
 ARENA_RUN = "arena"
+SCORE_RUN = "score"
 MAX_RESPONSES = 9  # SampleSpec.responses_per_prompt's bound
 
 
@@ -136,6 +137,24 @@ def arena_spec(
     return parse_spec(text, source="rlhf arena", base_dir=Path(base_dir or Path.cwd()))
 
 
+def score_spec(
+    checkpoint: str,
+    batch: int | str,
+    *,
+    batch_size: int = 32,
+    base_dir: str | Path | None = None,
+    name: str = SCORE_RUN,
+) -> PipelineSpec:
+    """A one-stage `score` pipeline: the reward model at `checkpoint` (a folder,
+    relative ones starting at `base_dir`, or a hub id) scores every response
+    of a stored batch, as `rlhf score` runs it."""
+    fields: dict[str, object] = {"kind": "score", "from": checkpoint, "batch": str(batch), "batch_size": batch_size}
+    text = f"name = {_toml(name)}\n\n[stages.{SCORE_RUN}]\n" + "".join(
+        f"{key} = {_toml(value)}\n" for key, value in fields.items()
+    )
+    return parse_spec(text, source="rlhf score", base_dir=Path(base_dir or Path.cwd()))
+
+
 def _toml(value: object) -> str:
     """A TOML value: JSON's strings, numbers and arrays are valid TOML ones."""
     if isinstance(value, bool):
@@ -191,4 +210,4 @@ def _checkpoint_of(ref: str) -> str:
     return value if scheme == "path" else ref
 
 
-__all__ = ["Answer", "arena_spec", "generate_spec", "generated_answers", "generated_samples", "rank_spec"]
+__all__ = ["Answer", "arena_spec", "generate_spec", "generated_answers", "generated_samples", "rank_spec", "score_spec"]
