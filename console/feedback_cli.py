@@ -325,7 +325,8 @@ async def cmd_arena(engine: Engine, args: argparse.Namespace, out: Console) -> i
 async def _show_leaderboard(engine: Engine, args: argparse.Namespace, out: Console) -> int:
     def work() -> list[Any]:
         selection = Selection(batches=tuple(args.batch), annotators=args.annotators)
-        return leaderboard(games_from_judgements(selected_judgements(engine.store, selection)))
+        games = games_from_judgements(selected_judgements(engine.store, selection))
+        return leaderboard(games) if games else []
 
     ratings = await asyncio.to_thread(work)
     if args.json:
