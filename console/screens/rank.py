@@ -71,6 +71,9 @@ AgreementHook = Callable[[int], "Agreement | None"]
 
 T = TypeVar("T")
 
+#: the share of time the agreement between annotators may take on the stats thread
+AGREEMENT_SHARE = 0.02
+
 OUTCOME_WORDS = {
     JudgementOutcome.A_BETTER: "A better",
     JudgementOutcome.B_BETTER: "B better",
@@ -290,7 +293,7 @@ class RankScreen(Screen[None]):
         self._prefetch: tuple[int, asyncio.Future[ItemView | None]] | None = None
         self._stats_busy = False
         self._stats_again = False
-        self._agreement_at = float("-inf")
+        self._agreement_due = float("-inf")
         self._agreement_error: str | None = None
         # One thread for everything that writes or must follow a write (FIFO keeps the order);
         # another for progress and agreement, which only read (WAL: they never wait for a write).
@@ -393,7 +396,15 @@ class RankScreen(Screen[None]):
         self.query_one("#rank-reveal", TextPanel).set_text(self.reveal)
         self._show_status()
         self._request_stats()
-        self.call_after_refresh(self.post_message, self.ItemShown(item))
+        self.call_after_refresh(self._painted, item)
+
+    def _painted(self, item: ItemView | None) -> None:
+        self.post_message(self.ItemShown(item))
+        # The console decides when Python collects garbage (RlhfApp.first_screen_loaded): a small
+        # collection now, while the person reads, rather than a big one during a later key press.
+        collect = getattr(self.app, "collect_garbage", None)
+        if collect is not None:
+            collect()
 
     def _show_responses(self) -> None:
         item = self.item
@@ -465,9 +476,13 @@ class RankScreen(Screen[None]):
                 self._stats_again = False
                 progress = await loop.run_in_executor(
                     self._reads, partial(self.feedback.progress, batch_id=self.batch_id, annotator=self.annotator))
-                if progress.annotators > 1 and time.monotonic() - self._agreement_at >= self.stats_seconds:
-                    self._agreement_at = time.monotonic()
+                if progress.annotators > 1 and time.monotonic() >= self._agreement_due:
+                    started = time.monotonic()
                     self.agreement = await self._read_agreement()
+                    # It reads every live judgement of the batch (about a second at 10,000, mostly Python,
+                    # so it competes with key presses for the GIL): at most AGREEMENT_SHARE of the time.
+                    took = time.monotonic() - started
+                    self._agreement_due = time.monotonic() + max(self.stats_seconds, took / AGREEMENT_SHARE)
                 self.progress = progress
                 self._show_status()
                 self.post_message(self.ProgressShown())

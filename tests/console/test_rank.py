@@ -321,6 +321,30 @@ async def test_ties_and_skips_work_on_rankings_too(store: Store) -> None:
     assert [r.outcome for r in store.feedback.judgements(batch_id=batch)] == ["tie", "skipped"]
 
 
+async def test_a_batch_mixing_pairs_and_rankings_switches_keys_per_item(store: Store) -> None:
+    batch = make_rank_batch(store, prompts=1, k=4)  # one item of four; then a pair and a triple
+    pair_prompt, triple_prompt = store.add_prompts([{"text": "a pair"}, {"text": "a triple"}])
+    store.add_samples([{"prompt_id": pair_prompt, "batch_id": batch, "response": f"p{j}"} for j in range(2)]
+                      + [{"prompt_id": triple_prompt, "batch_id": batch, "response": f"t{j}"} for j in range(3)])
+    ids = [s.id for s in store.list_samples(batch_id=batch)]
+    store.feedback.add_items(batch_id=batch, groups=[(pair_prompt, ids[4:6]), (triple_prompt, ids[6:9])])
+    app = RankHarness(store, batch_id=batch, annotator="ann")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _started(app, pilot)
+        await _press_and_wait(app, pilot, "4", "3", "2", "enter")
+        assert len(app.rank.query_one(ResponsesView).panels) == 2
+        assert "A · " not in screen_text(app) and "Which response is better, A or B?" in screen_text(app)
+        await _press_and_wait(app, pilot, "right")
+        assert len(app.rank.query_one(ResponsesView).panels) == 3
+        await _press_and_wait(app, pilot, "2", "3", "enter")
+        assert app.shown[-1] is None
+    rows = store.feedback.judgements(batch_id=batch)
+    assert [r.outcome for r in rows] == ["ranking", "b_better", "ranking"]
+    four, _, three = (item for item in app.shown if item is not None)
+    assert rows[0].ranking == [four.shown[3], four.shown[2], four.shown[1], four.shown[0]]
+    assert rows[2].ranking == [three.shown[1], three.shown[2], three.shown[0]]
+
+
 # --- literal text -------------------------------------------------------------------------------
 
 
@@ -548,3 +572,35 @@ async def test_progress_shows_the_batch_agreement_once_two_people_judged_it(stor
         await app.wait_for(lambda: app.rank.agreement is not None)
         await pilot.pause()
         assert "you 1 · batch 2/4 verdicts · 2 annotators, agree 100% (1 item)" in screen_text(app)
+
+
+# --- snapshots ------------------------------------------------------------------------------------
+
+
+def _after(*keys: str, judged: int = 0):
+    """A run_before: the first item and progress shown, then `keys`, then (after `judged`
+    judgements) the next item and its progress."""
+
+    async def run_before(pilot) -> None:
+        app: RankHarness = pilot.app
+        await app.wait_for(lambda: bool(app.shown) and app.rank.progress is not None)
+        await pilot.press(*keys)
+        await app.wait_for(lambda: len(app.shown) > judged and app.rank.progress is not None
+                           and app.rank.progress.mine == judged)
+        await pilot.pause()
+
+    return run_before
+
+
+def test_snapshot_of_a_pair_after_a_vote(snap_compare, store: Store) -> None:
+    batch = make_rank_batch(store, prompts=3, k=2, name="demo/sample",
+                            responses=lambda i, j: f"Response {j} to prompt {i}. " * (3 + 4 * j))
+    app = RankHarness(store, batch_id=batch, annotator="ann")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_after("1", judged=1))
+
+
+def test_snapshot_of_four_responses_being_ordered(snap_compare, store: Store) -> None:
+    batch = make_rank_batch(store, prompts=2, k=4, name="demo/sample",
+                            responses=lambda i, j: f"Response {j} to prompt {i}. " * (2 + 3 * j))
+    app = RankHarness(store, batch_id=batch, annotator="ann")
+    assert snap_compare(app, terminal_size=(120, 36), run_before=_after("3", "1"))
