@@ -21,13 +21,14 @@ InstructGPT found overfits. The Trainer's train data loader is swapped for
 one over whole prompts (`PromptBatches`); a batch holds about `batch_size`
 pairs, and a prompt with more pairs than that is a batch of its own.
 
-Metrics: TRL's train/ and eval/ loss, accuracy (share of pairs ordered
-right; TRL's eval figure is a mean over eval batches) and margin (mean of
-r(chosen) - r(rejected)), plus, measured over every held-out pair after each
-evaluation (`HeldOutAgreement`): eval/reward_chosen and eval/reward_rejected
-(mean scores), eval/accuracy_people (pairs judged by people, when there are
-any) and eval/accuracy/ANNOTATOR for each annotator, so people see whether
-the reward model agrees with them, and with whom it does not.
+Metrics: train/loss, train/accuracy (share of pairs ordered right) and
+train/margin (mean r(chosen) - r(rejected)) from TRL; at each evaluation
+(step 0 included) eval/loss and, counted exactly over every held-out pair
+(`HeldOutAgreement`), eval/accuracy, eval/margin, eval/reward_chosen and
+eval/reward_rejected (mean scores), eval/accuracy_people (the pairs people
+judged, when there are any) and eval/accuracy/ANNOTATOR for each annotator,
+so people see whether the reward model agrees with them, and with whom it
+does not.
 
 The output folder `final/` is a plain sequence-classification folder
 (`AutoModelForSequenceClassification.from_pretrained` loads it) with the
@@ -83,10 +84,11 @@ def run(ctx: StageContext) -> None:
     hardware = runtime.choose_runtime(spec.device, spec.precision)
 
     trainer, agreement = build_trainer(ctx, hardware)
+    if agreement is not None:
+        # Before the stage callback: it completes the eval logs that one records.
+        trainer.add_callback(agreement)
     # The pair loss is no cross-entropy: exp(eval/loss) would be a made-up perplexity.
     callback = attach_stage_callback(trainer, ctx, perplexity=False)
-    if agreement is not None:
-        trainer.add_callback(agreement)
 
     # -- train -----------------------------------------------------------------
     # Resuming restores weights (or adapters and head), optimizer, scheduler,
@@ -324,11 +326,15 @@ class PromptGroupedRewardTrainer(RewardTrainer):
 
 
 class HeldOutAgreement(TrainerCallback):
-    """After every evaluation (step 0 included), each held-out pair scored:
-    eval/reward_chosen and eval/reward_rejected (the mean scores), and the
-    share of pairs the reward model orders as its judges did: over the pairs
-    people judged (eval/accuracy_people) and for each annotator
-    (eval/accuracy/NAME). Exact over every pair, not a mean of batch means."""
+    """At every evaluation (step 0 included), each held-out pair scored, and the
+    figures added to the evaluation's log before it is recorded: accuracy and
+    margin counted over every pair (TRL's are means of per-batch means, which
+    a short last batch skews), the mean, min and max scores, the mean score of
+    chosen and of rejected responses, and the share of pairs the reward model
+    orders as its judges did, over the pairs people judged (accuracy_people)
+    and for each annotator (accuracy/NAME).
+
+    Attach it before the StageCallback: both read the same log dict, in order."""
 
     def __init__(self, ctx: StageContext, pairs: datasets.Dataset, collator: Any, *, batch_size: int) -> None:
         self.ctx = ctx
@@ -337,12 +343,13 @@ class HeldOutAgreement(TrainerCallback):
         self.collator = collator
         self.batch_size = batch_size
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    model: PreTrainedModel | None = None, **kwargs: Any) -> None:
-        if model is None or not state.is_world_process_zero:
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, model: PreTrainedModel | None = None, **kwargs: Any) -> None:
+        if logs is None or "eval_loss" not in logs or model is None or not state.is_world_process_zero:
             return
         chosen, rejected = pair_rewards(model, self.batches())
-        self.ctx.log_metrics(state.global_step, agreement_metrics(chosen, rejected, self.annotators))
+        logs.update({f"eval_{key}": value for key, value in held_out_metrics(chosen, rejected, self.annotators).items()})
+        logs.pop("eval_num_tokens", None)  # TRL repeats its count of training tokens here
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
         for start in range(0, len(self.pairs), self.batch_size):
@@ -372,17 +379,24 @@ def pair_rewards(model: PreTrainedModel, batches: Iterator[dict[str, torch.Tenso
     return chosen, rejected
 
 
-def agreement_metrics(chosen: Sequence[float], rejected: Sequence[float], annotators: Sequence[str]) -> dict[str, float]:
-    """Mean scores, and accuracy for people and for each annotator. A pair
-    counts as agreed when the chosen response scores strictly higher."""
+def held_out_metrics(chosen: Sequence[float], rejected: Sequence[float], annotators: Sequence[str]) -> dict[str, float]:
+    """Accuracy overall, for people and for each annotator, the margin and the
+    scores, over every pair. A pair counts as agreed when the chosen response
+    scores strictly higher (identical responses, scored alike, do not)."""
     agreed = [c > r for c, r in zip(chosen, rejected)]
-    metrics = {"eval/reward_chosen": sum(chosen) / len(chosen), "eval/reward_rejected": sum(rejected) / len(rejected)}
+    scores = [*chosen, *rejected]
+    metrics = {
+        "accuracy": sum(agreed) / len(agreed),
+        "margin": sum(c - r for c, r in zip(chosen, rejected)) / len(agreed),
+        "reward_chosen": sum(chosen) / len(chosen), "reward_rejected": sum(rejected) / len(rejected),
+        "mean_reward": sum(scores) / len(scores), "min_reward": min(scores), "max_reward": max(scores),
+    }
     people = [a for a, who in zip(agreed, annotators) if is_person(who)]
     if people:
-        metrics["eval/accuracy_people"] = sum(people) / len(people)
+        metrics["accuracy_people"] = sum(people) / len(people)
     for name in sorted(set(annotators)):
         theirs = [a for a, who in zip(agreed, annotators) if who == name]
-        metrics[f"eval/accuracy/{_key(name)}"] = sum(theirs) / len(theirs)
+        metrics[f"accuracy/{_key(name)}"] = sum(theirs) / len(theirs)
     return metrics
 
 

@@ -238,6 +238,17 @@ def test_prompt_batches_keep_each_prompt_whole_and_replay_by_epoch() -> None:
     assert len(list(sampler)) == 3 and list(sampler) != first
 
 
+def test_held_out_figures_count_every_pair_once() -> None:
+    chosen, rejected = [2.0, 1.0, 0.0, 3.0], [1.0, 1.0, 1.0, -1.0]
+    metrics = reward.held_out_metrics(chosen, rejected, ["alice", "alice", "judge:demo", "my team/bob"])
+    assert metrics["accuracy"] == 0.5  # 2 of 4: an equal score is no agreement
+    assert metrics["accuracy_people"] == pytest.approx(2 / 3)
+    assert metrics["accuracy/alice"] == 0.5 and metrics["accuracy/judge:demo"] == 0.0
+    assert metrics["accuracy/my_team_bob"] == 1.0
+    assert metrics["margin"] == pytest.approx(1.0) and metrics["reward_chosen"] == 1.5
+    assert (metrics["min_reward"], metrics["max_reward"]) == (-1.0, 3.0)
+    assert "accuracy_people" not in reward.held_out_metrics([1.0], [0.0], ["judge:demo"])
+
 # --- the score stage --------------------------------------------------------------
 
 
