@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -420,8 +420,32 @@ class SampleGroup:
 
 def load_samples(store: Store, group: SampleGroup, limit: int = SAMPLES_SHOWN) -> list[SampleView]:
     if group.batch_id is not None:
-        return store.list_samples(batch_id=group.batch_id, limit=limit)
-    return store.list_samples(stage_id=group.stage_id, step=group.step, limit=limit)
+        samples = store.list_samples(batch_id=group.batch_id, limit=limit)
+    else:
+        samples = store.list_samples(stage_id=group.stage_id, step=group.step, limit=limit)
+    return with_rewards(store, samples)
+
+
+def with_rewards(store: Store, samples: list[SampleView]) -> list[SampleView]:
+    """Reward models' scores (`rlhf score`) beside each sample's notes: `reward`
+    when one model scored the shown samples, `reward NAME` for each of several,
+    NAME being the end of the model's path (`00003/reward` for .../runs/00003/reward/final)."""
+    scores = store.scores.scores_for([s.id for s in samples])
+    if not scores:
+        return samples
+    scorers = sorted({s.scorer for s in scores})
+    names = {scorer: "reward" if len(scorers) == 1 else f"reward {_scorer_name(scorer)}" for scorer in scorers}
+    by_sample: dict[int, dict[str, float]] = {}
+    for score in scores:
+        by_sample.setdefault(score.sample_id, {})[names[score.scorer]] = score.value
+    return [replace(s, meta={**s.meta, **by_sample[s.id]}) if s.id in by_sample else s for s in samples]
+
+
+def _scorer_name(scorer: str) -> str:
+    parts = [part for part in scorer.rstrip("/").split("/") if part]
+    if len(parts) >= 3 and parts[-1] == "final":
+        return "/".join(parts[-3:-1])  # a stage's output: run number and stage name
+    return "/".join(parts[-2:]) or scorer
 
 
 @dataclass
