@@ -38,34 +38,26 @@ from . import runtime  # isort: skip
 import importlib.util
 import os
 import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
-from transformers import (
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    TrainerCallback,
-    TrainerControl,
-    TrainerState,
-    TrainingArguments,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
-from .. import demo_task
 from ..errors import StageFailed
 from ..spec.stages import SFTSpec
 from .builtin.models import count_parameters, load_model_for_training
 from .builtin.tokenizer import CHAT_TEMPLATE
 from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
 from .builtin.tokenizer import describe_tokenizer, load_tokenizer
-from .callbacks import CHECKPOINT_PREFIX, StageCallback, attach_stage_callback, train_resumably
+from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .data import instruction_examples, load_prompts, load_records, split_examples
-from .generation import SamplingSettings, generate
+from .eval_samples import EvalSampler
+from .generation import SamplingSettings
 
 #: on a GPU, models this large (or quantized ones) recompute activations by default
 CHECKPOINTING_PARAMETERS = 100_000_000
@@ -341,75 +333,6 @@ def _parent_name(ctx: StageContext) -> str:
 
 def _name(source: Source) -> str:
     return source.value if source.kind == "path" else f"{source.kind}:{source.value}"
-
-
-class EvalSampler(TrainerCallback):
-    """Answers the fixed eval prompts before the first step, every `every`
-    steps and after the last, and stores the answers as samples.
-
-    Each sample records its step and the checkpoint holding those weights:
-    the parent model at step 0 (its folder, or `builtin:NAME` / `hub:ID`),
-    `checkpoint-STEP` when the Trainer saves one at that step (it does at
-    the last step), otherwise none.
-    Demo-task prompts get the judge's score in the sample's meta, and their
-    mean is logged as `eval/judge_score` (with `eval/judge_exact`, the share
-    of exact answers)."""
-
-    def __init__(self, ctx: StageContext, tokenizer: PreTrainedTokenizerBase, prompts: list[dict[str, Any]],
-                 settings: SamplingSettings, *, every: int, start_checkpoint: str | None) -> None:
-        self.ctx = ctx
-        self.tokenizer = tokenizer
-        self.texts = [p["text"] for p in prompts]
-        self.settings = settings
-        self.every = every
-        self.start_checkpoint = start_checkpoint
-        self.stage_callback: StageCallback | None = None
-        # Only prompts the judge can parse are scored: a score for any other
-        # prompt would be made up.
-        self.tasks = [demo_task.parse_task(t) for t in self.texts]
-        self.judged = sum(t is not None for t in self.tasks)
-        self.prompt_ids = ctx.add_prompts([{**p, "meta": {"kind": t.kind} if t else {}}
-                                           for p, t in zip(prompts, self.tasks)]) \
-            if prompts and ctx.is_main_process else []
-
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       model: PreTrainedModel | None = None, **kwargs: Any) -> None:
-        if state.global_step == 0:  # a resumed run has its step-0 answers already
-            self._answer(model, state, 0, self.start_checkpoint)
-
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    model: PreTrainedModel | None = None, **kwargs: Any) -> None:
-        step = state.global_step
-        if self.stage_callback is not None and self.stage_callback.cancelled:
-            return  # stop quickly; the resumed run answers at the next multiple
-        if step % self.every and step < state.max_steps:
-            return
-        # DefaultFlowCallback ran first: should_save says whether these exact
-        # weights are about to be saved as checkpoint-{step}.
-        checkpoint = str(Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{step}") if control.should_save else None
-        self._answer(model, state, step, checkpoint)
-
-    def _answer(self, model: PreTrainedModel | None, state: TrainerState, step: int,
-                checkpoint: str | None) -> None:
-        if not self.texts or model is None or not state.is_world_process_zero:
-            return
-        started = time.perf_counter()
-        answers = generate(model, self.tokenizer, self.texts, self.settings)
-        seconds = time.perf_counter() - started
-        samples, scores = [], []
-        for prompt_id, text, task, [answer] in zip(self.prompt_ids, self.texts, self.tasks, answers):
-            meta: dict[str, Any] = {**answer.meta(), "seconds": round(seconds / len(self.texts), 4)}
-            if task is not None:
-                meta["score"] = demo_task.judge_score(text, answer.text)
-                scores.append(meta["score"])
-            samples.append({"prompt_id": prompt_id, "response": answer.text, "meta": meta})
-        self.ctx.log_samples(samples, step=step, checkpoint=checkpoint)
-        if scores:
-            mean = sum(scores) / len(scores)
-            exact = sum(s == 1.0 for s in scores) / len(scores)
-            self.ctx.log_metrics(step, {"eval/judge_score": mean, "eval/judge_exact": exact})
-            self.ctx.log(f"step {step}: judge score {mean:.3f} on {len(scores)} eval prompts "
-                         f"({exact:.0%} exact)")
 
 
 def save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path,
