@@ -65,8 +65,9 @@ from ..widgets.text_panel import TextPanel
 if TYPE_CHECKING:
     from engine.feedback import Agreement
 
-#: batch id -> agreement between its annotators (None: cannot be told). Called on a worker
-#: thread, at most every `stats_seconds`, and only once two or more annotators judged the batch.
+#: batch id -> agreement between its annotators (None: cannot be told). Called on the stats
+#: thread once two or more annotators judged the batch: first `stats_seconds` after the screen
+#: opens, then no more often than every `stats_seconds` nor than AGREEMENT_SHARE of the time.
 AgreementHook = Callable[[int], "Agreement | None"]
 
 T = TypeVar("T")
@@ -293,7 +294,8 @@ class RankScreen(Screen[None]):
         self._prefetch: tuple[int, asyncio.Future[ItemView | None]] | None = None
         self._stats_busy = False
         self._stats_again = False
-        self._agreement_due = float("-inf")
+        # Not at once: the first seconds on a screen are the first key presses, and it is slow at 10,000.
+        self._agreement_due = time.monotonic() + stats_seconds
         self._agreement_error: str | None = None
         # One thread for everything that writes or must follow a write (FIFO keeps the order);
         # another for progress and agreement, which only read (WAL: they never wait for a write).

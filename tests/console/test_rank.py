@@ -563,7 +563,7 @@ async def test_progress_shows_the_batch_agreement_once_two_people_judged_it(stor
     assert seen_by_bob is not None
     winner = seen_by_bob.shown[0]
     store.feedback.judge(item_id=seen_by_bob.id, annotator="bob", outcome="a_better", shown=seen_by_bob.shown)
-    app = RankHarness(store, batch_id=batch, annotator="ann")
+    app = RankHarness(store, batch_id=batch, annotator="ann", stats_seconds=0.3)
     async with app.run_test(size=(120, 30)) as pilot:
         await _started(app, pilot)
         item = app.shown[-1]
