@@ -388,8 +388,7 @@ class RankScreen(Screen[None]):
             self.query_one(PromptPanel).show(f"prompt · item {item.position + 1:,}", item.prompt)
             self._show_responses()
             self._show_bar()
-            focused = self.focused
-            if not isinstance(focused, (ResponsePanel, PromptPanel)) or focused not in self.query("*"):
+            if not isinstance(self.focused, (ResponsePanel, PromptPanel)):
                 # After the refresh: panels made for this item are mounted by then.
                 self.call_after_refresh(self._focus_first_response)
             self._prefetch = (item.id, self._write(
