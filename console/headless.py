@@ -204,6 +204,8 @@ _KEY_METRICS = (
     "eval/judge_score",                                     # SFT on the demo task
     "sample/tokens_per_second", "sample/finished_fraction",  # sample
     "rank/judgements",                                      # rank
+    "eval/accuracy", "eval/accuracy_people",                # reward
+    "score/mean", "score/agreement_people",                 # score
 )
 
 
