@@ -348,7 +348,8 @@ class HeldOutAgreement(TrainerCallback):
         if logs is None or "eval_loss" not in logs or model is None or not state.is_world_process_zero:
             return
         chosen, rejected = pair_rewards(model, self.batches())
-        logs.update({f"eval_{key}": value for key, value in held_out_metrics(chosen, rejected, self.annotators).items()})
+        figures = held_out_metrics(chosen, rejected, self.annotators)
+        logs.update({f"eval_{key}": value for key, value in figures.items()})
         logs.pop("eval_num_tokens", None)  # TRL repeats its count of training tokens here
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
