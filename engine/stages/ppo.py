@@ -744,8 +744,9 @@ class EvalAnswers:
     `eval/judge_score` beside `eval/rm_score` is where reward hacking shows
     (the reward model's score rising while the judge's falls).
 
-    (The same logic as SFT's EvalSampler, which is a Trainer callback; this
-    loop has no Trainer.)"""
+    (What eval_samples.EvalSampler does for the Trainer-based stages, plus
+    the reward model's score; that one is a Trainer callback, and this loop
+    has no Trainer.)"""
 
     def __init__(self, ctx: StageContext, spec: PPOSpec, tokenizer: PreTrainedTokenizerBase) -> None:
         self.ctx = ctx
@@ -767,13 +768,17 @@ class EvalAnswers:
     def answer(self, accelerator: Accelerator, models: Models, update: int, checkpoint: str | None) -> None:
         if not self.texts or not accelerator.is_main_process:
             return
+        started = time.perf_counter()
         with accelerator.autocast():
             answers = [a for [a] in generate(models.policy, self.tokenizer, self.texts, self.settings)]
+        seconds = round((time.perf_counter() - started) / len(answers), 4)
+        with accelerator.autocast():
             rm_scores = reward_model_scores(models, self.texts, [a.text for a in answers], batch_size=16).tolist()
         samples, judged = [], []
         for prompt_id, text, task, answer, rm_score in zip(self.prompt_ids, self.texts, self.tasks, answers,
                                                            rm_scores):
-            meta: dict[str, Any] = {**answer.meta(), "kind": "eval", "rm_score": round(rm_score, 4)}
+            meta: dict[str, Any] = {**answer.meta(), "seconds": seconds, "kind": "eval",
+                                    "rm_score": round(rm_score, 4)}
             if task is not None:
                 meta["score"] = demo_task.judge_score(text, answer.text)
                 judged.append(meta["score"])

@@ -1,0 +1,133 @@
+"""Time per PPO update on the demo setting, split into generation, scoring and training.
+
+The demo setting: the policy is llama-4m fine-tuned on the demo task (an SFT
+stage of `--sft-steps` steps from its random init, so its answers end as the
+demo's do), the reward model a llama-4m-sized sequence classifier on the
+same bpe-4k tokenizer, and PPO's defaults: 32 prompts of
+builtin:demo-instructions per update, one response each, up to 32 new
+tokens, 4 epochs over minibatches of 8, the value network started from the
+reward model. The reward model here is a random init: the time of a
+forward pass does not depend on what the weights learned, and the reward
+stage would need rankings first (bench_reward.py builds those).
+
+Everything runs through `rlhf run`, as a user runs it; the figures are the
+stage's own metrics: time/generation (sampling the responses with the KV
+cache), time/scoring (the policy, reference, value and reward model on
+them, and the advantages) and time/training (the epochs of minibatch steps),
+seconds per update. Printed: the median over updates, the first left out
+(it pays one-off warm-up), with the median response length.
+
+RLOO on the same setting is printed beside it once the `rloo` stage kind
+exists; in this version it is still planned, and the bench says so.
+
+On a machine other work shares, torch's default of one thread per core
+makes every figure swing by several times; `--threads 1` steadies them.
+
+    .venv/bin/python bench/bench_ppo.py [--sft-steps 150 --updates 9 --threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.stages import runtime  # noqa: E402, F401  (first: quiets tqdm's bars)
+from engine.spec.stages import STAGE_KINDS  # noqa: E402
+from store import open_workspace  # noqa: E402
+
+SPLIT = ("time/generation", "time/scoring", "time/training")
+
+
+def save_reward_model(folder: Path, cache_dir: Path, seed: int) -> Path:
+    """A llama-4m-sized LlamaForSequenceClassification (one output) with bpe-4k."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from engine.stages.builtin.models import preset_config
+    from engine.stages.builtin.tokenizer import load_tokenizer
+    from engine.stages.context import Source
+
+    tokenizer = load_tokenizer(Source("builtin", "bpe-4k"), cache_dir)
+    config = preset_config("llama-4m", tokenizer)
+    config.num_labels = 1
+    torch.manual_seed(seed)
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def toml(stages: dict[str, dict[str, object]]) -> str:
+    return "name = \"bench-ppo\"\n" + "".join(
+        f"\n[stages.{stage}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items())
+        for stage, fields in stages.items()
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sft-steps", type=int, default=150, help="SFT steps of the policy (llama-4m)")
+    parser.add_argument("--updates", type=int, default=9, help="PPO updates (the first is left out)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    options = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        env = {**os.environ, "RLHF_WORKSPACE": str(root / "ws"), "RLHF_CACHE_DIR": str(root / "cache"),
+               "RLHF_DEVICES": "cpu"}
+        if options.threads:
+            env["OMP_NUM_THREADS"] = str(options.threads)
+        save_reward_model(root / "reward", root / "cache", options.seed)
+        spec = root / "bench.toml"
+        spec.write_text(toml({
+            "sft": {"kind": "sft", "from": "builtin:llama-4m", "max_steps": options.sft_steps,
+                    "eval_prompt_count": 0, "save_every": options.sft_steps, "seed": options.seed},
+            "ppo": {"kind": "ppo", "from": "sft", "reward_model": str(root / "reward"),
+                    "updates": options.updates, "sample_every": options.updates, "save_every": options.updates,
+                    "seed": options.seed},
+        }))
+        started = time.perf_counter()
+        result = subprocess.run([str(Path(sys.executable).with_name("rlhf")), "run", str(spec), "--json"],
+                                env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"rlhf run failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        print(f"rlhf run (SFT {options.sft_steps} steps, PPO {options.updates} updates): "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+
+        workspace = open_workspace(root / "ws")
+        store = workspace.store
+        stage = next(s for s in store.list_stages(run_id=store.get_run("bench-ppo").id) if s.name == "ppo")
+
+        def per_update(key: str) -> list[float]:
+            return [p.value for p in store.metric_series(stage_id=stage.id, key=key)][1:]
+
+        split = {key: statistics.median(per_update(key)) for key in SPLIT}
+        total = statistics.median([sum(parts) for parts in zip(*(per_update(key) for key in SPLIT))])
+        length = statistics.median(per_update("ppo/response_length"))
+        config = stage.config
+        print(f"\nPPO, {config['responses_per_update']} responses per update ({stage.device}), "
+              f"median of updates 2-{options.updates}; response length {length:.1f} tokens (median):")
+        for key, seconds in split.items():
+            print(f"  {key:<17} {seconds:6.2f} s  ({seconds / total:4.0%})")
+        print(f"  {'per update':<17} {total:6.2f} s")
+        workspace.close()
+
+    if "rloo" in STAGE_KINDS:
+        print("\nRLOO: the `rloo` kind exists now; add its run to this bench for the reference figures")
+    else:
+        print("\nRLOO: no figures -- the `rloo` stage kind is not available in this version (still planned)")
+
+
+if __name__ == "__main__":
+    main()
