@@ -605,11 +605,12 @@ def optimise(accelerator: Accelerator, policy: Any, value: Any, optimizer: Any, 
             mask = batch.response_mask[rows]
             if ptx_texts:
                 # PPO-ptx: its gradient accumulates first, without a DDP sync;
-                # the PPO backward below syncs both.
-                with accelerator.no_sync(policy), accelerator.autocast():
-                    ptx_loss = language_modelling_loss(policy, tokenizer, ptx_batch(
-                        ptx_texts, spec, update, epoch, step, accelerator.process_index), spec.ptx_max_length)
-                accelerator.backward(spec.ptx_coef * ptx_loss)
+                # the PPO backward below syncs the sum of both.
+                with accelerator.no_sync(policy):
+                    with accelerator.autocast():
+                        ptx_loss = language_modelling_loss(policy, tokenizer, ptx_batch(
+                            ptx_texts, spec, update, epoch, step, accelerator.process_index), spec.ptx_max_length)
+                    accelerator.backward(spec.ptx_coef * ptx_loss)
                 totals["ppo/ptx_loss"] += ptx_loss.item()
             with accelerator.autocast():
                 inputs = sequence_inputs(batch, rows)
