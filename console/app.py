@@ -51,6 +51,8 @@ class RlhfApp(App[None]):
         # Hidden from the key bar (it is full at 80 columns); the keys screen lists it for every screen.
         Binding("p", "playground", "Playground", show=False,
                 tooltip="playground: a prompt answered by one or two checkpoints side by side"),
+        Binding("a", "rank", "Rank", show=False,
+                tooltip="annotate: rank a batch of responses side by side (pick the batch)"),
         # Naming the palette's action here replaces Textual's own ctrl+p binding, so both are ours.
         Binding("ctrl+p", "command_palette", "Commands", show=False, priority=True),
         Binding("colon", "command_palette", "Commands", show=False),
@@ -64,6 +66,7 @@ class RlhfApp(App[None]):
         clock: Callable[[], datetime] = utcnow,
         poll_seconds: float = 1.0,
         open_run: int | None = None,
+        open_rank: tuple[int | None, str | None] | None = None,
         templates: Sequence[Any] | None = None,
         workspace_label: str | None = None,
         base_dir: Path | None = None,
@@ -75,6 +78,7 @@ class RlhfApp(App[None]):
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.open_run_id = open_run
+        self.open_rank_on_start = open_rank  # (batch id or None = pick one, annotator or None = login name)
         self._templates = list(templates) if templates is not None else None
         self.workspace_label = printable(workspace_label or _home_relative(engine.workspace.root))
         self.base_dir = base_dir or Path.cwd()
@@ -110,6 +114,8 @@ class RlhfApp(App[None]):
     def on_mount(self) -> None:
         if self.open_run_id is not None:
             self.open_run(self.open_run_id)
+        if self.open_rank_on_start is not None:
+            self.open_rank(*self.open_rank_on_start)
 
     def first_screen_loaded(self) -> None:
         """Called once the first screen shows its data; from then on the console
@@ -188,10 +194,35 @@ class RlhfApp(App[None]):
     def action_playground(self) -> None:
         self.open_playground()
 
+    def open_rank(self, batch_id: int | None = None, annotator: str | None = None) -> None:
+        """The rank screen on a batch; with none, the batch picker first."""
+        from .screens.rank import RankScreen, default_annotator
+        from .screens.rank_batches import RankBatchesScreen
+
+        def show(chosen: int | None) -> None:
+            if chosen is not None:
+                self.push_screen(RankScreen(
+                    self.engine.store, batch_id=chosen, annotator=annotator or default_annotator(),
+                    workspace_root=self.engine.workspace.root,
+                ))
+
+        if batch_id is None:
+            self.push_screen(RankBatchesScreen(self.engine.store), show)
+        else:
+            show(batch_id)
+
+    def action_rank(self) -> None:
+        self.open_rank()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "playground":
             # Not over a dialog (it waits for an answer), nor over the playground itself.
             return not isinstance(self.screen, ModalScreen) and self.screen.id != "playground"
+        if action == "rank":
+            from .screens.rank import RankScreen
+            from .screens.rank_batches import RankBatchesScreen
+
+            return not isinstance(self.screen, (ModalScreen, RankScreen, RankBatchesScreen))
         return super().check_action(action, parameters)
 
     def go_home(self) -> None:
@@ -266,7 +297,7 @@ class RlhfApp(App[None]):
 
 
 #: keys the keys screen explains once for every screen
-_EVERYWHERE_KEYS = {"q", "question_mark", "colon", "ctrl+p", "p", "j", "k", "g", "G", "tab", "shift+tab"}
+_EVERYWHERE_KEYS = {"q", "question_mark", "colon", "ctrl+p", "p", "a", "j", "k", "g", "G", "tab", "shift+tab"}
 
 
 def _own_bindings(cls: type) -> set[tuple[str, str]]:
@@ -299,6 +330,7 @@ class RunCommands(Provider):
             ("New run", "start a pipeline from a template or a spec file", app.new_run),
             ("Runs list", "back to every run", app.go_home),
             ("Playground", "a prompt answered by one or two checkpoints side by side", app.open_playground),
+            ("Rank responses", "judge a batch side by side (pick the batch)", app.open_rank),
         ]
         table = _runs_table(self.screen)  # the screen the palette was opened on
         marked = set(table.marked) if table is not None else set()

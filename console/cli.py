@@ -24,8 +24,16 @@ from store import RunRead, StoreError
 
 from . import headless
 from .feedback_cli import (
-    add_arena_command, add_prefs_command, add_rank_command, add_score_command, cmd_arena, cmd_prefs, cmd_rank,
+    add_arena_command,
+    add_prefs_command,
+    add_rank_command,
+    add_score_command,
+    annotator_name,
+    cmd_arena,
+    cmd_prefs,
+    cmd_rank,
     cmd_score,
+    wants_rank_console,
 )
 from .literal import printable
 
@@ -270,6 +278,8 @@ async def cmd_export(engine: Engine, args: argparse.Namespace, out: Console) -> 
 def _wants_console(args: argparse.Namespace) -> bool:
     if args.command == "tui":
         return True
+    if wants_rank_console(args):
+        return True
     return (args.command == "demo" and not (args.headless or args.json or args.detach)
             and sys.stdin.isatty() and sys.stdout.isatty())
 
@@ -279,11 +289,15 @@ def cmd_tui(engine: Engine, args: argparse.Namespace) -> int:
     from .app import RlhfApp  # Textual only for the console, never for headless commands
 
     open_run = None
+    open_rank = None
+    if args.command == "rank":
+        batch = engine.store.feedback.find_batch(args.batch) if args.batch else None
+        open_rank = (batch, annotator_name(args))
     if args.command == "demo":
         from .demo import demo_spec
 
         open_run = asyncio.run(engine.submit(demo_spec())).id
-    RlhfApp(engine, open_run=open_run).run()
+    RlhfApp(engine, open_run=open_run, open_rank=open_rank).run()
     return EXIT_OK
 
 

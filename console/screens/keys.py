@@ -16,6 +16,7 @@ EVERYWHERE = (
     ("?", "this list of keys"),
     ("ctrl+p  :", "command palette: any run, any screen"),
     ("p", "playground: answers from one or two checkpoints"),
+    ("a", "annotate: rank a batch of responses side by side"),
     ("tab", "next pane (shift+tab: previous)"),
     ("j k  ↓ ↑", "down / up in lists, tables and logs"),
     ("esc", "back, or close what is open"),

@@ -45,3 +45,39 @@ def test_demo_submits_the_demo_then_opens_its_run_screen(live_engine, tmp_path: 
     opened.clear()
     assert cli.cmd_tui(live_engine, _args("tui")) == cli.EXIT_OK
     assert opened == {"run": None} and len(live_engine.store.list_runs()) == 1
+
+
+def test_rank_opens_the_rank_screen_on_the_named_batch(live_engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = live_engine.store
+    [prompt] = store.add_prompts([{"text": "Say hi."}])
+    batch = store.create_sample_batch(name="answers", settings={}, sources=[])
+    store.add_samples([{"prompt_id": prompt, "batch_id": batch.id, "response": r} for r in ("hi", "hello")])
+    assert cli._wants_console(_args("rank"))
+    assert not cli._wants_console(_args("rank", "--auto", "demo"))
+    assert not cli._wants_console(_args("rank", "--list"))
+
+    opened = {}
+    monkeypatch.setattr(RlhfApp, "run", lambda self: opened.update(rank=self.open_rank_on_start))
+    assert cli.cmd_tui(live_engine, _args("rank", "--batch", "answers", "--annotator", "ann")) == cli.EXIT_OK
+    assert opened["rank"] == (batch.id, "ann")
+
+
+async def test_a_opens_the_batch_picker_then_the_rank_screen(live_engine) -> None:
+    from console.screens.rank import RankScreen
+    from console.screens.rank_batches import RankBatchesScreen
+
+    store = live_engine.store
+    [prompt] = store.add_prompts([{"text": "Say hi."}])
+    batch = store.create_sample_batch(name="answers", settings={}, sources=[])
+    store.add_samples([{"prompt_id": prompt, "batch_id": batch.id, "response": r} for r in ("hi", "hello")])
+    app = RlhfApp(live_engine, manage_gc=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, RankBatchesScreen)
+        await pilot.press("enter")
+        for _ in range(50):
+            await pilot.pause(0.05)
+            if isinstance(app.screen, RankScreen):
+                break
+        assert isinstance(app.screen, RankScreen)
