@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run id or name")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = command("report", "a run's key numbers side by side: loss, judge score, reward accuracy, win rates, arena")
+    p.add_argument("run", help="run id or name")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
     p = command("logs", "print a run's log")
     p.add_argument("run", help="run id or name")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
@@ -155,7 +159,17 @@ async def cmd_demo(engine: Engine, args: argparse.Namespace, out: Console) -> in
     from .demo import demo_spec
 
     run = await engine.submit(demo_spec())
-    return await _attached(engine, run, args, out)
+    code = await _attached(engine, run, args, out)
+    if not args.detach and code != EXIT_INTERRUPTED:
+        # The demo ends with its report: each stage's numbers side by side.
+        from engine.report import build_report
+
+        report = await asyncio.to_thread(build_report, engine.store, run.id)
+        if args.json:
+            headless.emit_json({"type": "Report", **report.to_json()})
+        else:
+            headless.print_report(report, out)
+    return code
 
 
 async def cmd_resume(engine: Engine, args: argparse.Namespace, out: Console) -> int:
@@ -190,6 +204,18 @@ async def cmd_status(engine: Engine, args: argparse.Namespace, out: Console) -> 
         headless.emit_json(headless.detail_json(detail, summaries))
     else:
         headless.print_detail(detail, summaries, out)
+    return EXIT_OK
+
+
+async def cmd_report(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.report import build_report
+
+    run = await engine.get_run(args.run)
+    report = await asyncio.to_thread(build_report, engine.store, run.id)
+    if args.json:
+        headless.emit_json(report.to_json())
+    else:
+        headless.print_report(report, out)
     return EXIT_OK
 
 
@@ -316,7 +342,7 @@ class _BadInput(EngineError):
 
 COMMANDS = {
     "run": cmd_run, "demo": cmd_demo, "resume": cmd_resume, "ls": cmd_ls, "status": cmd_status,
-    "logs": cmd_logs, "metrics": cmd_metrics, "cancel": cmd_cancel,
+    "logs": cmd_logs, "report": cmd_report, "metrics": cmd_metrics, "cancel": cmd_cancel,
     "generate": cmd_generate, "export": cmd_export, "rank": cmd_rank,
     "prefs": cmd_prefs, "arena": cmd_arena, "score": cmd_score,
 }

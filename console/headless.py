@@ -231,3 +231,40 @@ def series_json(series: Sequence[Series]) -> list[dict[str, Any]]:
          "points": [{"step": p.step, "value": p.value, "wall_time": p.wall_time} for p in s.points]}
         for s in series
     ]
+
+
+def print_report(report: Any, console: Console) -> None:
+    """A run's report (engine.report.Report): each stage's key numbers, the win
+    rates against SFT and the arena leaderboard."""
+    console.print(Text(f"report of run {report.run_id} '{report.run_name}': {report.status}", style="bold"))
+    table = Table(box=None, header_style="bold")
+    for column in ("STAGE", "KIND", "FIGURE", "BEFORE", "AFTER"):
+        table.add_column(column)
+    for stage in report.stages:
+        if not stage.figures:
+            table.add_row(Text(stage.stage), stage.kind, Text(stage.status, style="dim"), "", "")
+        for index, figure in enumerate(stage.figures):
+            table.add_row(Text(stage.stage) if index == 0 else "", stage.kind if index == 0 else "", figure.label,
+                          "" if figure.first is None else f"{figure.first:.4g}", f"{figure.last:.4g}")
+    console.print(table)
+    if report.win_rates:
+        rates = Table(box=None, header_style="bold", title="win rate against the baseline (ties count half)",
+                      title_justify="left")
+        for column in ("POLICY", "VS", "BY", "WIN RATE", "W/T/L"):
+            rates.add_column(column)
+        for rate in report.win_rates:
+            rates.add_row(Text(rate.policy), Text(rate.baseline), rate.annotators,
+                          "-" if rate.rate is None else f"{rate.rate:.0%}", f"{rate.wins}/{rate.ties}/{rate.losses}")
+        console.print(rates)
+    if report.leaderboard:
+        board = Table(box=None, header_style="bold", title="arena (Bradley-Terry, 95% interval)",
+                      title_justify="left")
+        for column in ("#", "MODEL", "RATING", "95% CI", "GAMES", "WIN RATE"):
+            board.add_column(column)
+        for r in report.leaderboard:
+            interval = "-" if r.ci_low is None or r.ci_high is None else f"{r.ci_low:.0f} to {r.ci_high:.0f}"
+            board.add_row(str(r.rank), Text(printable(r.player)), f"{r.rating:.0f}", interval, str(r.games),
+                          f"{r.win_rate:.0%}")
+        console.print(board)
+    for note in report.notes:
+        console.print(Text(note, style="dim"))
