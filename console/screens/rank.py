@@ -235,6 +235,7 @@ class RankScreen(Screen[None]):
         Binding("shift+down", "scroll_focused(1)", "scroll down", show=False),
         Binding("shift+up", "scroll_focused(-1)", "scroll up", show=False),
         Binding("question_mark", "help", "help", show=False),
+        Binding("J", "hand_to_judge", "let the demo judge rank the rest", show=False),
         Binding("escape", "back", "leave", show=False),
     ]
 
@@ -647,6 +648,32 @@ class RankScreen(Screen[None]):
                 pane.scroll_down(animate=False)
             else:
                 pane.scroll_up(animate=False)
+
+    def action_hand_to_judge(self) -> None:
+        """The rest of the batch to the demo judge (the demo's "rank a few, let the judge do the rest"):
+        an engine job, recorded as judge:demo, never as this annotator."""
+        engine = getattr(self.app, "engine", None)
+        if engine is None:
+            self.notify("The judge needs the console's engine (open it with rlhf rank).", markup=False)
+            return
+        from engine.jobs import rank_spec
+
+        from .confirm import ConfirmScreen
+
+        async def submit(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                run = await engine.submit(rank_spec(self.batch_id, judge="demo"))
+            except Exception as exc:  # noqa: BLE001  shown, never a crash of the console
+                self.notify(printable(str(exc)), severity="error", markup=False)
+                return
+            self.notify(f"judge:demo ranks the rest of batch #{self.batch_id} (run #{run.id}); "
+                        "your judgements stay yours.", markup=False, timeout=8)
+
+        question = Text(f"Let the demo judge rank the items of batch #{self.batch_id} that still need a verdict? "
+                        "They are recorded as judge:demo, not as you; the item on your screen (and the next one, already loaded) stay yours.")
+        self.app.push_screen(ConfirmScreen(question, yes="Hand to the judge", no="Keep ranking"), callback=submit)
 
     def action_help(self) -> None:
         from .rank_help import RankHelpScreen

@@ -30,6 +30,7 @@ ANY_ITEM = (
     ("n  p", "next / previous item in the batch; judging one you judged before replaces that judgement"),
     ("tab", "next pane: prompt, then each response (shift+tab: previous)"),
     ("↑ ↓  j k", "scroll the focused pane (shift+↑ ↓ too); pgup/pgdn, home/end"),
+    ("J", "hand the rest of the batch to the demo judge (recorded as judge:demo, not as you)"),
     ("esc", "leave (items you were shown are given back)"),
     ("?", "this help"),
 )

@@ -81,3 +81,40 @@ async def test_a_opens_the_batch_picker_then_the_rank_screen(live_engine) -> Non
             if isinstance(app.screen, RankScreen):
                 break
         assert isinstance(app.screen, RankScreen)
+
+
+async def test_J_hands_the_rest_of_the_batch_to_the_demo_judge(live_engine) -> None:
+    import asyncio
+
+    from console.screens.confirm import ConfirmScreen
+    from console.screens.rank import RankScreen
+    from engine.demo_task import generate_tasks
+
+    store = live_engine.store
+    tasks = generate_tasks(6, seed=2, split="heldout")
+    prompts = store.add_prompts([{"text": t.prompt} for t in tasks])
+    batch = store.create_sample_batch(name="answers", settings={}, sources=[])
+    store.add_samples([{"prompt_id": p, "batch_id": batch.id, "response": r, "checkpoint": c}
+                       for p, t in zip(prompts, tasks) for r, c in ((t.reference, "good"), ("no", "bad"))])
+    app = RlhfApp(live_engine, manage_gc=False, open_rank=(batch.id, "ann"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if isinstance(app.screen, RankScreen) and app.screen.ready:
+                break
+        await pilot.press("1")  # one judgement by the person
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if store.feedback.progress(batch_id=batch.id).done == 1:
+                break
+        await pilot.press("J")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.click("#yes")
+        for _ in range(300):  # the judge runs as an engine job: a real run process
+            await asyncio.sleep(0.1)
+            if store.feedback.progress(batch_id=batch.id).done >= 4:
+                break
+    live = store.feedback.live_judgements(batch_ids=[batch.id])
+    # 1 by the person; the item on screen and the one prefetched stay theirs; the judge took the other 3.
+    assert sorted(j.annotator for j in live) == ["ann"] + ["judge:demo"] * 3
