@@ -13,6 +13,7 @@ background refresh. The console does not crash because a run did.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 from collections.abc import Callable, Sequence
@@ -67,6 +68,7 @@ class RlhfApp(App[None]):
         poll_seconds: float = 1.0,
         open_run: int | None = None,
         open_rank: tuple[int | None, str | None] | None = None,
+        rank_when_asked: bool = False,
         templates: Sequence[Any] | None = None,
         workspace_label: str | None = None,
         base_dir: Path | None = None,
@@ -79,6 +81,8 @@ class RlhfApp(App[None]):
         self.poll_seconds = poll_seconds
         self.open_run_id = open_run
         self.open_rank_on_start = open_rank  # (batch id or None = pick one, annotator or None = login name)
+        # The demo: when the opened run's rank stage waits for people, open the rank screen on its batch.
+        self.rank_when_asked = rank_when_asked
         self._templates = list(templates) if templates is not None else None
         self.workspace_label = printable(workspace_label or _home_relative(engine.workspace.root))
         self.base_dir = base_dir or Path.cwd()
@@ -116,6 +120,19 @@ class RlhfApp(App[None]):
             self.open_run(self.open_run_id)
         if self.open_rank_on_start is not None:
             self.open_rank(*self.open_rank_on_start)
+        if self.rank_when_asked and self.open_run_id is not None:
+            self._rank_watch = self.set_interval(2.0, self._rank_if_asked)
+
+    async def _rank_if_asked(self) -> None:
+        """Once: when the run's rank stage is waiting for people, take them to its batch."""
+        run_id = self.open_run_id
+        batch = await asyncio.to_thread(_batch_waiting_for_people, self.engine.store, run_id)
+        if batch is None:
+            return
+        self._rank_watch.stop()
+        self.notify("Your turn: rank a few answers (1/2, = tie, b both bad; ? for keys). "
+                    "J hands the rest to the demo judge.", timeout=12, markup=False)
+        self.open_rank(batch)
 
     def first_screen_loaded(self) -> None:
         """Called once the first screen shows its data; from then on the console
@@ -294,6 +311,18 @@ class RlhfApp(App[None]):
             "runs": "runs", "compare": "compare", "launch": "new run", "playground": "playground",
         }.get(self.screen.id or "", "run" if (self.screen.id or "").startswith("run-") else "this screen")
         self.push_screen(KeysScreen(title, keys))
+
+
+def _batch_waiting_for_people(store: Any, run_id: int | None) -> int | None:
+    """The batch a running rank stage of the run without a judge waits on: the
+    stage records it (`batch_id`) in its resolved config once the items exist."""
+    if run_id is None:
+        return None
+    for stage in store.list_stages(run_id=run_id):
+        batch_id = stage.config.get("batch_id")
+        if stage.kind == "rank" and stage.status.value == "running" and not stage.config.get("judge") and batch_id:
+            return int(batch_id)
+    return None
 
 
 #: keys the keys screen explains once for every screen

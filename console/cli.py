@@ -322,8 +322,9 @@ def cmd_tui(engine: Engine, args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import demo_spec
 
-        open_run = asyncio.run(engine.submit(demo_spec())).id
-    RlhfApp(engine, open_run=open_run, open_rank=open_rank).run()
+        # In the console the person ranks (a few, then J hands the rest to the judge).
+        open_run = asyncio.run(engine.submit(demo_spec(people_rank=True))).id
+    RlhfApp(engine, open_run=open_run, open_rank=open_rank, rank_when_asked=args.command == "demo").run()
     return EXIT_OK
 
 

@@ -1,9 +1,18 @@
-"""The built-in demo pipeline (`rlhf demo`).
+"""The built-in demo pipeline (`rlhf demo`): the whole InstructGPT loop, offline, on a CPU.
 
-It pretrains a ~4M-parameter Llama on the standard library's docstrings,
-fine-tunes it on the demo task's instructions, samples four answers to each of
-64 prompts and has the demo judge rank them: about five minutes on two CPU
-cores. The reward model, PPO and DPO join it as they land.
+raw text -> pretrain -> SFT -> sample 4 answers per prompt -> rank them ->
+reward model -> PPO against it (and DPO on the same rankings, as the offline
+alternative) -> an arena on held-out prompts where the judge compares SFT, PPO
+and DPO answers blind, in pairs.
+
+In the console the person ranks the first answers themselves and can hand
+the rest to the demo judge (`J`); headless, the judge ranks them all. Either
+way the judge's rankings are recorded as `judge:demo`, never as the person.
+`rlhf demo --headless` ends with the report (`rlhf report RUN`).
+
+The settings are sized for two CPU cores: a ~4M-parameter Llama, a few hundred
+steps per stage. The same spec with a hub model, LoRA and larger numbers is a
+real pipeline (README: "Bring your own model and data").
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from engine import PipelineSpec, parse_spec
 DEMO_SPEC = """\
 # rlhf-console demo: the InstructGPT recipe on a tiny Llama, offline, on a CPU.
 name = "demo"
-description = "Pretrain a ~4M-parameter Llama, fine-tune it on instructions, sample answers and rank them"
+description = "Pretrain, SFT, rank, reward model, PPO and DPO on a ~4M-parameter Llama, then an arena"
 
 [stages.pretrain]                # next-token prediction on raw text
 kind = "pretrain"
@@ -34,27 +43,84 @@ save_every = 100
 kind = "sft"
 from = "pretrain"
 data = "builtin:demo-instructions"
-eval_prompts = "builtin:demo-prompts"  # answered while it trains; scored by the demo judge
+eval_prompts = "builtin:demo-prompts"  # held-out prompts answered while it trains, scored by the judge
 max_steps = 400
 batch_size = 32
 learning_rate = 1e-3
 sample_every = 100
 
-[stages.sample]                  # K answers per prompt, to be ranked
+[stages.sample]                  # 4 answers to each of 96 training prompts, to be ranked
 kind = "sample"
 from = "sft"
-prompts = "builtin:demo-prompts"
-max_prompts = 64
+prompts = "builtin:demo-instructions"
+max_prompts = 96
 responses_per_prompt = 4
 temperature = 1.0
-max_new_tokens = 32
+max_new_tokens = 24
 
-[stages.rank]                    # the demo judge ranks them (recorded as judge:demo, not as you)
+[stages.rank]                    # who ranks them: the demo judge (recorded as judge:demo)
 kind = "rank"
 from = "sample"
 judge = "demo"
+
+[stages.reward]                  # a reward model learned from the rankings (all C(4,2) pairs of a prompt together)
+kind = "reward"
+from = "sft"
+preferences = "rank"
+max_steps = 120
+batch_size = 16
+learning_rate = 3e-4
+eval_every = 40
+
+[stages.ppo]                     # PPO against the reward model, with a KL leash to the SFT model
+kind = "ppo"
+from = "sft"
+reward_model = "reward"
+prompts = "builtin:demo-instructions"
+updates = 20
+rollout_batch_size = 32
+minibatch_size = 16
+ppo_epochs = 2
+learning_rate = 5e-5
+max_new_tokens = 24
+beta = 0.05
+sample_every = 5
+
+[stages.dpo]                     # DPO: the offline alternative, on the same rankings
+kind = "dpo"
+from = "sft"
+preferences = "rank"
+beta = 0.1
+max_steps = 100
+batch_size = 16
+learning_rate = 1e-4
+eval_every = 50
+sample_every = 50
+
+[stages.arena_answers]           # SFT, PPO and DPO answer the same held-out prompts
+kind = "sample"
+from = ["sft", "ppo", "dpo"]
+prompts = "builtin:demo-prompts"
+max_prompts = 60
+responses_per_prompt = 3
+temperature = 0.3
+max_new_tokens = 24
+
+[stages.arena]                   # the judge compares them blind, in pairs: win rates and a leaderboard
+kind = "rank"
+from = "arena_answers"
+pairwise = true
+judge = "demo"
 """
 
+#: the line that makes the judge rank the demo's samples; without it, people do
+_JUDGE_LINE = 'from = "sample"\njudge = "demo"\n'
 
-def demo_spec() -> PipelineSpec:
-    return parse_spec(DEMO_SPEC, source="builtin:demo", base_dir=Path.cwd())
+
+def demo_spec(*, people_rank: bool = False) -> PipelineSpec:
+    """The demo pipeline; with `people_rank` its rank stage waits for people
+    (the console then opens the rank screen, and `J` hands the rest to the judge)."""
+    text = DEMO_SPEC
+    if people_rank:
+        text = text.replace(_JUDGE_LINE, 'from = "sample"\n', 1)
+    return parse_spec(text, source="builtin:demo", base_dir=Path.cwd())

@@ -37,7 +37,7 @@ def test_demo_submits_the_demo_then_opens_its_run_screen(live_engine, tmp_path: 
         opened["run"] = self.open_run_id
 
     monkeypatch.setattr(RlhfApp, "run", run)
-    monkeypatch.setattr("console.demo.demo_spec", lambda: fake_spec(tmp_path, "demo", steps=1))
+    monkeypatch.setattr("console.demo.demo_spec", lambda **_: fake_spec(tmp_path, "demo", steps=1))
     assert cli.cmd_tui(live_engine, _args("demo")) == cli.EXIT_OK
     [demo] = live_engine.store.list_runs()
     assert demo.name == "demo" and opened["run"] == demo.id
@@ -118,3 +118,25 @@ async def test_J_hands_the_rest_of_the_batch_to_the_demo_judge(live_engine) -> N
     live = store.feedback.live_judgements(batch_ids=[batch.id])
     # 1 by the person; the item on screen and the one prefetched stay theirs; the judge took the other 3.
     assert sorted(j.annotator for j in live) == ["ann"] + ["judge:demo"] * 3
+
+
+async def test_the_demo_console_opens_the_rank_screen_when_people_are_asked(live_engine) -> None:
+    import asyncio
+
+    from console.screens.rank import RankScreen
+    from engine.jobs import rank_spec
+
+    store = live_engine.store
+    [prompt] = store.add_prompts([{"text": "Say hi."}])
+    batch = store.create_sample_batch(name="answers", settings={}, sources=[])
+    store.add_samples([{"prompt_id": prompt, "batch_id": batch.id, "response": r} for r in ("hi", "hello")])
+    run = await live_engine.submit(rank_spec(batch.id, judge=None))  # a rank stage that waits for people
+    app = RlhfApp(live_engine, manage_gc=False, open_run=run.id, rank_when_asked=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(200):
+            await asyncio.sleep(0.1)
+            await pilot.pause()
+            if isinstance(app.screen, RankScreen):
+                break
+        assert isinstance(app.screen, RankScreen) and app.screen.batch_id == batch.id
+    await live_engine.cancel(run.id, wait=True)
