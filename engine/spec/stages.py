@@ -922,6 +922,225 @@ class PPOSpec(StageSpec):
         return value
 
 
+#: how a spec names a judge: the built-in rule-based one, or a Python callable
+_JUDGE_NAME = re.compile(r"demo|[A-Za-z_][\w.]*:[A-Za-z_]\w*", re.ASCII)
+
+
+class OnlineRLSpec(StageSpec):
+    """Fields the RLOO and GRPO stages share (trl's online trainers): each step
+    samples K completions per prompt, scores them with a reward model and/or
+    judges, and moves the policy towards the completions that beat the others
+    of their prompt, on a KL leash to where it started. Not a stage kind itself."""
+
+    reference_fields: ClassVar[dict[str, str]] = {
+        "from": "model",
+        "reward_model": "model",
+        "tokenizer": "tokenizer",
+        "prompts": "data",
+        "eval_prompts": "data",
+    }
+    # runtime.training_kwargs reads these: the metrics are logged every step (so
+    # each step's figures line up with PPO's per-update ones) and there is no
+    # held-out loss to evaluate.
+    log_every: ClassVar[int] = 1
+    eval_every: ClassVar[int] = 1
+
+    # The models and the rewards.
+    from_: str | None = Field(
+        None, alias="from",
+        description="the policy to start from, which is also the frozen reference: a stage (usually your "
+        "sft stage), a folder or a hub id",
+    )
+    tokenizer: str | None = Field(None, description="the policy's tokenizer; default: the checkpoint's own")
+    reward_model: str | None = Field(
+        None,
+        description="a reward model scoring each completion: a reward stage, or a folder or hub id holding a "
+        "sequence-classification model with one output; it may use another tokenizer than the policy",
+    )
+    judges: list[str] = Field(
+        default_factory=list,
+        description="judges scoring each prompt's completions, added to the reward model's score: `demo` "
+        "(the built-in rule-based judge) or Python callables `module:function(prompt, responses) -> scores`; "
+        "one name or an array",
+    )
+    lora: LoraSpec | None = Field(
+        None,
+        description="a [stages.NAME.lora] table trains LoRA adapters on the policy, and the reference is the "
+        "policy with its adapters off (no second copy); without one every weight is trained",
+    )
+    activation_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="recompute activations in the backward pass to save memory; "
+        "auto = on a GPU for models of 100M+ parameters, off on the CPU",
+    )
+    # The prompts it practises on.
+    prompts: str = Field(
+        "builtin:demo-instructions",
+        description="prompts to sample completions for: builtin, a file, a datasets folder or a hub id "
+        "(the default: the demo task's train split)",
+    )
+    prompt_field: str = Field("prompt", description="column holding the prompt")
+    max_prompts: int | None = Field(None, ge=1, description="use at most this many distinct prompts (the first ones)")
+    # Schedule: one generation batch per optimizer step.
+    max_steps: int = Field(100, ge=1, description="optimizer steps, each on freshly sampled completions")
+    prompts_per_step: int = Field(8, ge=1, description="prompts per optimizer step per process")
+    num_generations: int = Field(
+        4, ge=2, le=256, description="K, completions sampled per prompt; each is compared with the other K - 1",
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, validate_default=True,
+        description="micro-batches a step's prompts_per_step x num_generations completions are split into "
+        "(less memory, same step)",
+    )
+    learning_rate: float = Field(
+        1e-4, gt=0,
+        description="AdamW learning rate of the policy; suits the tiny built-in models: "
+        "use ~1e-6 (every weight) or ~1e-5 (LoRA) for models of 1B+ parameters",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(0, ge=0, description="steps of linear warm-up from 0 to learning_rate")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "linear"] = Field(
+        "constant", description="learning-rate schedule after warm-up"
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    # Sampling and the objective.
+    max_new_tokens: int = Field(32, ge=1, le=32768, description="longest completion, in tokens")
+    temperature: float = Field(
+        1.0, gt=0, le=100,
+        description="sampling temperature (these methods need sampling: greedy is not allowed); the "
+        "policy's probabilities are computed at the same temperature",
+    )
+    beta: float = Field(
+        0.05, ge=0, description="KL coefficient: how far the policy may drift from the reference (0 = no leash)",
+    )
+    clip_range: float = Field(
+        0.2, gt=0, description="the ratio clip: a step moves a completion's probability at most 1 +- this",
+    )
+    # Checkpoints and what people see.
+    save_every: int = Field(20, ge=1, description="steps between resumable checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
+    eval_prompts: EvalPrompts = "builtin:demo-prompts"
+    eval_prompt_count: EvalPromptCount = 8
+    sample_every: SampleEvery = 10
+    samples_per_step: int = Field(
+        4, ge=0,
+        description="completions of the step stored every sample_every steps, with their scores (0 = none)",
+    )
+    sample_temperature: SampleTemperature = 0.0
+    sample_max_new_tokens: SampleMaxNewTokens = 32
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_is_present(cls, data: object) -> object:
+        # `from` is required; its None default only gives the console's templates a
+        # value to read (see SampleSpec). A missing `from` is validated as None.
+        if isinstance(data, dict) and "from" not in data and "from_" not in data:
+            data = {**data, "from": None}
+        return data
+
+    @field_validator("from_")
+    @classmethod
+    def _trained_policy(cls, value: str | None) -> str:
+        if value is None:
+            raise PydanticCustomError("missing", "required")
+        if value.startswith("builtin:"):
+            # trl reloads the reference from the policy's folder or hub id; a preset has neither.
+            raise PydanticCustomError(
+                "policy", "expected a trained policy (a stage, a folder or a hub id), not a built-in preset",
+            )
+        return value
+
+    @field_validator("reward_model")
+    @classmethod
+    def _trained_reward_model(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("builtin:"):
+            raise PydanticCustomError(
+                "reward_model", "expected a trained reward model (a reward stage, a folder or a hub id), "
+                "not a built-in preset",
+            )
+        return value
+
+    @field_validator("judges", mode="before")
+    @classmethod
+    def _one_judge_or_an_array(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value  # judges = "demo" names one
+
+    @field_validator("judges")
+    @classmethod
+    def _judges_are_named_right(cls, value: list[str]) -> list[str]:
+        # Only the spelling: importing the user's module is the worker's job, not the CLI's.
+        for number, name in enumerate(value, 1):
+            if not _JUDGE_NAME.fullmatch(name):
+                raise PydanticCustomError(
+                    "judge_name", "item {number} of the array, {name}, is neither `demo` nor a Python callable "
+                    "written module:function", {"number": number, "name": repr(name)},
+                )
+            if name in value[:number - 1]:
+                raise PydanticCustomError("judge_name", "names the judge {name} twice", {"name": repr(name)})
+        return value
+
+    @field_validator("gradient_accumulation_steps")
+    @classmethod
+    def _micro_batches_split_evenly(cls, value: int, info: ValidationInfo) -> int:
+        prompts, k = info.data.get("prompts_per_step"), info.data.get("num_generations")
+        if isinstance(prompts, int) and isinstance(k, int) and (prompts * k) % value:
+            raise PydanticCustomError(
+                "micro_batches", "{value} does not divide a step's {completions} completions "
+                "(prompts_per_step x num_generations)", {"value": value, "completions": prompts * k},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _something_scores(self) -> OnlineRLSpec:
+        if self.reward_model is None and not self.judges:
+            raise PydanticCustomError(
+                "no_reward", "name what scores the completions: `reward_model` and/or `judges`",
+            )
+        return self
+
+    @property
+    def batch_size(self) -> int:
+        """Completions per micro-batch per process (trl's per_device_train_batch_size)."""
+        return self.prompts_per_step * self.num_generations // self.gradient_accumulation_steps
+
+
+class RLOOSpec(OnlineRLSpec):
+    """RLOO: REINFORCE with a leave-one-out baseline, on K completions per prompt (trl's RLOOTrainer).
+
+    Each completion's reward (score minus beta times its KL to the reference)
+    is compared with the mean of the other K - 1 completions of its prompt:
+    no value network, one optimizer step per batch of completions
+    (Ahmadian et al., 2024).
+    """
+
+    kind: Literal["rloo"] = "rloo"
+    normalize_advantages: bool = Field(
+        False, description="scale each step's advantages to zero mean and unit variance",
+    )
+
+
+class GRPOSpec(OnlineRLSpec):
+    """GRPO: group-relative policy optimisation on K completions per prompt (trl's GRPOTrainer).
+
+    Each completion's score is compared with the mean (and scaled by the
+    standard deviation) of its prompt's group; the KL to the reference is a
+    penalty in the loss, per token (DeepSeekMath, 2024).
+    """
+
+    kind: Literal["grpo"] = "grpo"
+    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = Field(
+        "dapo",
+        description="how per-token losses are averaged: dapo = over every token of the step (trl's default), "
+        "grpo = per completion then over completions, dr_grpo = over max_new_tokens per completion, "
+        "bnpo = over the tokens of each micro-batch",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group",
+        description="divide advantages by the standard deviation of the prompt's group, of the whole batch, "
+        "or not at all (Dr. GRPO)",
+    )
+
+
 #: every stage kind this version knows, by the `kind` key of its table
 STAGE_KINDS: dict[str, type[StageSpec]] = {
     "pretrain": PretrainSpec,
@@ -932,6 +1151,8 @@ STAGE_KINDS: dict[str, type[StageSpec]] = {
     "score": ScoreSpec,
     "dpo": DPOSpec,
     "ppo": PPOSpec,
+    "rloo": RLOOSpec,
+    "grpo": GRPOSpec,
 }
 
 #: the module whose `run(ctx)` executes each kind (imported only in workers)
@@ -944,10 +1165,12 @@ STAGE_MODULES: dict[str, str] = {
     "score": "engine.stages.score",
     "dpo": "engine.stages.dpo",
     "ppo": "engine.stages.ppo",
+    "rloo": "engine.stages.rloo",
+    "grpo": "engine.stages.grpo",
 }
 
 #: kinds announced for later versions: rejected with a clear message, not "unknown"
-PLANNED_KINDS = ("rloo", "grpo")
+PLANNED_KINDS: tuple[str, ...] = ()
 
 
 def register_stage(kind: str, spec: type[StageSpec], module: str) -> None:
