@@ -1,4 +1,4 @@
-"""Time per PPO update on the demo setting, split into generation, scoring and training.
+"""Time per PPO update on the demo setting, split into generation, scoring and training; RLOO beside it.
 
 The demo setting: the policy is llama-4m fine-tuned on the demo task (an SFT
 stage of `--sft-steps` steps from its random init, so its answers end as the
@@ -17,8 +17,13 @@ them, and the advantages) and time/training (the epochs of minibatch steps),
 seconds per update. Printed: the median over updates, the first left out
 (it pays one-off warm-up), with the median response length.
 
-RLOO on the same setting is printed beside it once the `rloo` stage kind
-exists; in this version it is still planned, and the bench says so.
+RLOO runs in the same `rlhf run`, after PPO, on the same policy, reward
+model, prompts and max_new_tokens: 8 prompts x 4 completions = 32
+completions per step (PPO: 32 prompts x 1 response per update), one
+optimizer step on them (PPO: 4 epochs x 4 minibatches = 16). Its stage
+splits each step's seconds the same way (engine/stages/online_rl.py:
+StepTimer): generation, scoring (the policy's and reference's log-probs, the
+reward model, the advantages) and training (forward, backward, step).
 
 On a machine other work shares, torch's default of one thread per core
 makes every figure swing by several times; `--threads 1` steadies them.
@@ -43,8 +48,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.stages import runtime  # noqa: E402, F401  (first: quiets tqdm's bars)
-from engine.spec.stages import STAGE_KINDS  # noqa: E402
-from store import open_workspace  # noqa: E402
+from store import StageRead, Store, open_workspace  # noqa: E402
 
 SPLIT = ("time/generation", "time/scoring", "time/training")
 
@@ -96,37 +100,44 @@ def main() -> None:
             "ppo": {"kind": "ppo", "from": "sft", "reward_model": str(root / "reward"),
                     "updates": options.updates, "sample_every": options.updates, "save_every": options.updates,
                     "seed": options.seed},
+            "rloo": {"kind": "rloo", "from": "sft", "reward_model": str(root / "reward"),
+                     "max_steps": options.updates, "prompts_per_step": 8, "num_generations": 4,
+                     "sample_every": options.updates, "save_every": options.updates, "seed": options.seed},
         }))
         started = time.perf_counter()
         result = subprocess.run([str(Path(sys.executable).with_name("rlhf")), "run", str(spec), "--json"],
                                 env=env, capture_output=True, text=True)
         if result.returncode != 0:
             raise SystemExit(f"rlhf run failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-        print(f"rlhf run (SFT {options.sft_steps} steps, PPO {options.updates} updates): "
+        print(f"rlhf run (SFT {options.sft_steps} steps, PPO {options.updates} updates, "
+              f"RLOO {options.updates} steps): "
               f"{time.perf_counter() - started:.0f} s", flush=True)
 
         workspace = open_workspace(root / "ws")
         store = workspace.store
-        stage = next(s for s in store.list_stages(run_id=store.get_run("bench-ppo").id) if s.name == "ppo")
-
-        def per_update(key: str) -> list[float]:
-            return [p.value for p in store.metric_series(stage_id=stage.id, key=key)][1:]
-
-        split = {key: statistics.median(per_update(key)) for key in SPLIT}
-        total = statistics.median([sum(parts) for parts in zip(*(per_update(key) for key in SPLIT))])
-        length = statistics.median(per_update("ppo/response_length"))
-        config = stage.config
-        print(f"\nPPO, {config['responses_per_update']} responses per update ({stage.device}), "
-              f"median of updates 2-{options.updates}; response length {length:.1f} tokens (median):")
-        for key, seconds in split.items():
-            print(f"  {key:<17} {seconds:6.2f} s  ({seconds / total:4.0%})")
-        print(f"  {'per update':<17} {total:6.2f} s")
+        stages = {s.name: s for s in store.list_stages(run_id=store.get_run("bench-ppo").id)}
+        ppo, rloo = stages["ppo"], stages["rloo"]
+        print_split(store, ppo, f"PPO, {ppo.config['responses_per_update']} responses per update", "update",
+                    options.updates)
+        print_split(store, rloo, f"RLOO, {rloo.config['completions_per_step']} completions per step", "step",
+                    options.updates)
         workspace.close()
 
-    if "rloo" in STAGE_KINDS:
-        print("\nRLOO: the `rloo` kind exists now; add its run to this bench for the reference figures")
-    else:
-        print("\nRLOO: no figures -- the `rloo` stage kind is not available in this version (still planned)")
+
+def print_split(store: Store, stage: StageRead, title: str, unit: str, count: int) -> None:
+    """The median seconds of each part and of the whole, the first update or step left out."""
+
+    def per_unit(key: str) -> list[float]:
+        return [p.value for p in store.metric_series(stage_id=stage.id, key=key)][1:]
+
+    split = {key: statistics.median(per_unit(key)) for key in SPLIT}
+    total = statistics.median([sum(parts) for parts in zip(*(per_unit(key) for key in SPLIT))])
+    length = statistics.median(per_unit("ppo/response_length"))
+    print(f"\n{title} ({stage.device}), median of {unit}s 2-{count}; "
+          f"response length {length:.1f} tokens (median):")
+    for key, seconds in split.items():
+        print(f"  {key:<17} {seconds:6.2f} s  ({seconds / total:4.0%})")
+    print(f"  {'per ' + unit:<17} {total:6.2f} s")
 
 
 if __name__ == "__main__":
