@@ -285,6 +285,26 @@ class RlhfApp(App[None]):
         self.notify(printable(f"run #{run.id} '{run.name}' resumed (attempt {run.attempt})"), markup=False)
         self._refresh_screen()
 
+    def another_round(self, run_id: int) -> None:
+        """Iterated RLHF: the next round of a finished run (engine.rounds), opened on its run screen.
+        People rank it, like the demo in the console (J hands the rest to the judge)."""
+        self.run_worker(self._another_round(run_id), group="act", exit_on_error=False)
+
+    async def _another_round(self, run_id: int) -> None:
+        from engine.rounds import next_round_spec
+
+        try:
+            spec = await asyncio.to_thread(next_round_spec, self.engine.store, run_id, judge=None)
+            run = await self.engine.submit(spec)
+        except Exception as exc:  # noqa: BLE001
+            self.show_error(exc)
+            return
+        self.notify(printable(f"round run #{run.id} '{run.name}' started"), markup=False)
+        self.open_run_id = run.id
+        self.open_run(run.id)
+        self.rank_when_asked = True
+        self._rank_watch = self.set_interval(2.0, self._rank_if_asked)
+
     def _refresh_screen(self) -> None:
         request = getattr(self.screen, "request_refresh", None)
         if request is not None:
@@ -371,6 +391,9 @@ class RunCommands(Provider):
             commands.append((f"Log of run {label}", "its log, following", lambda r=row.id: app.open_run(r, tab="log")))
             if row.status.is_active:
                 commands.append((f"Cancel run {label}", "asks first", lambda r=row: app.cancel_run(r.id, r.name)))
+            if row.status.value == "succeeded":
+                commands.append((f"Another round of run {label}", "sample its newest policy, rank, reward, PPO, arena",
+                                 lambda r=row.id: app.another_round(r)))
             if row.status.is_resumable:
                 commands.append((f"Resume run {label}", f"{row.status.value}; continue from its last checkpoint",
                                  lambda r=row.id: app.resume_run(r)))

@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run id or name")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = command("round", "another round of RLHF on a finished run: sample its newest policy, rank, reward, PPO, arena")
+    p.add_argument("run", help="the run to continue from (the demo, or a run with a policy stage)")
+    p.add_argument("--people", action="store_true", help="people rank the new answers (rlhf rank); default the demo judge")
+    _follow_options(p)
+
     p = command("report", "a run's key numbers side by side: loss, judge score, reward accuracy, win rates, arena")
     p.add_argument("run", help="run id or name")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -207,6 +212,19 @@ async def cmd_status(engine: Engine, args: argparse.Namespace, out: Console) -> 
     return EXIT_OK
 
 
+async def cmd_round(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.report import build_report
+    from engine.rounds import next_round_spec
+
+    previous = await engine.get_run(args.run)
+    spec = await asyncio.to_thread(next_round_spec, engine.store, previous.id, judge=None if args.people else "demo")
+    run = await engine.submit(spec)
+    code = await _attached(engine, run, args, out)
+    if not args.detach and not args.json and code != EXIT_INTERRUPTED:
+        headless.print_report(await asyncio.to_thread(build_report, engine.store, run.id), out)
+    return code
+
+
 async def cmd_report(engine: Engine, args: argparse.Namespace, out: Console) -> int:
     from engine.report import build_report
 
@@ -343,7 +361,7 @@ class _BadInput(EngineError):
 
 COMMANDS = {
     "run": cmd_run, "demo": cmd_demo, "resume": cmd_resume, "ls": cmd_ls, "status": cmd_status,
-    "logs": cmd_logs, "report": cmd_report, "metrics": cmd_metrics, "cancel": cmd_cancel,
+    "logs": cmd_logs, "report": cmd_report, "round": cmd_round, "metrics": cmd_metrics, "cancel": cmd_cancel,
     "generate": cmd_generate, "export": cmd_export, "rank": cmd_rank,
     "prefs": cmd_prefs, "arena": cmd_arena, "score": cmd_score,
 }
