@@ -206,6 +206,8 @@ _KEY_METRICS = (
     "rank/judgements",                                      # rank
     "eval/accuracy", "eval/accuracy_people",                # reward
     "score/mean", "score/agreement_people",                 # score
+    "eval/logp_margin",                                     # dpo
+    "ppo/rm_score", "ppo/kl",                               # ppo, rloo, grpo
 )
 
 

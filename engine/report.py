@@ -39,8 +39,11 @@ HEADLINES: dict[str, tuple[tuple[str, str, str], ...]] = {
             ("accuracy", "eval/rewards/accuracies", "last")),
     "ppo": (("reward-model score", "ppo/rm_score", "first_last"), ("KL to SFT", "ppo/kl", "last"),
             ("judge score", "eval/judge_score", "first_last"), ("answers that ended", "ppo/ended_fraction", "last")),
-    "rloo": (("reward", "train/reward", "first_last"), ("judge score", "eval/judge_score", "first_last")),
-    "grpo": (("reward", "train/reward", "first_last"), ("judge score", "eval/judge_score", "first_last")),
+    # RLOO and GRPO log their reward-model score and KL under PPO's names, so the rows compare.
+    "rloo": (("reward-model score", "ppo/rm_score", "first_last"), ("KL to SFT", "ppo/kl", "last"),
+             ("judge score", "eval/judge_score", "first_last")),
+    "grpo": (("reward-model score", "ppo/rm_score", "first_last"), ("KL to SFT", "ppo/kl", "last"),
+             ("judge score", "eval/judge_score", "first_last")),
 }
 
 
