@@ -186,6 +186,11 @@ class RlhfApp(App[None]):
 
         self.push_screen(RunScreen(run_id, tab=tab))
 
+    def open_report(self, run_id: int) -> None:
+        from .screens.report import ReportScreen
+
+        self.push_screen(ReportScreen(run_id))
+
     def compare(self, run_ids: Sequence[int]) -> None:
         from .screens.compare import CompareScreen
 
@@ -389,6 +394,8 @@ class RunCommands(Provider):
             label = f"#{row.id} {printable(row.name)}"
             commands.append((f"Open run {label}", f"{row.status.value}", lambda r=row.id: app.open_run(r)))
             commands.append((f"Log of run {label}", "its log, following", lambda r=row.id: app.open_run(r, tab="log")))
+            commands.append((f"Report of run {label}", "key numbers per stage, win rates, arena",
+                             lambda r=row.id: app.open_report(r)))
             if row.status.is_active:
                 commands.append((f"Cancel run {label}", "asks first", lambda r=row: app.cancel_run(r.id, r.name)))
             if row.status.value == "succeeded":

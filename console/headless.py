@@ -238,7 +238,14 @@ def series_json(series: Sequence[Series]) -> list[dict[str, Any]]:
 def print_report(report: Any, console: Console) -> None:
     """A run's report (engine.report.Report): each stage's key numbers, the win
     rates against SFT and the arena leaderboard."""
-    console.print(Text(f"report of run {report.run_id} '{report.run_name}': {report.status}", style="bold"))
+    for renderable in report_renderables(report):
+        console.print(renderable)
+
+
+def report_renderables(report: Any) -> list[Any]:
+    """The report as Rich renderables, for the terminal and the console's report screen alike."""
+    shown: list[Any] = [Text(f"report of run {report.run_id} '{printable(report.run_name)}': {report.status}",
+                             style="bold")]
     table = Table(box=None, header_style="bold")
     for column in ("STAGE", "KIND", "FIGURE", "BEFORE", "AFTER"):
         table.add_column(column)
@@ -248,7 +255,7 @@ def print_report(report: Any, console: Console) -> None:
         for index, figure in enumerate(stage.figures):
             table.add_row(Text(stage.stage) if index == 0 else "", stage.kind if index == 0 else "", figure.label,
                           "" if figure.first is None else f"{figure.first:.4g}", f"{figure.last:.4g}")
-    console.print(table)
+    shown.append(table)
     if report.win_rates:
         rates = Table(box=None, header_style="bold", title="win rate against the baseline (ties count half)",
                       title_justify="left")
@@ -257,7 +264,7 @@ def print_report(report: Any, console: Console) -> None:
         for rate in report.win_rates:
             rates.add_row(Text(rate.policy), Text(rate.baseline), rate.annotators,
                           "-" if rate.rate is None else f"{rate.rate:.0%}", f"{rate.wins}/{rate.ties}/{rate.losses}")
-        console.print(rates)
+        shown.append(rates)
     if report.leaderboard:
         board = Table(box=None, header_style="bold", title="arena (Bradley-Terry, 95% interval)",
                       title_justify="left")
@@ -267,6 +274,6 @@ def print_report(report: Any, console: Console) -> None:
             interval = "-" if r.ci_low is None or r.ci_high is None else f"{r.ci_low:.0f} to {r.ci_high:.0f}"
             board.add_row(str(r.rank), Text(printable(r.player)), f"{r.rating:.0f}", interval, str(r.games),
                           f"{r.win_rate:.0%}")
-        console.print(board)
-    for note in report.notes:
-        console.print(Text(note, style="dim"))
+        shown.append(board)
+    shown.extend(Text(note, style="dim") for note in report.notes)
+    return shown

@@ -53,6 +53,7 @@ class RunScreen(LiveScreen):
         Binding("l", "log_scale", "Log scale", tooltip="chart: log scale on/off"),
         Binding("s", "smoothing", "Smooth", tooltip="chart: smoothing (EMA) off, 0.6, 0.9, 0.99"),
         Binding("w", "wall_time", "Step/time", tooltip="chart: x axis by step or by wall time"),
+        Binding("R", "report", "Report", tooltip="the run's report: key numbers per stage, win rates, arena"),
         Binding("p", "playground", "Playground", show=False,
                 tooltip="playground with this run's checkpoint (on the checkpoints tab: the one selected)"),
         Binding("right_square_bracket", "next_tab", "Next tab", show=False),
@@ -231,6 +232,11 @@ class RunScreen(LiveScreen):
 
     def action_playground(self) -> None:
         self.rlhf.open_playground(checkpoint=self._playground_checkpoint())
+
+    def action_report(self) -> None:
+        from .report import ReportScreen
+
+        self.app.push_screen(ReportScreen(self.run_id))
 
     def _playground_checkpoint(self) -> str | None:
         """The checkpoint under the cursor on the checkpoints tab, else the
