@@ -17,7 +17,10 @@ real pipeline (README: "Bring your own model and data").
 
 from __future__ import annotations
 
+import json
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from engine import PipelineSpec, parse_spec
 
@@ -117,10 +120,38 @@ judge = "demo"
 _JUDGE_LINE = 'from = "sample"\njudge = "demo"\n'
 
 
-def demo_spec(*, people_rank: bool = False) -> PipelineSpec:
+#: `rlhf demo --quick` (and the end-to-end test): the same loop with fewer steps, about a third of the time
+QUICK = {
+    "pretrain": {"max_steps": 150},
+    "sft": {"max_steps": 250, "sample_every": 125},
+    "sample": {"max_prompts": 64},
+    "reward": {"max_steps": 80},
+    "ppo": {"updates": 10},
+    "dpo": {"max_steps": 60},
+    "arena_answers": {"max_prompts": 40},
+}
+
+
+def demo_spec(*, people_rank: bool = False, quick: bool = False) -> PipelineSpec:
     """The demo pipeline; with `people_rank` its rank stage waits for people
-    (the console then opens the rank screen, and `J` hands the rest to the judge)."""
+    (the console then opens the rank screen, and `J` hands the rest to the judge);
+    `quick` shortens every stage (QUICK)."""
     text = DEMO_SPEC
     if people_rank:
         text = text.replace(_JUDGE_LINE, 'from = "sample"\n', 1)
+    if quick:
+        text = _with_settings(text, QUICK, name="demo-quick")
     return parse_spec(text, source="builtin:demo", base_dir=Path.cwd())
+
+
+def _with_settings(text: str, settings: dict[str, dict[str, Any]], *, name: str) -> str:
+    """The spec with some stage settings replaced (comments are not kept)."""
+    document = tomllib.loads(text)
+    document["name"] = name
+    for stage, values in settings.items():
+        document["stages"][stage].update(values)
+    lines = [f"{key} = {json.dumps(value)}" for key, value in document.items() if key != "stages"]
+    for stage, table in document["stages"].items():
+        lines.append(f"\n[stages.{stage}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in table.items())
+    return "\n".join(lines) + "\n"
