@@ -115,11 +115,19 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[RewardT
     # model loads. Whole prompts are held out: held-out accuracy is measured
     # on questions the reward model never saw.
     data = load_preference_data(ctx, spec)
-    train_pairs, held_out = _pairs(data.train, data), _pairs(data.eval, data) if data.eval else None
+    # Two identical responses state no preference (a ranking of K orders
+    # duplicates by chance): no gradient to learn from, no order to measure.
+    train_examples, eval_examples = _distinct(data.train), _distinct(data.eval)
+    identical = len(data.train) + len(data.eval) - len(train_examples) - len(eval_examples)
+    if not train_examples:
+        raise StageFailed("every training pair compares a response with an identical one: nothing to learn")
+    train_pairs = _pairs(train_examples, data)
+    held_out = _pairs(eval_examples, data) if eval_examples else None
     ctx.log(
         f"pairs: {data.summary['pairs']} on {data.summary['prompts']} prompts "
-        f"({_annotators(data)}): {len(data.train)} to train on, {len(data.eval)} held out"
+        f"({_annotators(data)}): {len(train_examples)} to train on, {len(eval_examples)} held out"
         + (" (with margins)" if data.uses_margins else "")
+        + (f"; {identical} of two identical responses left out" if identical else "")
     )
     if held_out is None:
         ctx.log("no held-out pairs (eval_fraction = 0, or a single prompt): no eval metrics", level="warning")
@@ -215,7 +223,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[RewardT
             "tokenizer": describe_tokenizer(tokenizer, tokenizer_source),
             "data": {**data.summary, "train_pairs": len(trainer.train_dataset),
                      "eval_pairs": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
-                     "dropped_for_length": dropped, "margins": data.uses_margins},
+                     "dropped_for_length": dropped, "identical_pairs_dropped": identical,
+                     "margins": data.uses_margins},
         },
         device=hardware.describe(),
     )
@@ -232,6 +241,10 @@ def _pairs(examples: Sequence[PreferenceExample], data: PreferenceData) -> datas
         pairs = pairs.add_column("margin", [0.0] * len(pairs))
     pairs = pairs.add_column("group", [e.pair.group for e in examples])
     return pairs.add_column("annotator", [e.annotator for e in examples])
+
+
+def _distinct(examples: Sequence[PreferenceExample]) -> list[PreferenceExample]:
+    return [e for e in examples if e.pair.chosen != e.pair.rejected]
 
 
 def _annotators(data: PreferenceData) -> str:

@@ -173,6 +173,26 @@ def test_lora_trains_adapters_and_head_and_saves_a_merged_folder(make_context, w
     assert adapter["task_type"] == "SEQ_CLS" and "score" in adapter["modules_to_save"]
 
 
+
+def test_pairs_of_identical_responses_are_left_out(make_context, workspace) -> None:
+    """A ranking that holds the same answer twice orders the two by chance."""
+    store = workspace.store
+    tasks = generate_tasks(8, seed=3, split="train", repeat=False)
+    ids = store.add_prompts([{"text": t.prompt} for t in tasks])
+    batch = store.create_sample_batch(name="twice", settings={}, sources=["m"])
+    store.add_samples([{"prompt_id": pid, "batch_id": batch.id, "response": r}
+                       for pid, t in zip(ids, tasks) for r in (t.reference, t.reference, "no idea")])
+    store.feedback.items_from_batch(batch_id=batch.id)
+    while (item := store.feedback.next_item(batch_id=batch.id, annotator="judge:demo")) is not None:
+        store.feedback.judge(item_id=item.id, annotator="judge:demo", outcome="ranking", shown=item.shown,
+                             ranking=sorted(item.shown))
+    spec = RewardSpec(from_="builtin:llama-1m", batches=["twice"], eval_fraction=0.25, max_steps=1)
+    ctx = make_context(spec)
+    trainer, _ = reward.build_trainer(ctx, reward.runtime.choose_runtime("cpu"))
+    # 3 pairs a prompt, one of them the answer against itself: 6 prompts train, 2 held out.
+    assert (len(trainer.train_dataset), len(trainer.eval_dataset)) == (12, 4)
+    assert workspace.store.get_stage(stage_id=ctx.stage_id).config["data"]["identical_pairs_dropped"] == 8
+
 class StopAfter(StageContext):
     """A context whose cancel arrives once the stage reports a given step."""
 
