@@ -116,10 +116,12 @@ def build_report(store: Store, run_id: int, *, baseline_kind: str = "sft") -> Re
     figures = tuple(_stage_figures(stage, summaries) for stage in stages)
 
     names = _checkpoint_names(stages)
+    # The stages as submitted (a stage's own config is replaced by what it resolved when it ran).
+    specs = run.spec.get("stages", {})
     arena_batches = [
         str(b.id) for b in store.list_sample_batches(run_id=run_id)
-        if any(s.kind == "rank" and s.config.get("pairwise") and _ranks_batch(s, b.stage_id, stages)
-               for s in stages)
+        if any(s.kind == "rank" and specs.get(s.name, s.config).get("pairwise")
+               and _ranks_batch(specs.get(s.name, s.config), b.stage_id, stages) for s in stages)
     ]
     win_rates: list[WinRate] = []
     board: list[Rating] = []
@@ -157,9 +159,9 @@ def _stage_figures(stage: StageRead, summaries: Iterable[MetricSummary]) -> Stag
     return StageFigures(stage=stage.name, kind=stage.kind, status=stage.status.value, figures=tuple(shown))
 
 
-def _ranks_batch(rank_stage: StageRead, batch_stage_id: int | None, stages: list[StageRead]) -> bool:
+def _ranks_batch(rank_spec: dict[str, Any], batch_stage_id: int | None, stages: list[StageRead]) -> bool:
     """Whether a rank stage's `from` is the stage that wrote the batch."""
-    source = str(rank_stage.config.get("from") or "").removeprefix("stage:")
+    source = str(rank_spec.get("from") or "").removeprefix("stage:")
     return any(s.id == batch_stage_id and s.name == source for s in stages)
 
 

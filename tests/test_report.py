@@ -12,10 +12,12 @@ def arena_run(store: Store, tmp_path: Path) -> int:
     stages = [("sft", "sft", {}), ("ppo", "ppo", {}), ("arena", "sample", {}),
               ("judge", "rank", {"from": "stage:arena", "pairwise": True})]
     run = store.create_run(
-        name="demo", spec_text="", spec={}, spec_path=None,
+        name="demo", spec_text="", spec={"stages": {n: {"kind": k, **c} for n, k, c in stages}}, spec_path=None,
         stages=[NewStage(name=n, kind=k, position=i, parent=None, config=c) for i, (n, k, c) in enumerate(stages)],
     )
     by_name = {s.name: s for s in store.list_stages(run_id=run.id)}
+    # A rank stage that ran has replaced its config with what it resolved (as engine/stages/rank.py does).
+    store.update_stage(by_name["judge"].id, config={"batch_id": 1, "items": 4, "judge": "demo"})
     for name in ("sft", "ppo"):
         store.update_stage(by_name[name].id, output_path=str(tmp_path / name / "final"))
     store.add_metrics([
