@@ -24,7 +24,7 @@ the accuracy of the final folder on candidates built the same way for
 prompts of the demo task's held-out split, which neither the SFT nor the
 reward model saw.
 
-    .venv/bin/python bench/bench_reward.py [--prompts 600 --sft-steps 400 --steps 300]
+    .venv/bin/python bench/bench_reward.py [--prompts 600 --sft-steps 400 --steps 600]
 """
 
 from __future__ import annotations
@@ -177,9 +177,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=600, help="train-split prompts to rank (at most 933)")
     parser.add_argument("--sft-steps", type=int, default=400)
-    parser.add_argument("--steps", type=int, default=300, help="reward stage steps")
+    parser.add_argument("--steps", type=int, default=600, help="reward stage steps")
     parser.add_argument("--batch-size", type=int, default=16, help="reward stage pairs per step")
-    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--eval-fraction", type=float, default=0.1)
     parser.add_argument("--unseen", type=int, default=200, help="held-out-split prompts for the final check")
     parser.add_argument("--seed", type=int, default=0)

@@ -647,9 +647,9 @@ class RewardSpec(PreferenceDataSpec):
         description="micro-batches per optimizer step (effective batch = batch_size x this x processes)",
     )
     learning_rate: float = Field(
-        3e-4, gt=0,
-        description="peak learning rate of AdamW; suits the tiny built-in models: "
-        "use ~1e-5 (every weight) or ~1e-4 (LoRA) for models of 100M+ parameters",
+        1e-4, gt=0,
+        description="peak learning rate of AdamW; suits the tiny built-in models (higher ones forget what SFT "
+        "taught, measured on the demo task): use ~1e-5 (every weight) or ~1e-4 (LoRA) for models of 100M+ parameters",
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     warmup_steps: int = Field(10, ge=0, description="steps of linear warm-up from 0 to learning_rate")
