@@ -269,6 +269,28 @@ def test_held_out_figures_count_every_pair_once() -> None:
     assert (metrics["min_reward"], metrics["max_reward"]) == (-1.0, 3.0)
     assert "accuracy_people" not in reward.held_out_metrics([1.0], [0.0], ["judge:demo"])
 
+
+def test_specs_say_what_is_missing_or_wrong(tmp_path: Path) -> None:
+    from engine.errors import SpecError
+    from engine.spec.pipeline import parse_spec
+
+    def problems(tables: str) -> str:
+        text = '[stages.sample]\nkind = "sample"\nfrom = "builtin:llama-1m"\n' + tables
+        with pytest.raises(SpecError) as error:
+            parse_spec(text, source="t.toml", base_dir=tmp_path)
+        return str(error.value)
+
+    assert "stage 'reward', field 'from': missing; this field is required" in problems(
+        '[stages.reward]\nkind = "reward"\nbatches = ["b"]\n')
+    assert "`preferences`" in problems('[stages.reward]\nkind = "reward"\nfrom = "builtin:llama-1m"\n')
+    assert "not a built-in preset" in problems(
+        '[stages.score]\nkind = "score"\nfrom = "builtin:llama-1m"\nbatch = "b"\n')
+    assert "one of them" in problems('[stages.score]\nkind = "score"\nfrom = "hub:org/rm"\n')
+    spec = parse_spec('[stages.sample]\nkind = "sample"\nfrom = "builtin:llama-1m"\n'
+                      '[stages.score]\nkind = "score"\nfrom = "hub:org/rm"\nsamples = "sample"\n',
+                      source="t.toml", base_dir=tmp_path)
+    assert spec.stages["score"].samples == "stage:sample"
+
 # --- the score stage --------------------------------------------------------------
 
 
