@@ -9,6 +9,7 @@ only when the database is not already at the newest revision.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -23,10 +24,37 @@ BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
+def _enable_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch the file to WAL mode (persistent, so usually already done).
+
+    The switch needs an exclusive lock, and SQLite can answer it with
+    SQLITE_BUSY at once, without calling the busy handler, while another
+    process is creating or recovering the same fresh database. So we retry
+    until the busy timeout is spent instead of failing the first opener that
+    loses the race.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def _set_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    _enable_wal(cursor)
     # NORMAL is durable across process crashes in WAL mode (only a power loss
     # can drop the last transactions), and much faster than FULL.
     cursor.execute("PRAGMA synchronous = NORMAL")
