@@ -16,10 +16,12 @@ responses get, count as not agreeing).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from store import Store
+from store.feedback import RankingEntry, ranking_tiers
 
 from .feedback.from_store import is_person
 
@@ -81,15 +83,18 @@ def batch_scores(store: Store, *, batch_id: int, scorer: str) -> BatchScores:
     )
 
 
-def agreement(ranking: list[int], scores: dict[int, float]) -> Agreement:
-    """The preferences a ranking (sample ids, best first) states, and how many
-    the scores order the same way; responses without a score are left out."""
-    ranked = [sample_id for sample_id in ranking if sample_id in scores]
+def agreement(ranking: Sequence[RankingEntry], scores: dict[int, float]) -> Agreement:
+    """The preferences a stored ranking (sample ids best first, ties as lists)
+    states, and how many the scores order the same way. Tied responses state
+    no preference; responses without a score are left out."""
+    tiers = [[s for s in tier if s in scores] for tier in ranking_tiers(ranking)]
     agreed = pairs = 0
-    for position, better in enumerate(ranked):
-        for worse in ranked[position + 1:]:
-            pairs += 1
-            agreed += scores[better] > scores[worse]
+    for position, better_tier in enumerate(tiers):
+        for worse_tier in tiers[position + 1:]:
+            for better in better_tier:
+                for worse in worse_tier:
+                    pairs += 1
+                    agreed += scores[better] > scores[worse]
     return Agreement(agreed, pairs)
 
 

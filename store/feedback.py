@@ -114,7 +114,7 @@ class LiveJudgement:
     prompt_id: int
     prompt: str
     shown: list[int]
-    ranking: list[int]
+    ranking: list[RankingEntry]  # best first; a list inside is a tie (ranking_tiers)
     responses: dict[int, Response]  # by sample id
     comment: str | None
     flags: list[str]
@@ -151,8 +151,24 @@ class ImportedItem:
     responses: tuple[ImportedResponse, ...]
     outcome: str
     annotator: str
-    ranking: tuple[int, ...] = ()
+    ranking: tuple[int | tuple[int, ...], ...] = ()  # indices; a tuple inside is a tie
     prompt_meta: dict[str, Any] = field(default_factory=dict)
+
+
+#: A stored ranking, best first: a sample id per place, or a list of the
+#: sample ids tied for that place (a judge that scores two responses the same
+#: must not invent an order between them). The JSON of the files we export.
+RankingEntry = int | list[int]
+
+
+def ranking_tiers(ranking: Sequence[RankingEntry]) -> list[list[int]]:
+    """A stored ranking as tiers, best first; a tier of several is a tie."""
+    return [list(entry) if isinstance(entry, (list, tuple)) else [entry] for entry in ranking]
+
+
+def ranking_members(ranking: Sequence[RankingEntry]) -> list[int]:
+    """Every sample id a stored ranking places, best first (ties in their order)."""
+    return [sample_id for tier in ranking_tiers(ranking) for sample_id in tier]
 
 
 def text_hash(text: str) -> str:
@@ -345,7 +361,10 @@ class Feedback:
                 )).inserted_primary_key[0]
                 connection.execute(insert(_judgement).values(
                     item_id=item_id, batch_id=batch_id, annotator=item.annotator, outcome=outcome.value,
-                    shown=sample_ids, ranking=[sample_ids[i] for i in item.ranking], comment=None, flags=[],
+                    shown=sample_ids, ranking=[
+                        [sample_ids[i] for i in entry] if isinstance(entry, tuple) else sample_ids[entry]
+                        for entry in item.ranking
+                    ], comment=None, flags=[],
                     seconds=None, supersedes=None, created_at=now,
                 ))
         return int(batch_id)
@@ -371,7 +390,7 @@ class Feedback:
         annotator: str,
         outcome: JudgementOutcome | str,
         shown: Sequence[int],
-        ranking: Sequence[int] = (),
+        ranking: Sequence[RankingEntry] = (),
         comment: str | None = None,
         flags: Sequence[str] = (),
         seconds: float | None = None,
@@ -380,7 +399,8 @@ class Feedback:
         judgement of the item, if any. Durable when this returns.
 
         For a pair, `ranking` is derived from the outcome when not given; for
-        `ranking` outcomes it must order all of the item's responses, best first."""
+        `ranking` outcomes it must order all of the item's responses, best first
+        (a list of sample ids inside it is a tie)."""
         outcome = JudgementOutcome(outcome)
         if outcome is JudgementOutcome.UNDONE:
             raise FeedbackError("use undo() to withdraw a judgement")
@@ -389,8 +409,9 @@ class Feedback:
             if sorted(shown) != sorted(item.sample_ids):
                 raise FeedbackError(f"item {item_id}: shown responses {list(shown)} are not the item's "
                                     f"{item.sample_ids}")
-            ranking = list(ranking) or _ranking_from(outcome, list(shown))
-            if outcome is JudgementOutcome.RANKING and sorted(ranking) != sorted(item.sample_ids):
+            ranking = [list(e) if isinstance(e, (list, tuple)) else e for e in ranking] \
+                or _ranking_from(outcome, list(shown))
+            if outcome is JudgementOutcome.RANKING and sorted(ranking_members(ranking)) != sorted(item.sample_ids):
                 raise FeedbackError(f"item {item_id}: a ranking must order all of {item.sample_ids}, "
                                     f"got {ranking}")
             if outcome in (JudgementOutcome.A_BETTER, JudgementOutcome.B_BETTER) and len(shown) != 2:
@@ -594,7 +615,7 @@ class Feedback:
         annotator: str,
         outcome: JudgementOutcome,
         shown: list[int],
-        ranking: list[int],
+        ranking: list[RankingEntry],
         comment: str | None,
         flags: list[str],
         seconds: float | None,

@@ -364,7 +364,8 @@ class JudgementBase(SQLModel):
     annotator: str = Field(index=True)  # a person's name, or judge:NAME, or import:FILE
     outcome: str  # a JudgementOutcome value
     shown: list[int] = Field(sa_column=Column(JSON, nullable=False))  # sample ids as shown, A first
-    ranking: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # best first
+    # Best first: a sample id per place, or a list of ids tied for it (store.feedback.ranking_tiers).
+    ranking: list[int | list[int]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     comment: str | None = Field(default=None, sa_column=Column(Text))
     flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     seconds: float | None = None  # time from showing the item to the judgement

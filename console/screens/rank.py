@@ -54,6 +54,7 @@ from store import (
     Store,
     StoreError,
 )
+from store.feedback import ranking_members
 
 from ..literal import printable
 from ..widgets.prompt_panel import PromptPanel
@@ -130,7 +131,7 @@ def outcome_words(item: ItemView, judgement: JudgementRead) -> Text:
     """'A better', 'tie', or for a ranking the order in the labels shown: '3 > 1 > 4 > 2'."""
     outcome = JudgementOutcome(judgement.outcome)
     if outcome is JudgementOutcome.RANKING:
-        draft = RankingDraft(len(item.shown), [item.shown.index(s) for s in judgement.ranking])
+        draft = RankingDraft(len(item.shown), [item.shown.index(s) for s in ranking_members(judgement.ranking)])
         return order_text(draft)
     words = OUTCOME_WORDS.get(outcome, outcome.value)
     if len(item.shown) > 2 and outcome in (JudgementOutcome.TIE, JudgementOutcome.BOTH_BAD):
@@ -441,8 +442,8 @@ class RankScreen(Screen[None]):
         if mine is None or not mine.ranking or mine.outcome == JudgementOutcome.SKIPPED:
             return {}
         if self.draft is None:  # a pair: only the better one is marked
-            return {item.shown.index(mine.ranking[0]): 1}
-        return {item.shown.index(sample): place for place, sample in enumerate(mine.ranking, 1)}
+            return {item.shown.index(ranking_members(mine.ranking)[0]): 1}
+        return {item.shown.index(sample): place for place, sample in enumerate(ranking_members(mine.ranking), 1)}
 
     def _show_bar(self) -> None:
         item = self.item

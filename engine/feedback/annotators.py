@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from store import Feedback, ItemView, JudgementOutcome
+from store.feedback import RankingEntry
 
 from ..errors import UserInputError
 
@@ -69,8 +70,12 @@ def load_judge(name: str) -> Judge:
     return Judge(name, function)
 
 
-def verdict(judge: Judge, item: ItemView) -> tuple[JudgementOutcome, list[int]]:
-    """The judge's outcome for an item and its ranking (sample ids, best first)."""
+def verdict(judge: Judge, item: ItemView) -> tuple[JudgementOutcome, list[RankingEntry]]:
+    """The judge's outcome for an item and its ranking (sample ids, best first).
+
+    Responses the judge scores the same share a place (a list of their ids):
+    ordering them anyway would state preferences the judge does not have,
+    and a reward model trained on those pairs learns noise."""
     texts = [r.text for r in item.responses]
     scores = [float(s) for s in judge.score(item.prompt, texts)]
     if len(scores) != len(texts) or not all(math.isfinite(s) for s in scores):
@@ -78,10 +83,12 @@ def verdict(judge: Judge, item: ItemView) -> tuple[JudgementOutcome, list[int]]:
             f"judge {judge.name!r} returned {scores!r} for {len(texts)} responses: "
             "expected one finite score per response"
         )
-    # Stable: equal scores keep the shown order.
-    best_first = [item.responses[i].sample_id for i in sorted(range(len(texts)), key=lambda i: -scores[i])]
     if len(texts) > 2:
-        return JudgementOutcome.RANKING, best_first
+        by_score: dict[float, list[int]] = {}
+        for index in sorted(range(len(texts)), key=lambda i: -scores[i]):  # stable: ties keep the shown order
+            by_score.setdefault(scores[index], []).append(item.responses[index].sample_id)
+        return JudgementOutcome.RANKING, [tier[0] if len(tier) == 1 else tier for tier in by_score.values()]
+    best_first = [item.responses[i].sample_id for i in sorted(range(len(texts)), key=lambda i: -scores[i])]
     if judge.bad_at_or_below is not None and max(scores) <= judge.bad_at_or_below:
         return JudgementOutcome.BOTH_BAD, []
     if scores[0] == scores[1]:

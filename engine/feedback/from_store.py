@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Literal
 
 from store import LiveJudgement, NotFound, Store
+from store.feedback import ranking_tiers
 
 from ..errors import UserInputError
 from .records import Judgement, Response
@@ -52,7 +53,7 @@ def to_record(live: LiveJudgement) -> Judgement:
     ranking = None
     if live.outcome == "ranking":
         place = {sid: index for index, sid in enumerate(live.shown)}
-        ranking = [place[sid] for sid in live.ranking]
+        ranking = [[place[sid] for sid in tier] for tier in ranking_tiers(live.ranking)]
     return Judgement(
         prompt_key=str(live.prompt_id), prompt=live.prompt, responses=responses, outcome=live.outcome,  # type: ignore[arg-type]
         ranking=ranking, annotator=live.annotator, id=str(live.id),

@@ -52,12 +52,7 @@ def imported_items(result: ImportResult, *, default_annotator: str) -> list[Impo
     ]
     for judgement in result.judgements:
         if judgement.outcome == "ranking":
-            if any(len(tier) > 1 for tier in judgement.ranking or ()):
-                raise UserInputError(
-                    f"{result.path}: judgement {judgement.id or ''} ranks some responses as tied; "
-                    "the store keeps strict rankings (split the tie into a tie judgement per pair)"
-                )
-            ranking = tuple(tier[0] for tier in judgement.ranking or ())
+            ranking = tuple(tier[0] if len(tier) == 1 else tuple(tier) for tier in judgement.ranking or ())
         else:
             ranking = {"a_better": (0, 1), "b_better": (1, 0)}.get(judgement.outcome, ())
         items.append(ImportedItem(

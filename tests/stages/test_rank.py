@@ -129,3 +129,29 @@ def test_store_judgements_become_records_in_shown_order(engine: Engine) -> None:
         assert [record.responses[tier[0]].id for tier in record.ranking] == [str(s) for s in live.ranking]
     assert len(preference_pairs(records)) == 6  # C(3,2) per prompt
     assert selected_judgements(engine.store, Selection(annotators="judges")) == []
+
+
+def test_responses_the_judge_scores_alike_share_a_place_and_state_no_preference(engine: Engine) -> None:
+    """Two different wrong answers score the same: the judge ranks them as a
+    tie, so the ranking yields the 2 pairs it means, not C(3,2) = 3 with one
+    invented; the reward-model agreement counts those 2 too."""
+    from engine.feedback.annotators import auto_rank
+    from engine.feedback.from_store import Selection, selected_judgements
+    from engine.feedback.pairs import preference_pairs
+    from engine.scoring import agreement
+    from store.feedback import ranking_tiers
+
+    batch = demo_batch(engine.store, prompts=2, k=3)  # the reference, "no idea 1", "no idea 2"
+    engine.store.feedback.items_from_batch(batch_id=batch)
+    assert auto_rank(engine.store.feedback, batch_id=batch, judge=load_judge("demo")) == 2
+
+    for live in engine.store.feedback.live_judgements(batch_ids=[batch]):
+        tiers = ranking_tiers(live.ranking)
+        assert [len(tier) for tier in tiers] == [1, 2]
+        assert live.responses[tiers[0][0]].checkpoint == "good"
+        scores = {sid: (1.0 if live.responses[sid].checkpoint == "good" else 0.0) for sid in live.shown}
+        assert (agreement(live.ranking, scores).agreed, agreement(live.ranking, scores).pairs) == (2, 2)
+    records = selected_judgements(engine.store, Selection(batches=(str(batch),), annotators="judges"))
+    pairs = preference_pairs(records)
+    assert len(pairs) == 4 and all(judge_score(p.prompt, p.chosen) == 1.0 for p in pairs)
+    assert len(preference_pairs(records, ties="margin")) == 4 + 2 * 2  # each tie both ways, margin 0
