@@ -13,7 +13,10 @@ and then, from the store, side by side on the same held-out demo prompts
   printed too, as a check) against the DPO model (its answers after the last step);
 - the held-out log-prob margin, mean over the pairs of the prompts the dpo
   stage held out of training of log p(chosen) - log p(rejected): at step 0
-  (the SFT model) and after the last step.
+  (the SFT model) and after the last step;
+- the judge's mean score of sampled answers (`--sampled N` per held-out
+  prompt and model, temperature 1: the distribution DPO was trained on),
+  from a second `rlhf run` in which both models answer in one sample stage.
 
 `--reuse RUN` skips pretrain, SFT, sampling and ranking: the dpo stage starts
 from that earlier run's SFT model and learns from its ranked batch (same
@@ -23,7 +26,7 @@ temperature or prompt count).
 
     .venv/bin/python bench/bench_dpo.py [--workspace DIR] [--pretrain-steps 300 --sft-steps 400]
         [--prompts 512 --k 4 --temperature 1.0] [--beta 0.1 --learning-rate 5e-5 --dpo-steps 200]
-        [--reuse RUN [--resample]]
+        [--reuse RUN [--resample]] [--sampled 4]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine import demo_task  # noqa: E402
 from store import Workspace, open_workspace  # noqa: E402
 
 #: all 200 held-out demo prompts, answered greedily by SFT and DPO alike
@@ -109,6 +113,7 @@ from = {source}
 annotators = "judges"
 beta = {options.beta}
 loss_type = "{options.loss_type}"
+sft_weight = {options.sft_weight}
 max_steps = {options.dpo_steps}
 batch_size = {options.batch_size}
 learning_rate = {options.learning_rate}
@@ -132,6 +137,34 @@ def reuse_spec(workspace: Workspace, run_id: int, options: argparse.Namespace) -
     manifest = json.loads((Path(stages["rank"].output_path or "") / "manifest.json").read_text())
     return 'name = "bench-dpo-reuse"\n\n' + dpo_table(
         options, source=sft_final, preferences=f'batches = ["{manifest["batch_id"]}"]')
+
+
+def sampled_comparison_spec(workspace: Workspace, run_id: int, samples: int) -> str:
+    """The SFT and DPO models each answer every held-out prompt `samples`
+    times at temperature 1 (one sample stage, the models sharing the responses)."""
+    stages = {s.name: s for s in workspace.store.list_stages(run_id=run_id)}
+    sft = stages["dpo"].config["model"]["source"].removeprefix("path:")
+    dpo = stages["dpo"].output_path
+    return f"""\
+name = "bench-dpo-sampled"
+
+[stages.compare]
+kind = "sample"
+from = [{json.dumps(sft)}, {json.dumps(dpo)}]
+prompts = "builtin:demo-prompts"
+responses_per_prompt = {2 * samples}
+temperature = 1.0
+max_new_tokens = 32
+"""
+
+
+def sampled_scores(workspace: Workspace, run_id: int) -> dict[str, float]:
+    """The judge's mean over each model's sampled answers, by model folder."""
+    stage = workspace.store.list_stages(run_id=run_id)[0]
+    scores: dict[str, list[float]] = {}
+    for sample in workspace.store.list_samples(stage_id=stage.id):
+        scores.setdefault(sample.checkpoint or "?", []).append(demo_task.judge_score(sample.prompt, sample.response))
+    return {model: sum(values) / len(values) for model, values in scores.items()}
 
 
 def rlhf_run(spec_text: str, workspace_dir: Path) -> tuple[int, float]:
@@ -195,9 +228,12 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo"])
+    parser.add_argument("--sft-weight", type=float, default=0.0, help="RPO: weight of the chosen responses' NLL")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--dpo-steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--sampled", type=int, default=4, metavar="N",
+                        help="then sample N answers per held-out prompt from SFT and from DPO (0: skip)")
     options = parser.parse_args()
     if options.reuse is not None and options.workspace is None:
         parser.error("--reuse needs the --workspace of that run")
@@ -214,10 +250,23 @@ def main() -> None:
             workspace.close()
         run_id, seconds = rlhf_run(spec, workspace_dir)
         print(f"run {run_id} in {workspace_dir}: {seconds:.0f} s "
-              f"(beta {options.beta}, {options.loss_type}, lr {options.learning_rate}, {options.dpo_steps} steps "
+              f"(beta {options.beta}, {options.loss_type}, sft_weight {options.sft_weight}, "
+              f"lr {options.learning_rate}, {options.dpo_steps} steps "
               f"of {options.batch_size} pairs)")
         workspace = open_workspace(workspace_dir)
         report(workspace, run_id)
+        if options.sampled:
+            spec = sampled_comparison_spec(workspace, run_id, options.sampled)
+            workspace.close()
+            compare_id, seconds = rlhf_run(spec, workspace_dir)
+            workspace = open_workspace(workspace_dir)
+            dpo = workspace.store.list_stages(run_id=run_id)[-1]
+            means = sampled_scores(workspace, compare_id)
+            sft_mean = next(v for k, v in means.items() if k != dpo.output_path)
+            dpo_mean = means[dpo.output_path or ""]
+            print(f"judge score of sampled answers (temperature 1, top_p 0.95, {options.sampled} per held-out prompt, "
+                  f"run {compare_id}, {seconds:.0f} s):  SFT {sft_mean:.3f}   DPO {dpo_mean:.3f}   "
+                  f"change {dpo_mean - sft_mean:+.3f}")
         workspace.close()
 
 

@@ -525,6 +525,11 @@ class DPOSpec(PreferenceDataSpec):
     loss_type: Literal["sigmoid", "ipo"] = Field(
         "sigmoid", description="sigmoid = the DPO paper's loss; ipo = IPO's squared loss, less prone to overfit",
     )
+    sft_weight: float = Field(
+        0.0, ge=0,
+        description="adds this times the chosen responses' mean token NLL to the loss (RPO): keeps them likely, "
+        "against DPO's habit of lowering chosen and rejected alike; 0 = plain DPO",
+    )
     # What is trained.
     lora: LoraSpec | None = Field(
         None,

@@ -189,7 +189,9 @@ def build_trainer(
     args = DPOConfig(
         **schedule,
         beta=spec.beta,
-        loss_type=[spec.loss_type],
+        # With sft_weight, TRL adds the chosen responses' NLL to the preference loss (RPO).
+        loss_type=[spec.loss_type, "sft"] if spec.sft_weight > 0 else [spec.loss_type],
+        loss_weights=[1.0, spec.sft_weight] if spec.sft_weight > 0 else None,
         max_length=spec.max_length,
         precompute_ref_log_probs=precompute,
         # TRL turns checkpointing on by default, which costs ~30% on tiny models.

@@ -243,3 +243,19 @@ def test_when_the_reference_is_scored_before_training(setting: str, steps: int, 
                    batch_size=8)
     hardware = Runtime(device="cpu", bf16=False, fp16=False, world_size=processes)
     assert dpo._precompute_reference(spec, 60, hardware) is expected
+
+
+def test_sft_weight_adds_the_chosen_answers_likelihood_to_the_loss(make_context, tmp_path) -> None:
+    """RPO: with sft_weight the trainer optimises DPO's loss plus that weight
+    times the chosen answers' NLL, and a few steps of it train."""
+    parent = save_tiny_model(tmp_path / "parent", train_steps=5)
+    pairs = separable_pairs(tmp_path / "pairs.jsonl", count=24)
+    ctx = make_context(small_spec(parent, pairs, sft_weight=0.5, max_steps=2, eval_every=100, sample_every=100,
+                                  eval_prompt_count=0))
+    trainer, _, _ = dpo.build_trainer(ctx, choose_runtime("cpu"))
+    assert trainer.loss_types == ["sigmoid", "sft"]
+    assert trainer.loss_weights == [1.0, 0.5]
+    assert trainer.train().global_step == 2
+
+    plain, _, _ = dpo.build_trainer(make_context(small_spec(parent, pairs, max_steps=2)), choose_runtime("cpu"))
+    assert plain.loss_types == ["sigmoid"]
