@@ -52,11 +52,11 @@ batch_size = 32
 learning_rate = 1e-3
 sample_every = 100
 
-[stages.sample]                  # 4 answers to each of 96 training prompts, to be ranked
+[stages.sample]                  # 4 answers to each of 256 training prompts, to be ranked
 kind = "sample"
 from = "sft"
 prompts = "builtin:demo-instructions"
-max_prompts = 96
+max_prompts = 256
 responses_per_prompt = 4
 temperature = 1.0
 max_new_tokens = 24
@@ -70,33 +70,34 @@ judge = "demo"
 kind = "reward"
 from = "sft"
 preferences = "rank"
-max_steps = 120
+max_steps = 200
 batch_size = 16
-learning_rate = 3e-4
-eval_every = 40
+learning_rate = 1e-4
+eval_every = 50
 
 [stages.ppo]                     # PPO against the reward model, with a KL leash to the SFT model
 kind = "ppo"
 from = "sft"
 reward_model = "reward"
 prompts = "builtin:demo-instructions"
-updates = 20
+updates = 40
 rollout_batch_size = 32
 minibatch_size = 16
 ppo_epochs = 2
-learning_rate = 5e-5
+learning_rate = 2e-5
 max_new_tokens = 24
-beta = 0.05
-sample_every = 5
+beta = 0.2                       # a short leash: the reward model is weak, and PPO exploits what it gets wrong
+sample_every = 10
 
 [stages.dpo]                     # DPO: the offline alternative, on the same rankings
 kind = "dpo"
 from = "sft"
 preferences = "rank"
 beta = 0.1
-max_steps = 100
+sft_weight = 1.0                 # RPO: keep the chosen answers likely (plain DPO lowers chosen and rejected alike)
+max_steps = 150
 batch_size = 16
-learning_rate = 1e-4
+learning_rate = 5e-5
 eval_every = 50
 sample_every = 50
 
@@ -104,7 +105,7 @@ sample_every = 50
 kind = "sample"
 from = ["sft", "ppo", "dpo"]
 prompts = "builtin:demo-prompts"
-max_prompts = 60
+max_prompts = 100
 responses_per_prompt = 3
 temperature = 0.3
 max_new_tokens = 24
@@ -126,7 +127,7 @@ QUICK = {
     "sft": {"max_steps": 250, "sample_every": 125},
     "sample": {"max_prompts": 64},
     "reward": {"max_steps": 80},
-    "ppo": {"updates": 10},
+    "ppo": {"updates": 16},
     "dpo": {"max_steps": 60},
     "arena_answers": {"max_prompts": 40},
 }
