@@ -22,6 +22,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 
+# Settings every trainer-backed stage shares, defined once so that they read
+# (and validate) the same everywhere; a stage gives each its own default.
+GradientAccumulationSteps = Annotated[int, Field(
+    ge=1, description="micro-batches per optimizer step (effective batch = batch_size x this x processes)",
+)]
+WeightDecay = Annotated[float, Field(ge=0, description="AdamW weight decay")]
+WarmupSteps = Annotated[int, Field(ge=0, description="steps of linear warm-up from 0 to learning_rate")]
+LrScheduler = Annotated[
+    Literal["cosine", "linear", "constant", "constant_with_warmup"],
+    Field(description="learning-rate schedule after warm-up"),
+]
+MaxGradNorm = Annotated[float, Field(gt=0, description="gradient clipping")]
+SaveEvery = Annotated[int, Field(ge=1, description="steps between resumable checkpoints")]
+KeepCheckpoints = Annotated[int, Field(ge=1, description="resumable checkpoints kept on disk")]
+LogEvery = Annotated[int, Field(ge=1, description="steps between logged train metrics")]
+ActivationCheckpointing = Annotated[Literal["auto", "on", "off"], Field(
+    description="recompute activations in the backward pass to save memory; "
+    "auto = on a GPU for models of 100M+ parameters, off on the CPU",
+)]
+
+
 class StageSpec(BaseModel):
     """Fields every stage kind has."""
 
@@ -76,23 +97,18 @@ class PretrainSpec(StageSpec):
     block_size: int = Field(128, ge=8, le=131072, description="tokens per packed training block")
     max_steps: int = Field(200, ge=1, description="optimizer steps")
     batch_size: int = Field(8, ge=1, description="blocks per step per process")
-    gradient_accumulation_steps: int = Field(
-        1, ge=1,
-        description="micro-batches per optimizer step (effective batch = batch_size x this x processes)",
-    )
+    gradient_accumulation_steps: GradientAccumulationSteps = 1
     learning_rate: float = Field(1e-3, gt=0, description="peak learning rate of AdamW, reached after warm-up")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
-    warmup_steps: int = Field(10, ge=0, description="steps of linear warm-up from 0 to learning_rate")
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
-        "cosine", description="learning-rate schedule after warm-up"
-    )
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    weight_decay: WeightDecay = 0.1
+    warmup_steps: WarmupSteps = 10
+    lr_scheduler: LrScheduler = "cosine"
+    max_grad_norm: MaxGradNorm = 1.0
     eval_fraction: float = Field(0.05, gt=0, lt=1, description="share of documents held out for eval")
     eval_every: int = Field(50, ge=1, description="steps between held-out evaluations")
     eval_batches: int = Field(16, ge=1, description="batches per evaluation (caps its cost)")
-    save_every: int = Field(100, ge=1, description="steps between resumable checkpoints")
-    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
-    log_every: int = Field(1, ge=1, description="steps between logged train metrics")
+    save_every: SaveEvery = 100
+    keep_checkpoints: KeepCheckpoints = 2
+    log_every: LogEvery = 1
 
 
 class SampleSpec(StageSpec):
@@ -308,30 +324,25 @@ class SFTSpec(StageSpec):
     # Schedule.
     max_steps: int = Field(400, ge=1, description="optimizer steps")
     batch_size: int = Field(32, ge=1, description="examples per step per process")
-    gradient_accumulation_steps: int = Field(
-        1, ge=1,
-        description="micro-batches per optimizer step (effective batch = batch_size x this x processes)",
-    )
+    gradient_accumulation_steps: GradientAccumulationSteps = 1
     learning_rate: float = Field(
         1e-3, gt=0,
         description="peak learning rate of AdamW; suits the tiny built-in models: "
         "use ~2e-5 (every weight) or ~2e-4 (LoRA) for models of 100M+ parameters",
     )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    warmup_steps: int = Field(10, ge=0, description="steps of linear warm-up from 0 to learning_rate")
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
-        "cosine", description="learning-rate schedule after warm-up"
-    )
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    weight_decay: WeightDecay = 0.0
+    warmup_steps: WarmupSteps = 10
+    lr_scheduler: LrScheduler = "cosine"
+    max_grad_norm: MaxGradNorm = 1.0
     # Held-out loss and checkpoints.
     eval_fraction: float = Field(
         0.05, gt=0, lt=1, description="share of distinct prompts held out for the eval loss"
     )
     eval_every: int = Field(50, ge=1, description="steps between held-out loss evaluations")
     eval_batches: int = Field(8, ge=1, description="batches per evaluation (caps its cost)")
-    save_every: int = Field(100, ge=1, description="steps between resumable checkpoints")
-    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
-    log_every: int = Field(1, ge=1, description="steps between logged train metrics")
+    save_every: SaveEvery = 100
+    keep_checkpoints: KeepCheckpoints = 2
+    log_every: LogEvery = 1
     # Answers to fixed prompts while training, stored as samples.
     eval_prompts: EvalPrompts = "builtin:demo-prompts"
     eval_prompt_count: EvalPromptCount = 8
@@ -493,7 +504,27 @@ class PreferenceDataSpec(StageSpec):
 
 
 
-class DPOSpec(PreferenceDataSpec):
+class FromRequired(BaseModel):
+    """A stage whose `from` must be given. Its None default only gives the
+    console's templates a value to read (see SampleSpec): a missing `from` is
+    validated as None, and None is "required"."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_is_present(cls, data: object) -> object:
+        if isinstance(data, dict) and "from" not in data and "from_" not in data:
+            data = {**data, "from": None}
+        return data
+
+    @field_validator("from_", check_fields=False)
+    @classmethod
+    def _required(cls, value: str | None) -> str:
+        if value is None:
+            raise PydanticCustomError("missing", "required")
+        return value
+
+
+class DPOSpec(PreferenceDataSpec, FromRequired):
     """Direct preference optimisation: the policy learns from chosen/rejected pairs (trl's DPOTrainer).
 
     No reward model: the loss raises the policy's log-probability of the
@@ -541,37 +572,28 @@ class DPOSpec(PreferenceDataSpec):
         description="score every pair under the reference once before training instead of at every step; "
         "auto = on when training sees every pair at least once (one process)",
     )
-    activation_checkpointing: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="recompute activations in the backward pass to save memory; "
-        "auto = on a GPU for models of 100M+ parameters, off on the CPU",
-    )
+    activation_checkpointing: ActivationCheckpointing = "auto"
     max_length: int = Field(
         256, ge=8, le=131072, description="tokens per prompt + response; longer ones are cut at the end",
     )
     # Schedule.
     max_steps: int = Field(200, ge=1, description="optimizer steps")
     batch_size: int = Field(16, ge=1, description="pairs per step per process")
-    gradient_accumulation_steps: int = Field(
-        1, ge=1,
-        description="micro-batches per optimizer step (effective batch = batch_size x this x processes)",
-    )
+    gradient_accumulation_steps: GradientAccumulationSteps = 1
     learning_rate: float = Field(
         1e-4, gt=0,
         description="peak learning rate of AdamW; suits the tiny built-in models: "
         "use ~5e-7 (every weight) or ~5e-6 (LoRA) for models of 1B+ parameters",
     )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    warmup_steps: int = Field(10, ge=0, description="steps of linear warm-up from 0 to learning_rate")
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
-        "cosine", description="learning-rate schedule after warm-up"
-    )
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    weight_decay: WeightDecay = 0.0
+    warmup_steps: WarmupSteps = 10
+    lr_scheduler: LrScheduler = "cosine"
+    max_grad_norm: MaxGradNorm = 1.0
     # Held-out pairs and checkpoints.
     eval_every: int = Field(25, ge=1, description="steps between evaluations on the held-out pairs")
-    save_every: int = Field(100, ge=1, description="steps between resumable checkpoints")
-    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
-    log_every: int = Field(1, ge=1, description="steps between logged train metrics")
+    save_every: SaveEvery = 100
+    keep_checkpoints: KeepCheckpoints = 2
+    log_every: LogEvery = 1
     # Answers to fixed prompts while training, stored as samples.
     eval_prompts: EvalPrompts = "builtin:demo-prompts"
     eval_prompt_count: EvalPromptCount = 8
@@ -579,24 +601,8 @@ class DPOSpec(PreferenceDataSpec):
     sample_temperature: SampleTemperature = 0.0
     sample_max_new_tokens: SampleMaxNewTokens = 32
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_is_present(cls, data: object) -> object:
-        # `from` is required; its None default only gives the console's templates a
-        # value to read (see SampleSpec). A missing `from` is validated as None.
-        if isinstance(data, dict) and "from" not in data and "from_" not in data:
-            data = {**data, "from": None}
-        return data
 
-    @field_validator("from_")
-    @classmethod
-    def _required(cls, value: str | None) -> str:
-        if value is None:
-            raise PydanticCustomError("missing", "required")
-        return value
-
-
-class RewardSpec(PreferenceDataSpec):
+class RewardSpec(PreferenceDataSpec, FromRequired):
     """A reward model: a scalar score per response, learned from chosen/rejected pairs (trl's RewardTrainer).
 
     The model it starts from (usually your SFT stage) gets a one-output head
@@ -627,11 +633,7 @@ class RewardSpec(PreferenceDataSpec):
         description="a [stages.NAME.lora] table trains LoRA adapters (and the score head); "
         "without one every weight is trained",
     )
-    activation_checkpointing: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="recompute activations in the backward pass to save memory; "
-        "auto = on a GPU for models of 100M+ parameters, off on the CPU",
-    )
+    activation_checkpointing: ActivationCheckpointing = "auto"
     max_length: int = Field(
         512, ge=8, le=131072,
         description="tokens per prompt + response; pairs with a longer side are left out (and counted in the log)",
@@ -647,42 +649,21 @@ class RewardSpec(PreferenceDataSpec):
         16, ge=1,
         description="pairs per step per process (with group_by_prompt, whole prompts: about this many)",
     )
-    gradient_accumulation_steps: int = Field(
-        1, ge=1,
-        description="micro-batches per optimizer step (effective batch = batch_size x this x processes)",
-    )
+    gradient_accumulation_steps: GradientAccumulationSteps = 1
     learning_rate: float = Field(
         1e-4, gt=0,
         description="peak learning rate of AdamW; suits the tiny built-in models (higher ones forget what SFT "
         "taught, measured on the demo task): use ~1e-5 (every weight) or ~1e-4 (LoRA) for models of 100M+ parameters",
     )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    warmup_steps: int = Field(10, ge=0, description="steps of linear warm-up from 0 to learning_rate")
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
-        "cosine", description="learning-rate schedule after warm-up"
-    )
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    weight_decay: WeightDecay = 0.0
+    warmup_steps: WarmupSteps = 10
+    lr_scheduler: LrScheduler = "cosine"
+    max_grad_norm: MaxGradNorm = 1.0
     # Held-out pairs and checkpoints.
     eval_every: int = Field(25, ge=1, description="steps between evaluations on the held-out pairs")
-    save_every: int = Field(100, ge=1, description="steps between resumable checkpoints")
-    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
-    log_every: int = Field(1, ge=1, description="steps between logged train metrics")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_is_present(cls, data: object) -> object:
-        # `from` is required; its None default only gives the console's templates a
-        # value to read (see SampleSpec). A missing `from` is validated as None.
-        if isinstance(data, dict) and "from" not in data and "from_" not in data:
-            data = {**data, "from": None}
-        return data
-
-    @field_validator("from_")
-    @classmethod
-    def _required(cls, value: str | None) -> str:
-        if value is None:
-            raise PydanticCustomError("missing", "required")
-        return value
+    save_every: SaveEvery = 100
+    keep_checkpoints: KeepCheckpoints = 2
+    log_every: LogEvery = 1
 
 
 class ScoreSpec(StageSpec):
@@ -813,7 +794,7 @@ class PPOSpec(StageSpec):
     value_learning_rate: float | None = Field(
         None, gt=0, description="AdamW learning rate of the value network; default: learning_rate",
     )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    weight_decay: WeightDecay = 0.0
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping, for the policy and the value network each")
     # Sampling the responses.
     max_new_tokens: int = Field(32, ge=1, le=32768, description="longest response, in tokens")
@@ -865,7 +846,7 @@ class PPOSpec(StageSpec):
     ptx_max_length: int = Field(256, ge=8, le=131072, description="PPO-ptx: tokens per example")
     # Checkpoints and what people see.
     save_every: int = Field(20, ge=1, description="updates between resumable checkpoints")
-    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
+    keep_checkpoints: KeepCheckpoints = 2
     sample_every: int = Field(
         10, ge=1,
         description="updates between storing rollout responses with their reward and KL, and answering "
@@ -973,11 +954,7 @@ class OnlineRLSpec(StageSpec):
         description="a [stages.NAME.lora] table trains LoRA adapters on the policy, and the reference is the "
         "policy with its adapters off (no second copy); without one every weight is trained",
     )
-    activation_checkpointing: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="recompute activations in the backward pass to save memory; "
-        "auto = on a GPU for models of 100M+ parameters, off on the CPU",
-    )
+    activation_checkpointing: ActivationCheckpointing = "auto"
     # The prompts it practises on.
     prompts: str = Field(
         "builtin:demo-instructions",
@@ -1002,12 +979,12 @@ class OnlineRLSpec(StageSpec):
         description="AdamW learning rate of the policy; suits the tiny built-in models: "
         "use ~1e-6 (every weight) or ~1e-5 (LoRA) for models of 1B+ parameters",
     )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    warmup_steps: int = Field(0, ge=0, description="steps of linear warm-up from 0 to learning_rate")
+    weight_decay: WeightDecay = 0.0
+    warmup_steps: WarmupSteps = 0
     lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "linear"] = Field(
         "constant", description="learning-rate schedule after warm-up"
     )
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    max_grad_norm: MaxGradNorm = 1.0
     # Sampling and the objective.
     max_new_tokens: int = Field(32, ge=1, le=32768, description="longest completion, in tokens")
     temperature: float = Field(
@@ -1022,8 +999,8 @@ class OnlineRLSpec(StageSpec):
         0.2, gt=0, description="the ratio clip: a step moves a completion's probability at most 1 +- this",
     )
     # Checkpoints and what people see.
-    save_every: int = Field(20, ge=1, description="steps between resumable checkpoints")
-    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
+    save_every: SaveEvery = 20
+    keep_checkpoints: KeepCheckpoints = 2
     eval_prompts: EvalPrompts = "builtin:demo-prompts"
     eval_prompt_count: EvalPromptCount = 8
     sample_every: SampleEvery = 10
