@@ -60,9 +60,7 @@ from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
 from .builtin.tokenizer import describe_tokenizer, load_tokenizer
 from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
-from .data import load_prompts
 from .eval_samples import EvalSampler
-from .generation import SamplingSettings
 from .preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
 from .sft import CHECKPOINTING_PARAMETERS, save_final
 
@@ -225,15 +223,7 @@ def build_trainer(
                                    batch_size=args.per_device_eval_batch_size)
 
     # -- answers to the eval prompts -------------------------------------------
-    prompts: list[dict[str, Any]] = []
-    if spec.eval_prompt_count > 0:
-        prompts = load_prompts(ctx.resolve(spec.eval_prompts), cache_dir=ctx.cache_dir,
-                               count=spec.eval_prompt_count)
-    settings = SamplingSettings(
-        temperature=spec.sample_temperature, max_new_tokens=spec.sample_max_new_tokens, seed=spec.seed
-    )
-    sampler = EvalSampler(ctx, tokenizer, prompts, settings, every=spec.sample_every,
-                          start_checkpoint=_name(model_source))
+    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=_name(model_source))
 
     ctx.set_resolved_config(
         {
@@ -252,12 +242,7 @@ def build_trainer(
             "data": {**data.summary, "train_pairs": len(trainer.train_dataset),
                      "eval_pairs": len(held_out_examples), "same_text_pairs": same,
                      "dropped_for_length": dropped},
-            "eval_prompts": {
-                "source": spec.eval_prompts if prompts else None,
-                "count": len(prompts),
-                "judged": sampler.judged,
-                "sampling": settings.to_dict(),
-            },
+            "eval_prompts": sampler.describe(),
         },
         device=hardware.describe(),
     )

@@ -26,6 +26,7 @@ from transformers import (
 from .. import demo_task
 from .callbacks import CHECKPOINT_PREFIX, StageCallback
 from .context import StageContext
+from .data import load_prompts
 from .generation import SamplingSettings, generate
 
 
@@ -41,11 +42,36 @@ class EvalSampler(TrainerCallback):
     mean is logged as `eval/judge_score` (with `eval/judge_exact`, the share
     of exact answers)."""
 
+    @classmethod
+    def for_stage(cls, ctx: StageContext, tokenizer: PreTrainedTokenizerBase, *, start_checkpoint: str | None,
+                  **columns: str | None) -> EvalSampler:
+        """The sampler a training stage's spec asks for: its `eval_prompts`
+        (the first `eval_prompt_count`, read with `columns` such as
+        prompt_field), answered every `sample_every` steps at
+        `sample_temperature`, up to `sample_max_new_tokens` tokens."""
+        spec = ctx.spec
+        prompts: list[dict[str, Any]] = []
+        if spec.eval_prompt_count > 0:
+            prompts = load_prompts(ctx.resolve(spec.eval_prompts), cache_dir=ctx.cache_dir,
+                                   count=spec.eval_prompt_count, **columns)
+        settings = SamplingSettings(
+            temperature=spec.sample_temperature, max_new_tokens=spec.sample_max_new_tokens, seed=spec.seed
+        )
+        sampler = cls(ctx, tokenizer, prompts, settings, every=spec.sample_every, start_checkpoint=start_checkpoint)
+        sampler.source = spec.eval_prompts if prompts else None
+        return sampler
+
+    def describe(self) -> dict[str, Any]:
+        """What the resolved config records about the eval prompts."""
+        return {"source": self.source, "count": len(self.texts), "judged": self.judged,
+                "sampling": self.settings.to_dict()}
+
     def __init__(self, ctx: StageContext, tokenizer: PreTrainedTokenizerBase, prompts: list[dict[str, Any]],
                  settings: SamplingSettings, *, every: int, start_checkpoint: str | None) -> None:
         self.ctx = ctx
         self.tokenizer = tokenizer
         self.texts = [p["text"] for p in prompts]
+        self.source: str | None = None  # where the prompts came from, when known (for_stage)
         self.settings = settings
         self.every = every
         self.start_checkpoint = start_checkpoint

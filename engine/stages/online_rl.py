@@ -85,7 +85,7 @@ from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .data import load_prompts
 from .eval_samples import EvalSampler
-from .generation import SamplingSettings, format_prompt
+from .generation import format_prompt
 from .inference import dtype_for, max_positions
 from .sft import CHECKPOINTING_PARAMETERS, save_final
 
@@ -224,15 +224,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     # -- answers to the eval prompts -------------------------------------------
-    eval_rows: list[dict[str, Any]] = []
-    if spec.eval_prompt_count > 0:
-        eval_rows = load_prompts(ctx.resolve(spec.eval_prompts), cache_dir=ctx.cache_dir,
-                                 count=spec.eval_prompt_count, prompt_field=spec.prompt_field)
-    settings = SamplingSettings(
-        temperature=spec.sample_temperature, max_new_tokens=spec.sample_max_new_tokens, seed=spec.seed
-    )
-    sampler = EvalSampler(ctx, tokenizer, eval_rows, settings, every=spec.sample_every,
-                          start_checkpoint=_name(policy_source))
+    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=_name(policy_source),
+                                    prompt_field=spec.prompt_field)
 
     ctx.set_resolved_config(
         {
@@ -263,12 +256,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
             "kl_estimator": flavour.kl_estimator,
             "tokenizer": describe_tokenizer(tokenizer, tokenizer_source),
             "prompts": {"source": spec.prompts, "count": len(texts)},
-            "eval_prompts": {
-                "source": spec.eval_prompts if eval_rows else None,
-                "count": len(eval_rows),
-                "judged": sampler.judged,
-                "sampling": settings.to_dict(),
-            },
+            "eval_prompts": sampler.describe(),
         },
         device=hardware.describe(),
     )

@@ -55,9 +55,8 @@ from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
 from .builtin.tokenizer import describe_tokenizer, load_tokenizer
 from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
-from .data import instruction_examples, load_prompts, load_records, split_examples
+from .data import instruction_examples, load_records, split_examples
 from .eval_samples import EvalSampler
-from .generation import SamplingSettings
 
 #: on a GPU, models this large (or quantized ones) recompute activations by default
 CHECKPOINTING_PARAMETERS = 100_000_000
@@ -201,18 +200,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     # -- answers to the eval prompts -------------------------------------------
-    prompts: list[dict[str, Any]] = []
-    if spec.eval_prompt_count > 0:
-        prompts_source = ctx.resolve(spec.eval_prompts)
-        prompts = load_prompts(
-            prompts_source, cache_dir=ctx.cache_dir, count=spec.eval_prompt_count,
-            prompt_field=spec.prompt_field, messages_field=spec.messages_field, text_field=spec.text_field,
-        )
-    settings = SamplingSettings(
-        temperature=spec.sample_temperature, max_new_tokens=spec.sample_max_new_tokens, seed=spec.seed
-    )
-    sampler = EvalSampler(ctx, tokenizer, prompts, settings, every=spec.sample_every,
-                          start_checkpoint=_parent_name(ctx))
+    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=_parent_name(ctx), prompt_field=spec.prompt_field,
+                                    messages_field=spec.messages_field, text_field=spec.text_field)
 
     ctx.set_resolved_config(
         {
@@ -236,12 +225,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
                 "train_examples": len(train_examples),
                 "eval_examples": len(eval_examples),
             },
-            "eval_prompts": {
-                "source": spec.eval_prompts if prompts else None,
-                "count": len(prompts),
-                "judged": sampler.judged,
-                "sampling": settings.to_dict(),
-            },
+            "eval_prompts": sampler.describe(),
         },
         device=hardware.describe(),
     )
