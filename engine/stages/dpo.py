@@ -55,9 +55,7 @@ from trl import DPOConfig, DPOTrainer
 from ..errors import StageFailed
 from ..spec.stages import DPOSpec
 from .builtin.models import count_parameters, load_model_for_training
-from .builtin.tokenizer import CHAT_TEMPLATE
-from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
-from .builtin.tokenizer import describe_tokenizer, load_tokenizer
+from .builtin.tokenizer import describe_tokenizer, load_stage_tokenizer
 from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .eval_samples import EvalSampler
@@ -133,18 +131,8 @@ def build_trainer(
     # -- tokenizer -------------------------------------------------------------
     # The policy keeps its own tokenizer: its embeddings were learned for it.
     model_source = ctx.resolve(spec.from_)  # type: ignore[arg-type]  # required by the spec
-    if spec.tokenizer is not None:
-        tokenizer_source = ctx.resolve(spec.tokenizer)
-    elif model_source.kind == "builtin":
-        tokenizer_source = Source("builtin", BUILTIN_TOKENIZER)
-    else:
-        tokenizer_source = model_source
-    tokenizer = load_tokenizer(tokenizer_source, ctx.cache_dir)
-    if not tokenizer.chat_template:
-        # Pairs are conversations; the built-in template writes its role
-        # markers as plain text for a foreign tokenizer, as in SFT.
-        tokenizer.chat_template = CHAT_TEMPLATE
-        ctx.log("the tokenizer has no chat template: using the built-in one")
+    tokenizer_source, tokenizer = load_stage_tokenizer(
+        model_source, ctx.resolve(spec.tokenizer) if spec.tokenizer else None, ctx.cache_dir, log=ctx.log)
     if tokenizer.eos_token is None:
         raise StageFailed("the tokenizer has no eos token to end an answer with")
 

@@ -80,7 +80,7 @@ from ..errors import StageFailed, UserInputError
 from ..feedback.annotators import Judge, load_judge
 from ..spec.stages import OnlineRLSpec
 from .builtin.models import count_parameters, load_model_for_training
-from .builtin.tokenizer import CHAT_TEMPLATE, describe_tokenizer, load_tokenizer
+from .builtin.tokenizer import CHAT_TEMPLATE, describe_tokenizer, load_stage_tokenizer, load_tokenizer
 from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .data import load_prompts
@@ -145,11 +145,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     # -- tokenizer -------------------------------------------------------------
     # The policy keeps its own tokenizer: its embeddings were learned for it.
     policy_source = ctx.resolve(spec.from_)  # type: ignore[arg-type]  # required by the spec
-    tokenizer_source = ctx.resolve(spec.tokenizer) if spec.tokenizer is not None else policy_source
-    tokenizer = load_tokenizer(tokenizer_source, ctx.cache_dir)
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = CHAT_TEMPLATE  # as SFT did, so prompts read as the policy learned them
-        ctx.log("the tokenizer has no chat template: using the built-in one")
+    tokenizer_source, tokenizer = load_stage_tokenizer(
+        policy_source, ctx.resolve(spec.tokenizer) if spec.tokenizer else None, ctx.cache_dir, log=ctx.log)
     if tokenizer.eos_token_id is None:
         raise StageFailed("the policy's tokenizer has no eos token: a completion could never end")
 

@@ -73,8 +73,7 @@ from ..spec.stages import PPOSpec
 from . import ppo_math
 from .builtin.models import count_parameters, load_model_for_training
 from .builtin.tokenizer import CHAT_TEMPLATE
-from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
-from .builtin.tokenizer import describe_tokenizer, load_tokenizer
+from .builtin.tokenizer import describe_tokenizer, load_stage_tokenizer, load_tokenizer
 from .callbacks import CHECKPOINT_PREFIX
 from .context import Source, StageContext
 from .data import instruction_examples, load_prompts, load_records
@@ -237,16 +236,8 @@ def load_models(ctx: StageContext, spec: PPOSpec, device: torch.device, resume: 
 
     # -- the policy's tokenizer -------------------------------------------------
     policy_source = ctx.resolve(spec.from_)  # type: ignore[arg-type]  # required by the spec
-    if spec.tokenizer is not None:
-        tokenizer_source = ctx.resolve(spec.tokenizer)
-    elif policy_source.kind == "builtin":
-        tokenizer_source = Source("builtin", BUILTIN_TOKENIZER)
-    else:
-        tokenizer_source = policy_source
-    tokenizer = load_tokenizer(tokenizer_source, ctx.cache_dir)
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = CHAT_TEMPLATE  # as SFT did, so prompts read as the policy learned them
-        ctx.log("the tokenizer has no chat template: using the built-in one")
+    tokenizer_source, tokenizer = load_stage_tokenizer(
+        policy_source, ctx.resolve(spec.tokenizer) if spec.tokenizer else None, ctx.cache_dir, log=ctx.log)
     if tokenizer.eos_token_id is None:
         raise StageFailed("the policy's tokenizer has no eos token: a response could never end")
     if tokenizer.pad_token_id is None:

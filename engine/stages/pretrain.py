@@ -27,8 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from ..errors import StageFailed
 from ..spec.stages import PretrainSpec
 from .builtin.models import count_parameters, load_model_for_training
-from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
-from .builtin.tokenizer import describe_tokenizer, load_tokenizer
+from .builtin.tokenizer import describe_tokenizer, load_stage_tokenizer
 from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .data import BlockDataset, collate_blocks, load_texts, pack_blocks, split_documents
@@ -45,13 +44,8 @@ def run(ctx: StageContext) -> None:
     # A preset starts from nothing, so it takes the built-in tokenizer; a
     # checkpoint keeps its own, since its embeddings were learned for it.
     model_source = ctx.resolve(spec.from_)
-    if spec.tokenizer is not None:
-        tokenizer_source = ctx.resolve(spec.tokenizer)
-    elif model_source.kind == "builtin":
-        tokenizer_source = Source("builtin", BUILTIN_TOKENIZER)
-    else:
-        tokenizer_source = model_source
-    tokenizer = load_tokenizer(tokenizer_source, ctx.cache_dir)
+    tokenizer_source, tokenizer = load_stage_tokenizer(
+        model_source, ctx.resolve(spec.tokenizer) if spec.tokenizer else None, ctx.cache_dir, chat=False)
 
     # -- data ------------------------------------------------------------------
     # Whole documents are held out for evaluation, then each side is packed

@@ -50,9 +50,7 @@ from trl import SFTConfig, SFTTrainer
 from ..errors import StageFailed
 from ..spec.stages import SFTSpec
 from .builtin.models import count_parameters, load_model_for_training
-from .builtin.tokenizer import CHAT_TEMPLATE
-from .builtin.tokenizer import NAME as BUILTIN_TOKENIZER
-from .builtin.tokenizer import describe_tokenizer, load_tokenizer
+from .builtin.tokenizer import describe_tokenizer, load_stage_tokenizer
 from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .data import instruction_examples, load_records, split_examples
@@ -118,18 +116,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
     # A preset starts from nothing, so it takes the built-in tokenizer; a
     # checkpoint keeps its own, since its embeddings were learned for it.
     model_source = ctx.resolve(spec.from_)
-    if spec.tokenizer is not None:
-        tokenizer_source = ctx.resolve(spec.tokenizer)
-    elif model_source.kind == "builtin":
-        tokenizer_source = Source("builtin", BUILTIN_TOKENIZER)
-    else:
-        tokenizer_source = model_source
-    tokenizer = load_tokenizer(tokenizer_source, ctx.cache_dir)
-    if not tokenizer.chat_template:
-        # Chat-formatted training and generation need a template. The built-in
-        # one writes its role markers as plain text for a foreign tokenizer.
-        tokenizer.chat_template = CHAT_TEMPLATE
-        ctx.log("the tokenizer has no chat template: using the built-in one")
+    tokenizer_source, tokenizer = load_stage_tokenizer(
+        model_source, ctx.resolve(spec.tokenizer) if spec.tokenizer else None, ctx.cache_dir, log=ctx.log)
     if tokenizer.eos_token is None:
         raise StageFailed("the tokenizer has no eos token to end an answer with")
 

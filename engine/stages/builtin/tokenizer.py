@@ -60,6 +60,30 @@ CHAT_TEMPLATE = (
 )
 
 
+def tokenizer_source_for(model: Source, named: Source | None) -> Source:
+    """Which tokenizer a stage starting from `model` uses: the one the spec
+    names; else the built-in one for a preset, which starts from nothing;
+    else the checkpoint's own, since its embeddings were learned for it."""
+    if named is not None:
+        return named
+    return Source("builtin", NAME) if model.kind == "builtin" else model
+
+
+def load_stage_tokenizer(model: Source, named: Source | None, cache_dir: Path, *, chat: bool = True,
+                         log: Callable[[str], object] = lambda _message: None,
+                         ) -> tuple[Source, PreTrainedTokenizerBase]:
+    """The tokenizer of a stage starting from `model` (tokenizer_source_for),
+    loaded. With `chat`, one without a chat template gets the built-in one
+    (its role markers are plain text to a foreign tokenizer), so prompts and
+    answers read as SFT framed them; that is logged."""
+    source = tokenizer_source_for(model, named)
+    tokenizer = load_tokenizer(source, cache_dir)
+    if chat and not tokenizer.chat_template:
+        tokenizer.chat_template = CHAT_TEMPLATE
+        log("the tokenizer has no chat template: using the built-in one")
+    return source, tokenizer
+
+
 def load_tokenizer(source: Source, cache_dir: Path) -> PreTrainedTokenizerBase:
     """A tokenizer from a built-in name, a local folder or a hub id."""
     if source.kind == "builtin":
