@@ -60,7 +60,7 @@ from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .eval_samples import EvalSampler
 from .preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
-from .sft import CHECKPOINTING_PARAMETERS, save_final
+from .sft import save_final
 
 
 def run(ctx: StageContext) -> None:
@@ -146,13 +146,8 @@ def build_trainer(
     peft_config = None
     reference: PreTrainedModel | None = None
     if spec.lora is not None:
-        from peft import LoraConfig
-
         # The reference is the policy with its adapters off: no second copy.
-        peft_config = LoraConfig(
-            r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-            target_modules=spec.lora.target_modules, task_type="CAUSAL_LM",
-        )
+        peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM")
         reference_kind = "the policy with its LoRA adapters off"
     elif precompute:
         # TRL scores every pair with the policy before its first step: the
@@ -163,10 +158,7 @@ def build_trainer(
         # which a preset does not have; a frozen copy of what was loaded is exact.
         reference = copy.deepcopy(policy).eval().requires_grad_(False)
         reference_kind = "a frozen copy of the starting model"
-    if spec.activation_checkpointing == "auto":
-        checkpointing = hardware.device == "cuda" and parameters >= CHECKPOINTING_PARAMETERS
-    else:
-        checkpointing = spec.activation_checkpointing == "on"
+    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters)
 
     # -- trainer ---------------------------------------------------------------
     schedule = runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir)

@@ -87,7 +87,7 @@ from .data import load_prompts
 from .eval_samples import EvalSampler
 from .generation import format_prompt
 from .inference import dtype_for, max_positions
-from .sft import CHECKPOINTING_PARAMETERS, save_final
+from .sft import save_final
 
 #: the reward model's name in trl's metric keys (train/rewards/reward_model/mean)
 REWARD_MODEL_NAME = "reward_model"
@@ -164,16 +164,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     parameters = count_parameters(policy)
     peft_config = None
     if spec.lora is not None:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-            target_modules=spec.lora.target_modules, task_type="CAUSAL_LM",
-        )
-    if spec.activation_checkpointing == "auto":
-        checkpointing = hardware.device == "cuda" and parameters >= CHECKPOINTING_PARAMETERS
-    else:
-        checkpointing = spec.activation_checkpointing == "on"
+        peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM")
+    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters)
 
     # -- rewards -----------------------------------------------------------------
     reward_funcs: list[Any] = []

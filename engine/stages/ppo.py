@@ -275,15 +275,12 @@ def load_models(ctx: StageContext, spec: PPOSpec, device: torch.device, resume: 
     # -- LoRA --------------------------------------------------------------------
     policy: PreTrainedModel = base
     if spec.lora is not None:
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import PeftModel, get_peft_model
 
         if resume is not None:
             policy = PeftModel.from_pretrained(base, str(resume), is_trainable=True)
         else:
-            policy = get_peft_model(base, LoraConfig(
-                r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-                target_modules=spec.lora.target_modules, task_type="CAUSAL_LM",
-            ))
+            policy = get_peft_model(base, runtime.lora_config(spec.lora, "CAUSAL_LM"))
     policy.to(device).eval()  # eval: no dropout (see the module docstring)
     value.eval()
 

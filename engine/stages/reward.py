@@ -71,7 +71,7 @@ from .builtin.tokenizer import describe_tokenizer, load_stage_tokenizer
 from .callbacks import attach_stage_callback, train_resumably
 from .context import Source, StageContext
 from .preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
-from .sft import CHECKPOINTING_PARAMETERS, save_final
+from .sft import save_final
 
 
 def run(ctx: StageContext) -> None:
@@ -142,19 +142,11 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[RewardT
     if model_source.kind == "builtin":
         ctx.log(f"from builtin:{model_source.value}: training a reward model from a random init", level="warning")
     parameters = count_parameters(model)
-    if spec.activation_checkpointing == "auto":
-        checkpointing = hardware.device == "cuda" and parameters >= CHECKPOINTING_PARAMETERS
-    else:
-        checkpointing = spec.activation_checkpointing == "on"
+    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters)
     peft_config = None
     if spec.lora is not None:
-        from peft import LoraConfig
-
         # SEQ_CLS makes peft train (and save) the new score head in full beside the adapters.
-        peft_config = LoraConfig(
-            r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-            target_modules=spec.lora.target_modules, task_type="SEQ_CLS",
-        )
+        peft_config = runtime.lora_config(spec.lora, "SEQ_CLS")
 
     # -- trainer ---------------------------------------------------------------
     schedule = runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir)

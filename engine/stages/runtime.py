@@ -87,6 +87,28 @@ def choose_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     return Runtime(device="cuda" if on_cuda else "cpu", bf16=bf16, fp16=fp16, world_size=world_size)
 
 
+#: models from this size up recompute activations on a GPU when a stage says "auto"
+CHECKPOINTING_PARAMETERS = 100_000_000
+
+
+def activation_checkpointing(setting: str, runtime: Runtime, parameters: int, *, quantized: bool = False) -> bool:
+    """Whether to recompute activations in the backward pass. "auto": on a GPU
+    for models of 100M+ parameters (or quantized ones), where memory is what
+    runs out; never on the CPU, where it only costs time (about 30% on tiny
+    models, which is why TRL's default of "on" is not ours)."""
+    if setting == "auto":
+        return runtime.device == "cuda" and (parameters >= CHECKPOINTING_PARAMETERS or quantized)
+    return setting == "on"
+
+
+def lora_config(lora: Any, task_type: str) -> Any:  # (LoraSpec, "CAUSAL_LM" | "SEQ_CLS") -> peft.LoraConfig
+    """peft's LoraConfig for a stage's [lora] table (peft is imported only when one is used)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type=task_type)
+
+
 def training_kwargs(spec: StageSpec, runtime: Runtime, output_dir: Path) -> dict[str, Any]:
     """TrainingArguments keywords shared by every Trainer-based stage.
 

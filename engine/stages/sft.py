@@ -57,7 +57,6 @@ from .data import instruction_examples, load_records, split_examples
 from .eval_samples import EvalSampler
 
 #: on a GPU, models this large (or quantized ones) recompute activations by default
-CHECKPOINTING_PARAMETERS = 100_000_000
 
 
 def run(ctx: StageContext) -> None:
@@ -149,19 +148,11 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
     if model_source.kind == "builtin":
         ctx.log(f"from builtin:{model_source.value}: fine-tuning a randomly initialised model", level="warning")
     parameters = count_parameters(model)
-    if spec.activation_checkpointing == "auto":
-        checkpointing = hardware.device == "cuda" and (
-            parameters >= CHECKPOINTING_PARAMETERS or spec.quantization != "none")
-    else:
-        checkpointing = spec.activation_checkpointing == "on"
+    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters,
+                                                     quantized=spec.quantization != "none")
     peft_config = None
     if spec.lora is not None:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-            target_modules=spec.lora.target_modules, task_type="CAUSAL_LM",
-        )
+        peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM")
 
     # -- trainer ---------------------------------------------------------------
     args = SFTConfig(
