@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.hangup import default_sighup
+
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -166,7 +168,8 @@ def test_a_detached_run_survives_sighup_of_the_shell_that_started_it(tmp_path: P
     # The shell gets its own session, like a login shell over SSH; it starts the
     # run attached (not even --detach) and we hang up on the whole session.
     shell = subprocess.Popen(["bash", "-c", f"'{RLHF}' run '{spec}'; sleep 60"], env=env,
-                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             preexec_fn=default_sighup)
     wait_until(lambda: rlhf("status", "hup", "--json", env=env).returncode == 0
                and status("hup", env)["stages"][0]["status"] == "running", 120, "the stage to start")
     os.killpg(shell.pid, signal.SIGHUP)

@@ -25,6 +25,8 @@ from engine import Engine
 from engine.liveness import supervisor_alive
 from store import RunStatus, utcnow
 
+from tests.hangup import default_sighup
+
 from .conftest import fake_spec, make_app, screen_text, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -175,6 +177,7 @@ def _tui(workspace: Path) -> tuple[subprocess.Popen[bytes], int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "console.cli", "-w", str(workspace), "tui"],
         stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, close_fds=True,
+        preexec_fn=default_sighup,
     )
     os.close(slave)
     return process, master
