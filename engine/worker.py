@@ -116,5 +116,21 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
+def leave_process_group() -> None:
+    """Tear torch.distributed down before the interpreter exits. Left to
+    shutdown, a rank can abort after its stage succeeded ("terminate called
+    without an active exception" from the process group's threads, SIGABRT),
+    and accelerate's launcher then reports the whole stage as crashed."""
+    dist = sys.modules.get("torch.distributed")  # only if the stage used torch at all
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    try:
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001  the outcome is recorded already; exiting matters more
+        pass
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    leave_process_group()
+    sys.exit(code)
