@@ -38,11 +38,24 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
     ws.close()
 
 
+class StopAtStep(StageContext):
+    """A context whose cancel arrives once the stage reports `stop_at_step`,
+    as if a person pressed cancel then (make_context(spec, stop_at_step=N))."""
+
+    stop_at_step: int
+
+    def set_progress(self, step: int, total: int | None = None) -> None:
+        super().set_progress(step, total)
+        if step >= self.stop_at_step:
+            self.request_stop()
+
+
 @pytest.fixture
 def make_context(workspace: Workspace, shared_cache: Path) -> MakeContext:
     """`make_context(spec)` -> a StageContext for a new run's one stage;
     `make_context(spec, like=ctx, resume_from=...)` -> a fresh context for the
-    same stage, as the engine builds when it resumes a run."""
+    same stage, as the engine builds when it resumes a run;
+    `make_context(spec, stop_at_step=N)` -> one that is cancelled at step N."""
 
     def make(
         spec: StageSpec,
@@ -50,6 +63,7 @@ def make_context(workspace: Workspace, shared_cache: Path) -> MakeContext:
         like: StageContext | None = None,
         resume_from: Path | None = None,
         context_class: type[StageContext] = StageContext,
+        stop_at_step: int | None = None,
     ) -> StageContext:
         if like is None:
             run = workspace.store.create_run(
@@ -60,6 +74,8 @@ def make_context(workspace: Workspace, shared_cache: Path) -> MakeContext:
             stage_id = workspace.store.list_stages(run_id=run_id)[0].id
         else:
             run_id, stage_id = like.run_id, like.stage_id
+        if stop_at_step is not None:
+            context_class = type("StopAtStep", (StopAtStep,), {"stop_at_step": stop_at_step})
         return context_class(
             store=workspace.store,
             run_id=run_id,

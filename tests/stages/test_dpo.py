@@ -162,22 +162,13 @@ def test_lora_dpo_scores_the_reference_with_the_adapters_off(make_context, works
     assert torch.allclose(logits(merged, batch), trained, atol=1e-4)
 
 
-class StopAfter(StageContext):
-    """A context whose cancel arrives once the stage reports step 3."""
-
-    def set_progress(self, step: int, total: int | None = None) -> None:
-        super().set_progress(step, total)
-        if step >= 3:
-            self.request_stop()
-
-
 @pytest.mark.slow
 def test_a_cancelled_dpo_run_resumes_from_its_checkpoint(make_context, workspace, tmp_path) -> None:
     parent = save_tiny_model(tmp_path / "parent", train_steps=5)
     pairs = separable_pairs(tmp_path / "pairs.jsonl", count=30)
     spec = small_spec(parent, pairs, max_steps=6, batch_size=4, eval_every=100, eval_prompt_count=0)
 
-    first = make_context(spec, context_class=StopAfter)
+    first = make_context(spec, stop_at_step=3)
     with pytest.raises(StageCancelled):
         dpo.run(first)
     saved = workspace.store.list_checkpoints(stage_id=first.stage_id)

@@ -254,17 +254,6 @@ def test_a_response_that_never_ends_pays_the_penalty(make_context, workspace, mo
                                                       abs=1e-3)
 
 
-class StopAfter(StageContext):
-    """A context whose cancel arrives once the stage reports a given update."""
-
-    stop_at = 2
-
-    def set_progress(self, step: int, total: int | None = None) -> None:
-        super().set_progress(step, total)
-        if step >= self.stop_at:
-            self.request_stop()
-
-
 def test_cancel_then_resume_replays_the_same_updates(make_context, workspace, models) -> None:
     # Adaptive beta, so the controller's state is part of what must survive.
     spec = ppo_spec(models, updates=4, rollout_batch_size=8, minibatch_size=4, ppo_epochs=2, sample_every=2,
@@ -272,7 +261,7 @@ def test_cancel_then_resume_replays_the_same_updates(make_context, workspace, mo
     reference = make_context(spec)
     ppo.run(reference)
 
-    first = make_context(spec, context_class=StopAfter)
+    first = make_context(spec, stop_at_step=2)
     with pytest.raises(StageCancelled, match="after update 2 of 4"):
         ppo.run(first)
     saved = workspace.store.list_checkpoints(stage_id=first.stage_id)

@@ -85,25 +85,13 @@ def test_pretraining_learns_and_saves_a_plain_hf_folder(make_context, workspace)
     assert config["tokenizer"]["source"] == f"path:{final}"
 
 
-class StopAfter(StageContext):
-    """A context whose cancel arrives once the stage reports a given step,
-    as if a person pressed cancel then."""
-
-    stop_at_step = 7
-
-    def set_progress(self, step: int, total: int | None = None) -> None:
-        super().set_progress(step, total)
-        if step >= self.stop_at_step:
-            self.request_stop()
-
-
 def test_cancel_then_resume_continues_exactly(make_context, workspace) -> None:
     spec = tiny_spec(max_steps=14, eval_every=100, save_every=100, warmup_steps=2)
 
     reference = make_context(spec)
     pretrain.run(reference)
 
-    first = make_context(spec, context_class=StopAfter)
+    first = make_context(spec, stop_at_step=7)
     with pytest.raises(StageCancelled):
         pretrain.run(first)
     saved = workspace.store.list_checkpoints(stage_id=first.stage_id)

@@ -173,7 +173,6 @@ def test_lora_trains_adapters_and_head_and_saves_a_merged_folder(make_context, w
     assert adapter["task_type"] == "SEQ_CLS" and "score" in adapter["modules_to_save"]
 
 
-
 def test_pairs_of_identical_responses_are_left_out(make_context, workspace) -> None:
     """A ranking that holds the same answer twice orders the two by chance."""
     store = workspace.store
@@ -193,16 +192,6 @@ def test_pairs_of_identical_responses_are_left_out(make_context, workspace) -> N
     assert (len(trainer.train_dataset), len(trainer.eval_dataset)) == (12, 4)
     assert workspace.store.get_stage(stage_id=ctx.stage_id).config["data"]["identical_pairs_dropped"] == 8
 
-class StopAfter(StageContext):
-    """A context whose cancel arrives once the stage reports a given step."""
-
-    stop_at_step = 4
-
-    def set_progress(self, step: int, total: int | None = None) -> None:
-        super().set_progress(step, total)
-        if step >= self.stop_at_step:
-            self.request_stop()
-
 
 @pytest.mark.slow  # three short runs: ~20 s
 def test_cancel_then_resume_continues_exactly(make_context: MakeContext, workspace) -> None:
@@ -214,7 +203,7 @@ def test_cancel_then_resume_continues_exactly(make_context: MakeContext, workspa
     reference = make_context(spec)
     reward.run(reference)
 
-    first = make_context(spec, context_class=StopAfter)
+    first = make_context(spec, stop_at_step=4)
     with pytest.raises(StageCancelled):
         reward.run(first)
     (saved,) = workspace.store.list_checkpoints(stage_id=first.stage_id)

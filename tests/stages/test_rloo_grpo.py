@@ -222,17 +222,6 @@ def test_a_judge_that_cannot_be_imported_fails_before_any_model_loads(make_conte
         rloo.run(make_context(spec))
 
 
-class StopAfter(StageContext):
-    """A context whose cancel arrives once the stage reports a given step."""
-
-    stop_at = 3
-
-    def set_progress(self, step: int, total: int | None = None) -> None:
-        super().set_progress(step, total)
-        if step >= self.stop_at:
-            self.request_stop()
-
-
 def test_cancel_then_resume_makes_the_steps_an_uninterrupted_run_makes(make_context, workspace, models) -> None:
     # 4 prompts, 2 per step: the cancel comes in the middle of the second pass
     # over them, and the resumed run goes on into the third.
@@ -241,7 +230,7 @@ def test_cancel_then_resume_makes_the_steps_an_uninterrupted_run_makes(make_cont
     reference = make_context(spec)
     rloo.run(reference)
 
-    first = make_context(spec, context_class=StopAfter)
+    first = make_context(spec, stop_at_step=3)
     with pytest.raises(StageCancelled, match="stopped at step 3 of 5"):
         rloo.run(first)
     saved = workspace.store.list_checkpoints(stage_id=first.stage_id)

@@ -125,17 +125,6 @@ def test_lora_save_reload_and_merge_give_the_trained_logits(make_context, tmp_pa
         assert json.loads((ctx.final_dir / "adapter" / "adapter_config.json").read_text())["r"] == 4
 
 
-class StopAfter(StageContext):
-    """A context whose cancel arrives once the stage reports a given step."""
-
-    stop_at_step = 6
-
-    def set_progress(self, step: int, total: int | None = None) -> None:
-        super().set_progress(step, total)
-        if step >= self.stop_at_step:
-            self.request_stop()
-
-
 def test_cancel_then_resume_a_lora_run_continues_exactly(make_context, workspace, tmp_path, shared_cache) -> None:
     parent = save_parent(tmp_path / "parent", shared_cache)
     spec = SFTSpec(from_=f"path:{parent}", lora=LoraSpec(r=4, alpha=8), learning_rate=5e-3, max_steps=12,
@@ -145,7 +134,7 @@ def test_cancel_then_resume_a_lora_run_continues_exactly(make_context, workspace
     reference = make_context(spec)
     sft.run(reference)
 
-    first = make_context(spec, context_class=StopAfter)
+    first = make_context(spec, stop_at_step=6)
     with pytest.raises(StageCancelled):
         sft.run(first)
     saved = workspace.store.list_checkpoints(stage_id=first.stage_id)
