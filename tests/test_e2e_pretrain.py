@@ -128,12 +128,26 @@ def test_kill_9_of_the_stage_shows_crashed_and_resume_continues_exactly(tmp_path
     spec = spec_file(tmp_path, "crashy", max_steps=300, eval_every=1000, save_every=10)
     assert rlhf("run", str(spec), "--detach", env=env).returncode == 0
 
-    # Let it pass a checkpoint, then kill the stage process the hard way between
-    # two checkpoints, so some logged steps must run again after the resume.
-    # (Progress reaches the store about once a second and at every checkpoint.)
-    wait_until(lambda: (step := status("crashy", env)["stages"][0]["step"]) >= 14 and step % 10 != 0,
-               180, "a step past the first checkpoint", poll=0.05)
-    pid = status("crashy", env)["stages"][0]["pid"]
+    # Kill the stage process the hard way between two checkpoints, at a moment
+    # when steps after the last checkpoint are already in the store, so those
+    # steps must run again after the resume. Steps are fast and progress lands
+    # only about once a second, so the test freezes the process (SIGSTOP) to
+    # look, lets it go on (SIGCONT) until the moment is right, then kills it.
+    pid = wait_until(lambda: status("crashy", env)["stages"][0]["pid"], 120, "the stage process", poll=0.05)
+    checkpoints_on_disk = Path(env["RLHF_WORKSPACE"])
+
+    def frozen_past_a_checkpoint() -> bool:
+        os.kill(pid, signal.SIGSTOP)
+        saved = [int(n) for p in checkpoints_on_disk.rglob("checkpoint-*") if (n := p.name.rpartition("-")[2]).isdigit()]
+        found = rlhf("metrics", "crashy", "--key", "train/learning_rate", "--json", env=env)
+        logged = [p["step"] for one in json.loads(found.stdout or "[]") for p in one["points"]]
+        if saved and logged and max(logged) > max(saved):
+            return True
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.1)
+        return False
+
+    wait_until(frozen_past_a_checkpoint, 180, "logged steps past a checkpoint", poll=0)
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
     wait_until(lambda: status("crashy", env)["status"] == "crashed", 15, "crashed within 15 s")
