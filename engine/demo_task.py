@@ -25,6 +25,13 @@ so a held-out prompt never appears in training data. Held-out means the
 exact prompt was never trained on; the same problem may have been seen in
 another phrasing ("Add 3 and 5." vs "What is 3 + 5?").
 
+The demonstrations (`builtin:demo-instructions`) are right but uneven, as
+people's are: most of them add small talk after the answer ("8. Hope this
+helps!", CHATTY_SHARE), which the judge marks down to 0.8. SFT imitates the
+demonstrators, small talk included; the rankings are what teach a policy
+that the bare answer is better. That is the demo's alignment step: PPO and
+DPO learn from preferences something the demonstrations did not show.
+
 The judge is a pure function of (prompt, response): it parses the prompt to
 recover the reference answer, so it also judges prompts of these families
 that it did not generate ("What is 123 + 456?", "Say hello 7 times.").
@@ -401,10 +408,45 @@ DEMO_INSTRUCTIONS = 4000
 DEMO_PROMPTS = 200
 
 
-def demo_instructions(n: int = DEMO_INSTRUCTIONS, seed: int = 0) -> list[dict[str, str]]:
-    """`builtin:demo-instructions`: prompt/completion pairs of the train split."""
-    return [{"prompt": t.prompt, "completion": t.reference, "kind": t.kind}
-            for t in generate_tasks(n, seed, "train")]
+#: Demonstrators are uneven, as the people who write SFT data are: this share
+#: of the demonstrations add small talk after the right answer ("8. Hope this
+#: helps!"), which the judge scores 0.8 against 1.0 for the bare answer. SFT
+#: imitates the mix, and the preferences teach what the demonstrations could
+#: not: that the bare answer is better. More than half, so that small talk is
+#: the SFT model's likeliest continuation after an answer and shows in its
+#: low-temperature answers too. It comes after the answer, which still follows
+#: the prompt directly (small talk before it made SFT's answers much less
+#: often right, measured), and depends on no prompt, so a policy that learns
+#: to stop after the answer does so on prompts it never saw too.
+CHATTY_SHARE = 0.7
+#: the small talk after an answer: at most 4 words, none of them a letter,
+#: number, day or month that could compete with the answer itself
+CHATTER = (
+    "{}. Hope this helps!",
+    "{} is the answer.",
+    "{}. Easy one!",
+    "{}. Anything else?",
+    "{}, that is it.",
+    "{}. Glad to help!",
+)
+
+
+def chatty(answer: str, rng: random.Random) -> str:
+    """The right answer followed by small talk (the judge scores it 0.8)."""
+    return rng.choice(CHATTER).format(answer)
+
+
+def demo_instructions(
+    n: int = DEMO_INSTRUCTIONS, seed: int = 0, chatty_share: float = CHATTY_SHARE
+) -> list[dict[str, str]]:
+    """`builtin:demo-instructions`: prompt/completion pairs of the train split,
+    `chatty_share` of them with small talk after the answer."""
+    rng = random.Random(f"{seed}:chatter")
+    rows = []
+    for task in generate_tasks(n, seed, "train"):
+        completion = chatty(task.reference, rng) if rng.random() < chatty_share else task.reference
+        rows.append({"prompt": task.prompt, "completion": completion, "kind": task.kind})
+    return rows
 
 
 def demo_prompts(n: int = DEMO_PROMPTS, seed: int = 0) -> list[dict[str, str]]:

@@ -76,6 +76,20 @@ def test_builtin_data_sets() -> None:
     assert not {r["prompt"] for r in rows} & {p["prompt"] for p in prompts}
 
 
+def test_some_demonstrations_add_small_talk_that_the_judge_marks_down() -> None:
+    rows = demo_instructions(2000)
+    scores = [judge_score(r["prompt"], r["completion"]) for r in rows]
+    chatty = [r for r, score in zip(rows, scores) if score != 1.0]
+    # Every demonstration is right; a share of them (the same on every machine)
+    # say more than the answer, and only those lose points, all the same 0.8.
+    assert abs(len(chatty) / len(rows) - demo_task.CHATTY_SHARE) < 0.05
+    assert {score for score in scores if score != 1.0} == {0.8}
+    by_prompt = {t.prompt: t.reference for t in generate_tasks(2000)}
+    assert all(r["completion"].startswith(by_prompt[r["prompt"]]) for r in chatty)  # the answer comes first
+    assert demo_instructions(2000) == rows
+    assert all(judge_score(r["prompt"], r["completion"]) == 1.0 for r in demo_instructions(200, chatty_share=0))
+
+
 def test_generated_answers_are_right() -> None:
     by_prompt = {t.prompt: t for t in generate_tasks(7 * 60) + generate_tasks(7 * 15, split="heldout")}
     examples = {
