@@ -121,11 +121,11 @@ judge = "demo"
 _JUDGE_LINE = 'from = "sample"\njudge = "demo"\n'
 
 
-#: `rlhf demo --quick` (and the end-to-end test): the same loop with fewer steps, about a third of the time
+#: `rlhf demo --quick`: the same loop with fewer steps, about half the time
 QUICK = {
     "pretrain": {"max_steps": 150},
-    "sft": {"max_steps": 250, "sample_every": 125},
-    "sample": {"max_prompts": 64},
+    "sft": {"max_steps": 400, "sample_every": 200},
+    "sample": {"max_prompts": 128},
     "reward": {"max_steps": 80},
     "ppo": {"updates": 16, "learning_rate": 2e-5},
     "dpo": {"max_steps": 60},

@@ -37,7 +37,8 @@ HEADLINES: dict[str, tuple[tuple[str, str, str], ...]] = {
                ("accuracy on people's pairs", "eval/accuracy_people", "last"), ("margin", "eval/margin", "last")),
     "dpo": (("judge score", "eval/judge_score", "first_last"), ("log-prob margin", "eval/logp_margin", "first_last"),
             ("accuracy", "eval/rewards/accuracies", "last")),
-    "ppo": (("reward-model score", "ppo/rm_score", "first_last"), ("KL to SFT", "ppo/kl", "last"),
+    "ppo": (("reward-model score, held-out", "eval/rm_score", "first_last"),
+            ("reward-model score, rollouts", "ppo/rm_score", "first_last"), ("KL to SFT", "ppo/kl", "last"),
             ("judge score", "eval/judge_score", "first_last"), ("answers that ended", "ppo/ended_fraction", "last")),
     # RLOO and GRPO log their reward-model score and KL under PPO's names, so the rows compare.
     "rloo": (("reward-model score", "ppo/rm_score", "first_last"), ("KL to SFT", "ppo/kl", "last"),

@@ -85,7 +85,7 @@ preferences = "rank"
 batches = {q(batches)}
 max_steps = 120
 batch_size = 16
-learning_rate = 3e-4
+learning_rate = 1e-4
 eval_every = 40
 
 [stages.ppo]
@@ -97,9 +97,9 @@ updates = {ppo_updates}
 rollout_batch_size = 32
 minibatch_size = 16
 ppo_epochs = 2
-learning_rate = 5e-5
+learning_rate = 1e-5
 max_new_tokens = 24
-beta = 0.05
+beta = 0.2
 seed = {number}
 
 [stages.arena_answers]

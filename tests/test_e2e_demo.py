@@ -4,12 +4,11 @@ No fakes: real pretraining, SFT, sampling, the demo judge ranking, a reward
 model, our PPO, TRL's DPO and the arena. The demo's own spec (console/demo.py)
 with fewer steps in every stage, so it fits the suite's time.
 
-What it asserts is what this shortened setting reliably shows: every stage
-runs and reports its figures, pretraining lowers the held-out loss, SFT beats
-its base on the judge's score, and the arena produces win rates and a
-leaderboard for SFT, PPO and DPO. It does not assert that PPO and DPO beat
-SFT: at this size they do not reliably (see the README's demo section and
-bench/bench_demo.py for the full demo's figures).
+What it asserts is what each stage should do, as issue 8 asks: pretraining
+lowers the held-out loss, SFT beats its base on the judge's score, the reward
+model is above chance on prompts it never saw, PPO raises the reward model's
+score on held-out prompts, DPO widens the held-out log-prob margin, and in the
+arena the judge prefers PPO's and DPO's answers to SFT's.
 """
 
 from __future__ import annotations
@@ -28,17 +27,18 @@ RLHF = str(Path(sys.executable).with_name("rlhf"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-#: a few minutes on 2 quiet cores: every stage, a handful of steps each
+#: about four minutes on 2 quiet cores: enough SFT for the model to answer,
+#: enough ranked prompts for the reward model and DPO to learn the judge's taste
 SHORT = {
-    "pretrain": {"max_steps": 30, "eval_every": 30, "save_every": 30},
-    "sft": {"max_steps": 150, "sample_every": 150, "eval_every": 150},
-    "sample": {"max_prompts": 16},
-    "reward": {"max_steps": 20, "eval_every": 20},
-    "ppo": {"updates": 2, "rollout_batch_size": 8, "minibatch_size": 8, "ppo_epochs": 1, "sample_every": 2},
-    "dpo": {"max_steps": 10, "eval_every": 10, "sample_every": 10},
-    "arena_answers": {"max_prompts": 12},
+    "pretrain": {"max_steps": 100, "eval_every": 50, "save_every": 100},
+    "sft": {"max_steps": 600, "sample_every": 300, "eval_every": 300},
+    "sample": {"max_prompts": 256},
+    "reward": {"max_steps": 100, "eval_every": 50},
+    "ppo": {"updates": 16, "learning_rate": 2e-5, "sample_every": 8},
+    "dpo": {"max_steps": 100, "eval_every": 50, "sample_every": 50},
+    "arena_answers": {"max_prompts": 60},
 }
-ARENA_PROMPTS = 12
+ARENA_PROMPTS = 60
 
 
 def figure(report: dict, stage: str, key: str) -> dict:
@@ -65,11 +65,19 @@ def test_the_demo_pipeline_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     assert loss["last"] < loss["first"] - 1.0
     judge = figure(report, "sft", "eval/judge_score")
     assert judge["last"] > judge["first"] + 0.15  # SFT beats the pretrained base
-    for stage, key in (("reward", "eval/accuracy"), ("ppo", "ppo/kl"), ("dpo", "eval/logp_margin")):
-        assert figure(report, stage, key)["last"] == figure(report, stage, key)["last"]  # logged, not NaN
+    assert figure(report, "reward", "eval/accuracy")["last"] > 0.6  # above chance on prompts it never saw
+    rm_score = figure(report, "ppo", "eval/rm_score")
+    assert rm_score["last"] > rm_score["first"]  # PPO raised the reward model's score on held-out prompts
+    assert figure(report, "ppo", "ppo/kl")["last"] > 0  # and drifted from SFT to do it: KL is reported
+    margin = figure(report, "dpo", "eval/logp_margin")
+    assert margin["last"] > margin["first"]  # DPO widened the held-out chosen-minus-rejected margin
 
+    # The arena: the judge compares answers to held-out prompts blind. PPO and
+    # DPO beat SFT (measured at these settings: PPO 80%, DPO 75% of 60).
     rates = {(r["policy"], r["annotators"]): r for r in report["win_rates"]}
     for policy in ("ppo", "dpo"):
         rate = rates[(policy, "judges")]
         assert rate["wins"] + rate["ties"] + rate["losses"] == ARENA_PROMPTS  # one comparison per prompt
+        assert rate["rate"] >= 0.6 and rate["wins"] > 2 * rate["losses"], rate
     assert {row["player"] for row in report["leaderboard"]} == {"sft", "ppo", "dpo"}
+    assert report["leaderboard"][-1]["player"] == "sft"
