@@ -147,8 +147,10 @@ def test_kill_9_of_the_stage_shows_crashed_and_resume_continues_exactly(tmp_path
         time.sleep(0.1)
         return False
 
-    wait_until(frozen_past_a_checkpoint, 180, "logged steps past a checkpoint", poll=0)
-    os.kill(pid, signal.SIGKILL)
+    try:
+        wait_until(frozen_past_a_checkpoint, 180, "logged steps past a checkpoint", poll=0)
+    finally:  # killed at the right moment, or never left frozen when the test fails
+        os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
     wait_until(lambda: status("crashy", env)["status"] == "crashed", 15, "crashed within 15 s")
     assert time.monotonic() - killed < 15
