@@ -25,7 +25,8 @@ BUILTINS: dict[str, Builtin] = {
         Builtin("bpe-4k", "tokenizer", "byte-level BPE, 4096 tokens, trained locally on stdlib-docs, chat template"),
         Builtin("stdlib-docs", "data", "English docstrings of the Python standard library (~1 MB+), read from source"),
         Builtin("demo-instructions", "data",
-                "4000 demo-task instructions with answers (prompt/completion), train split; see engine/demo_task.py"),
+                "4000 demo-task instructions with right answers (prompt/completion), 70% with small talk after "
+                "the answer; train split; see engine/demo_task.py"),
         Builtin("demo-prompts", "data",
                 "200 held-out demo-task prompts with reference answers, for evaluation and sampling"),
     ]
