@@ -73,6 +73,27 @@ class StageSpec(BaseModel):
     needs_device: ClassVar[bool] = True
 
 
+class FromRequired(BaseModel):
+    """A stage whose `from` must be given. Its None default only gives code
+    that lists a kind's defaults (the console's templates) a value to read: a
+    missing `from` is validated as None, and None is "required". Stages with
+    more to check of `from` override `_required`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_is_present(cls, data: object) -> object:
+        if isinstance(data, dict) and "from" not in data and "from_" not in data:
+            data = {**data, "from": None}
+        return data
+
+    @field_validator("from_", check_fields=False)
+    @classmethod
+    def _required(cls, value: str | None) -> str:
+        if value is None:
+            raise PydanticCustomError("missing", "required")
+        return value
+
+
 class PretrainSpec(StageSpec):
     """Causal-LM next-token training, from scratch or continued from a checkpoint."""
 
@@ -111,7 +132,7 @@ class PretrainSpec(StageSpec):
     log_every: LogEvery = 1
 
 
-class SampleSpec(StageSpec):
+class SampleSpec(StageSpec, FromRequired):
     """K responses to each prompt from one or several models, stored as one batch to rank.
 
     With several models (`from = ["sft", "pretrain"]`) the K responses to a
@@ -152,16 +173,6 @@ class SampleSpec(StageSpec):
         description="responses generated at once (prompts per batch = batch_size // K, at least 1)",
     )
     batch_name: str | None = Field(None, description="name of the stored sample batch; default RUN/STAGE")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_is_present(cls, data: object) -> object:
-        # `from` is required. Its default is None only so that code listing a
-        # kind's defaults (the console's templates) has one to read; a missing
-        # `from` is validated as None under its own key, which `_required` rejects.
-        if isinstance(data, dict) and "from" not in data and "from_" not in data:
-            data = {**data, "from": None}
-        return data
 
     @field_validator("from_", "prompts", mode="before")
     @classmethod
@@ -504,26 +515,6 @@ class PreferenceDataSpec(StageSpec):
 
 
 
-class FromRequired(BaseModel):
-    """A stage whose `from` must be given. Its None default only gives the
-    console's templates a value to read (see SampleSpec): a missing `from` is
-    validated as None, and None is "required"."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_is_present(cls, data: object) -> object:
-        if isinstance(data, dict) and "from" not in data and "from_" not in data:
-            data = {**data, "from": None}
-        return data
-
-    @field_validator("from_", check_fields=False)
-    @classmethod
-    def _required(cls, value: str | None) -> str:
-        if value is None:
-            raise PydanticCustomError("missing", "required")
-        return value
-
-
 class DPOSpec(PreferenceDataSpec, FromRequired):
     """Direct preference optimisation: the policy learns from chosen/rejected pairs (trl's DPOTrainer).
 
@@ -666,7 +657,7 @@ class RewardSpec(PreferenceDataSpec, FromRequired):
     log_every: LogEvery = 1
 
 
-class ScoreSpec(StageSpec):
+class ScoreSpec(StageSpec, FromRequired):
     """Reward scores for the responses of a sample batch, stored beside them.
 
     Each response is framed as training framed it (the prompt as a user turn,
@@ -693,14 +684,6 @@ class ScoreSpec(StageSpec):
         1024, ge=8, le=131072,
         description="tokens per prompt + response; a longer one keeps its end, where the score is read",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_is_present(cls, data: object) -> object:
-        # As in SampleSpec: `from` is required, its None default is for templates.
-        if isinstance(data, dict) and "from" not in data and "from_" not in data:
-            data = {**data, "from": None}
-        return data
 
     @field_validator("from_")
     @classmethod
@@ -729,7 +712,7 @@ class ScoreSpec(StageSpec):
         return self
 
 
-class PPOSpec(StageSpec):
+class PPOSpec(StageSpec, FromRequired):
     """RLHF with PPO: the policy learns to please a reward model, on a KL leash to where it started.
 
     Each update samples a response to `rollout_batch_size` prompts, scores
@@ -860,22 +843,11 @@ class PPOSpec(StageSpec):
 
     @model_validator(mode="before")
     @classmethod
-    def _models_are_present(cls, data: object) -> object:
-        # `from` and `reward_model` are required; their None defaults only give the
-        # console's templates a value to read (see SampleSpec).
-        if isinstance(data, dict):
-            if "from" not in data and "from_" not in data:
-                data = {**data, "from": None}
-            if "reward_model" not in data:
-                data = {**data, "reward_model": None}
+    def _reward_model_is_present(cls, data: object) -> object:
+        # Required like `from`, with a None default for the same reason (FromRequired).
+        if isinstance(data, dict) and "reward_model" not in data:
+            data = {**data, "reward_model": None}
         return data
-
-    @field_validator("from_")
-    @classmethod
-    def _required(cls, value: str | None) -> str:
-        if value is None:
-            raise PydanticCustomError("missing", "required")
-        return value
 
     @field_validator("reward_model")
     @classmethod
@@ -912,7 +884,7 @@ class PPOSpec(StageSpec):
 _JUDGE_NAME = re.compile(r"demo|[A-Za-z_][\w.]*:[A-Za-z_]\w*", re.ASCII)
 
 
-class OnlineRLSpec(StageSpec):
+class OnlineRLSpec(StageSpec, FromRequired):
     """Fields the RLOO and GRPO stages share (trl's online trainers): each step
     samples K completions per prompt, scores them with a reward model and/or
     judges, and moves the policy towards the completions that beat the others
@@ -1011,18 +983,9 @@ class OnlineRLSpec(StageSpec):
     sample_temperature: SampleTemperature = 0.0
     sample_max_new_tokens: SampleMaxNewTokens = 32
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_is_present(cls, data: object) -> object:
-        # `from` is required; its None default only gives the console's templates a
-        # value to read (see SampleSpec). A missing `from` is validated as None.
-        if isinstance(data, dict) and "from" not in data and "from_" not in data:
-            data = {**data, "from": None}
-        return data
-
     @field_validator("from_")
     @classmethod
-    def _trained_policy(cls, value: str | None) -> str:
+    def _required(cls, value: str | None) -> str:
         if value is None:
             raise PydanticCustomError("missing", "required")
         if value.startswith("builtin:"):
