@@ -83,12 +83,14 @@ def verdict(judge: Judge, item: ItemView) -> tuple[JudgementOutcome, list[Rankin
             f"judge {judge.name!r} returned {scores!r} for {len(texts)} responses: "
             "expected one finite score per response"
         )
-    if len(texts) > 2:
-        by_score: dict[float, list[int]] = {}
-        for index in sorted(range(len(texts)), key=lambda i: -scores[i]):  # stable: ties keep the shown order
-            by_score.setdefault(scores[index], []).append(item.responses[index].sample_id)
-        return JudgementOutcome.RANKING, [tier[0] if len(tier) == 1 else tier for tier in by_score.values()]
+    # Stable: equal scores keep the shown order.
     best_first = [item.responses[i].sample_id for i in sorted(range(len(texts)), key=lambda i: -scores[i])]
+    if len(texts) > 2:
+        score_of = {r.sample_id: score for r, score in zip(item.responses, scores)}
+        by_score: dict[float, list[int]] = {}
+        for sample_id in best_first:
+            by_score.setdefault(score_of[sample_id], []).append(sample_id)
+        return JudgementOutcome.RANKING, [tier[0] if len(tier) == 1 else tier for tier in by_score.values()]
     if judge.bad_at_or_below is not None and max(scores) <= judge.bad_at_or_below:
         return JudgementOutcome.BOTH_BAD, []
     if scores[0] == scores[1]:

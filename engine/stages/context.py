@@ -94,6 +94,10 @@ class StageContext:
             return Source(scheme, value)  # type: ignore[arg-type]
         raise ValueError(f"not a canonical reference: {ref!r}")
 
+    def resolve_optional(self, ref: str | None) -> Source | None:
+        """`resolve` for a field the spec may leave out (None stays None)."""
+        return None if ref is None else self.resolve(ref)
+
     # --- reporting ----------------------------------------------------------
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:

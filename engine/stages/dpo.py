@@ -132,7 +132,7 @@ def build_trainer(
     # The policy keeps its own tokenizer: its embeddings were learned for it.
     model_source = ctx.resolve(spec.from_)  # type: ignore[arg-type]  # required by the spec
     tokenizer_source, tokenizer = load_stage_tokenizer(
-        model_source, ctx.resolve(spec.tokenizer) if spec.tokenizer else None, ctx.cache_dir, log=ctx.log)
+        model_source, ctx.resolve_optional(spec.tokenizer), ctx.cache_dir, log=ctx.log)
     if tokenizer.eos_token is None:
         raise StageFailed("the tokenizer has no eos token to end an answer with")
 

@@ -146,7 +146,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     # The policy keeps its own tokenizer: its embeddings were learned for it.
     policy_source = ctx.resolve(spec.from_)  # type: ignore[arg-type]  # required by the spec
     tokenizer_source, tokenizer = load_stage_tokenizer(
-        policy_source, ctx.resolve(spec.tokenizer) if spec.tokenizer else None, ctx.cache_dir, log=ctx.log)
+        policy_source, ctx.resolve_optional(spec.tokenizer), ctx.cache_dir, log=ctx.log)
     if tokenizer.eos_token_id is None:
         raise StageFailed("the policy's tokenizer has no eos token: a completion could never end")
 

@@ -45,7 +45,7 @@ def run(ctx: StageContext) -> None:
     # checkpoint keeps its own, since its embeddings were learned for it.
     model_source = ctx.resolve(spec.from_)
     tokenizer_source, tokenizer = load_stage_tokenizer(
-        model_source, ctx.resolve(spec.tokenizer) if spec.tokenizer else None, ctx.cache_dir, chat=False)
+        model_source, ctx.resolve_optional(spec.tokenizer), ctx.cache_dir, chat=False)
 
     # -- data ------------------------------------------------------------------
     # Whole documents are held out for evaluation, then each side is packed

@@ -135,7 +135,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[RewardT
     # checkpoint keeps its own, since its embeddings were learned for it.
     model_source = ctx.resolve(spec.from_)  # type: ignore[arg-type]  # required by the spec
     tokenizer_source, tokenizer = load_stage_tokenizer(
-        model_source, ctx.resolve(spec.tokenizer) if spec.tokenizer else None, ctx.cache_dir, log=ctx.log)
+        model_source, ctx.resolve_optional(spec.tokenizer), ctx.cache_dir, log=ctx.log)
 
     # -- model -----------------------------------------------------------------
     model = load_reward_model(model_source, tokenizer, seed=spec.seed)

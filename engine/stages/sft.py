@@ -56,8 +56,6 @@ from .context import Source, StageContext
 from .data import instruction_examples, load_records, split_examples
 from .eval_samples import EvalSampler
 
-#: on a GPU, models this large (or quantized ones) recompute activations by default
-
 
 def run(ctx: StageContext) -> None:
     spec = ctx.spec
@@ -116,7 +114,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
     # checkpoint keeps its own, since its embeddings were learned for it.
     model_source = ctx.resolve(spec.from_)
     tokenizer_source, tokenizer = load_stage_tokenizer(
-        model_source, ctx.resolve(spec.tokenizer) if spec.tokenizer else None, ctx.cache_dir, log=ctx.log)
+        model_source, ctx.resolve_optional(spec.tokenizer), ctx.cache_dir, log=ctx.log)
     if tokenizer.eos_token is None:
         raise StageFailed("the tokenizer has no eos token to end an answer with")
 
