@@ -86,7 +86,7 @@ def ms(values: list[float]) -> str:
 
 
 async def data_refresh(engine: Engine, runs: Runs, repeats: int) -> dict[str, dict[str, list[float]]]:
-    from console.data import RunModel
+    from console.view_models import RunModel
 
     results: dict[str, dict[str, list[float]]] = {}
     for name, (run_id, stage_id) in runs.ids.items():

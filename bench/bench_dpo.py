@@ -44,7 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import demo_task  # noqa: E402
+from engine.demo import task as demo_task  # noqa: E402
 from store import Workspace, open_workspace  # noqa: E402
 
 #: all 200 held-out demo prompts, answered greedily by SFT and DPO alike
@@ -52,7 +52,7 @@ HELD_OUT_PROMPTS = 200
 
 
 def pipeline_spec(options: argparse.Namespace) -> str:
-    """The whole pipeline; pretrain and SFT as the demo (console/demo.py) has them."""
+    """The whole pipeline; pretrain and SFT as the demo (engine/demo/pipeline.py) has them."""
     return f"""\
 name = "bench-dpo"
 

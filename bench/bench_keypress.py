@@ -129,7 +129,7 @@ def start_load(kind: str, engine, env: dict[str, str]) -> list[subprocess.Popen]
     if kind == "burn":
         spin = "while True: pass"
         return [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
-    from console.demo import demo_spec
+    from engine.demo.pipeline import demo_spec
 
     asyncio.run(engine.submit(demo_spec(), name="load"))
     return []

@@ -21,7 +21,7 @@ RLOO runs in the same `rlhf run`, after PPO, on the same policy, reward
 model, prompts and max_new_tokens: 8 prompts x 4 completions = 32
 completions per step (PPO: 32 prompts x 1 response per update), one
 optimizer step on them (PPO: 4 epochs x 4 minibatches = 16). Its stage
-splits each step's seconds the same way (engine/stages/online_rl.py:
+splits each step's seconds the same way (engine/stages/common/online_rl.py:
 StepTimer): generation, scoring (the policy's and reference's log-probs, the
 reward model, the advantages) and training (forward, backward, step).
 
@@ -47,7 +47,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.stages import runtime  # noqa: E402, F401  (first: quiets tqdm's bars)
+from engine.stages.common import setup as runtime  # noqa: E402, F401  (first: quiets tqdm's bars)
 from store import StageRead, Store, open_workspace  # noqa: E402
 
 SPLIT = ("time/generation", "time/scoring", "time/training")
@@ -58,9 +58,9 @@ def save_reward_model(folder: Path, cache_dir: Path, seed: int) -> Path:
     import torch
     from transformers import LlamaForSequenceClassification
 
-    from engine.stages.builtin.models import preset_config
-    from engine.stages.builtin.tokenizer import load_tokenizer
-    from engine.stages.context import Source
+    from engine.stages.common.models import preset_config
+    from engine.stages.common.tokenizer import load_tokenizer
+    from engine.stages.common.context import Source
 
     tokenizer = load_tokenizer(Source("builtin", "bpe-4k"), cache_dir)
     config = preset_config("llama-4m", tokenizer)

@@ -31,12 +31,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.stages import runtime  # noqa: E402  (first: quiets tqdm)
+from engine.stages.common import setup as runtime  # noqa: E402  (first: quiets tqdm)
 from engine.spec.stages import PretrainSpec  # noqa: E402
-from engine.stages.builtin.models import load_model_for_training  # noqa: E402
-from engine.stages.builtin.tokenizer import load_tokenizer  # noqa: E402
-from engine.stages.context import Source  # noqa: E402
-from engine.stages.data import load_texts, pack_blocks, split_documents  # noqa: E402
+from engine.stages.common.models import load_model_for_training  # noqa: E402
+from engine.stages.common.tokenizer import load_tokenizer  # noqa: E402
+from engine.stages.common.context import Source  # noqa: E402
+from engine.stages.common.data_loading import load_texts
+from engine.stages.common.data_loading import pack_blocks
+from engine.stages.common.data_loading import split_documents  # noqa: E402
 from store import open_workspace  # noqa: E402
 
 import torch  # noqa: E402

@@ -40,17 +40,17 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-# As in the stage's worker (engine.launcher.child_env): the tokenizer's thread
+# As in the stage's worker (engine.runtime.launcher.child_env): the tokenizer's thread
 # pool would otherwise compete with torch's threads for the cores.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.stages import runtime  # noqa: E402  (first: quiets tqdm)
-from engine.stages.builtin import corpus  # noqa: E402
-from engine.stages.builtin.models import load_model_for_training  # noqa: E402
-from engine.stages.builtin.tokenizer import load_tokenizer  # noqa: E402
-from engine.stages.context import Source  # noqa: E402
-from engine.stages.sample import call_seed  # noqa: E402
+from engine.stages.common import setup as runtime  # noqa: E402  (first: quiets tqdm)
+from engine.stages.common import stdlib_corpus as corpus  # noqa: E402
+from engine.stages.common.models import load_model_for_training  # noqa: E402
+from engine.stages.common.tokenizer import load_tokenizer  # noqa: E402
+from engine.stages.common.context import Source  # noqa: E402
+from engine.stages.sample.stage import call_seed  # noqa: E402
 from store import open_workspace  # noqa: E402
 
 import torch  # noqa: E402

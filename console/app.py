@@ -32,7 +32,7 @@ from textual.screen import ModalScreen
 from engine import Engine, EngineError
 from store import StoreError, utcnow
 
-from .data import RunRow
+from console.view_models import RunRow
 from .literal import printable
 from .sysinfo import SystemSampler
 
@@ -291,12 +291,12 @@ class RlhfApp(App[None]):
         self._refresh_screen()
 
     def another_round(self, run_id: int) -> None:
-        """Iterated RLHF: the next round of a finished run (engine.rounds), opened on its run screen.
+        """Iterated RLHF: the next round of a finished run (engine.recipe.rounds), opened on its run screen.
         People rank it, like the demo in the console (J hands the rest to the judge)."""
         self.run_worker(self._another_round(run_id), group="act", exit_on_error=False)
 
     async def _another_round(self, run_id: int) -> None:
-        from engine.rounds import next_round_spec
+        from engine.recipe.rounds import next_round_spec
 
         try:
             spec = await asyncio.to_thread(next_round_spec, self.engine.store, run_id, judge=None)

@@ -162,13 +162,13 @@ async def cmd_run(engine: Engine, args: argparse.Namespace, out: Console) -> int
 
 
 async def cmd_demo(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from .demo import demo_spec
+    from engine.demo.pipeline import demo_spec
 
     run = await engine.submit(demo_spec(quick=args.quick))
     code = await _attached(engine, run, args, out)
     if not args.detach and code != EXIT_INTERRUPTED:
         # The demo ends with its report: each stage's numbers side by side.
-        from engine.report import build_report
+        from engine.recipe.report import build_report
 
         report = await asyncio.to_thread(build_report, engine.store, run.id)
         if args.json:
@@ -214,8 +214,8 @@ async def cmd_status(engine: Engine, args: argparse.Namespace, out: Console) -> 
 
 
 async def cmd_round(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine.report import build_report
-    from engine.rounds import next_round_spec
+    from engine.recipe.report import build_report
+    from engine.recipe.rounds import next_round_spec
 
     previous = await engine.get_run(args.run)
     spec = await asyncio.to_thread(next_round_spec, engine.store, previous.id, judge=None if args.people else "demo")
@@ -227,7 +227,7 @@ async def cmd_round(engine: Engine, args: argparse.Namespace, out: Console) -> i
 
 
 async def cmd_report(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine.report import build_report
+    from engine.recipe.report import build_report
 
     run = await engine.get_run(args.run)
     report = await asyncio.to_thread(build_report, engine.store, run.id)
@@ -279,7 +279,8 @@ async def cmd_cancel(engine: Engine, args: argparse.Namespace, out: Console) -> 
 
 
 async def cmd_generate(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine.jobs import generate_spec, generated_answers
+    from engine.runtime.jobs import generate_spec
+    from engine.runtime.jobs import generated_answers
 
     if len(args.checkpoint) < 2:
         raise _BadInput("usage: rlhf generate CHECKPOINT [CHECKPOINT] \"prompt\"")
@@ -310,7 +311,7 @@ async def cmd_generate(engine: Engine, args: argparse.Namespace, out: Console) -
 
 
 async def cmd_export(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine.export import run_export
+    from engine.runtime.export_job import run_export
 
     result = await asyncio.to_thread(
         run_export, args.checkpoint, args.out, merge_lora=args.merge_lora,
@@ -339,7 +340,7 @@ def cmd_tui(engine: Engine, args: argparse.Namespace) -> int:
         batch = engine.store.feedback.find_batch(args.batch) if args.batch else None
         open_rank = (batch, annotator_name(args))
     if args.command == "demo":
-        from .demo import demo_spec
+        from engine.demo.pipeline import demo_spec
 
         # In the console the person ranks (a few, then J hands the rest to the judge).
         open_run = asyncio.run(engine.submit(demo_spec(people_rank=True, quick=args.quick))).id

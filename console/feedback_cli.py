@@ -41,9 +41,14 @@ from engine.feedback import (
     write_trl,
 )
 from engine.feedback.atomic import atomic_path
-from engine.feedback.from_store import Selection, is_person, selected_judgements, to_record
-from engine.jobs import arena_spec, rank_spec, score_spec
-from engine.scoring import Agreement, BatchScores, batch_scores
+from engine.feedback.records import is_person
+from engine.feedback.stored.selection import Selection, selected_judgements, to_record
+from engine.runtime.jobs import arena_spec
+from engine.runtime.jobs import rank_spec
+from engine.runtime.jobs import score_spec
+from engine.recipe.reward_agreement import Agreement
+from engine.recipe.reward_agreement import BatchScores
+from engine.recipe.reward_agreement import batch_scores
 from store import RankBatch
 
 from . import headless
@@ -231,7 +236,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 async def _prefs_import(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine.feedback.store_import import import_file
+    from engine.feedback.stored.importing import import_file
 
     batch_id, result = await asyncio.to_thread(import_file, engine.store, args.file, format=args.format,
                                                name=args.name)

@@ -22,7 +22,7 @@ from typing import Any
 from engine import PipelineSpec, parse_spec
 from engine.spec import STAGE_KINDS
 
-from .demo import DEMO_SPEC
+from engine.demo.pipeline import DEMO_SPEC
 
 #: fields every stage kind has; a kind's template shows only its own ones
 _COMMON = ("processes", "device", "precision", "seed")

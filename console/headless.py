@@ -236,7 +236,7 @@ def series_json(series: Sequence[Series]) -> list[dict[str, Any]]:
 
 
 def print_report(report: Any, console: Console) -> None:
-    """A run's report (engine.report.Report): each stage's key numbers, the win
+    """A run's report (engine.recipe.report.Report): each stage's key numbers, the win
     rates against SFT and the arena leaderboard."""
     for renderable in report_renderables(report):
         console.print(renderable)

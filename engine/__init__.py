@@ -4,8 +4,10 @@ This package's public API is torch-free; only `engine.stages.*` modules (run
 inside worker processes) import torch, transformers, trl, peft or accelerate.
 """
 
-from .api import Engine, RunDetail, Series
-from .errors import (
+from engine.runtime.api import Engine
+from engine.runtime.api import RunDetail
+from engine.runtime.api import Series
+from engine.errors import (
     EngineError,
     InvalidRunState,
     RunNotFound,
@@ -14,8 +16,13 @@ from .errors import (
     StageFailed,
     UserInputError,
 )
-from .spec import EXAMPLE_SPEC, PipelineSpec, load_spec, parse_spec
-from .updates import LifecycleEvent, LogEmitted, MetricsLogged, RunFinished, StageProgress, Update
+from engine.spec import EXAMPLE_SPEC, PipelineSpec, load_spec, parse_spec
+from engine.runtime.updates import LifecycleEvent
+from engine.runtime.updates import LogEmitted
+from engine.runtime.updates import MetricsLogged
+from engine.runtime.updates import RunFinished
+from engine.runtime.updates import StageProgress
+from engine.runtime.updates import Update
 
 __all__ = [
     "EXAMPLE_SPEC",

@@ -25,7 +25,7 @@ def imported_after(code: str) -> set[str]:
         "import console.cli; console.cli.build_parser()",
         # The whole path of `rlhf ls`: parse, open a workspace, list runs.
         "import tempfile, console.cli; console.cli.main(['-w', tempfile.mkdtemp(), 'ls'])",
-        "import engine.supervisor",
+        "import engine.runtime.supervisor",
     ],
 )
 def test_front_ends_and_the_run_process_stay_torch_free(code: str) -> None:
@@ -39,5 +39,5 @@ def test_store_imports_no_other_package_of_ours() -> None:
 
 
 def test_engine_never_imports_the_console_or_textual() -> None:
-    modules = imported_after("import engine, engine.supervisor, engine.worker, engine.api")
+    modules = imported_after("import engine, engine.runtime.supervisor, engine.runtime.worker, engine.runtime.api")
     assert not {m for m in modules if m.split(".")[0] in ("console", "textual")}

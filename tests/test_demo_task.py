@@ -1,5 +1,5 @@
 """The demo task: deterministic generation, disjoint splits, and the judge's
-rubric on hand-computed cases (engine/demo_task.py's docstring)."""
+rubric on hand-computed cases (engine/demo/task.py's docstring)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,17 @@ from collections import Counter
 
 import pytest
 
-from engine import demo_task
-from engine.demo_task import (
-    KINDS,
-    Task,
-    demo_instructions,
-    demo_prompts,
-    generate_tasks,
-    judge_compare,
-    judge_rank,
-    judge_score,
-    parse_task,
-    split_of,
-)
+from engine.demo import task as demo_task
+from engine.demo.task import KINDS
+from engine.demo.task import Task
+from engine.demo.task import demo_instructions
+from engine.demo.task import demo_prompts
+from engine.demo.task import generate_tasks
+from engine.demo.task import judge_compare
+from engine.demo.task import judge_rank
+from engine.demo.task import judge_score
+from engine.demo.task import parse_task
+from engine.demo.task import split_of
 
 # --- generating -------------------------------------------------------------------
 
@@ -124,7 +122,7 @@ def test_bad_arguments() -> None:
 
 
 def test_module_is_torch_free() -> None:
-    code = ("import sys, engine.demo_task; "
+    code = ("import sys, engine.demo.task; "
             "print([m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,7 +1,7 @@
 """The whole loop end to end: the demo pipeline, shortened, through `rlhf run`, as a user runs it.
 
 No fakes: real pretraining, SFT, sampling, the demo judge ranking, a reward
-model, our PPO, TRL's DPO and the arena. The demo's own spec (console/demo.py)
+model, our PPO, TRL's DPO and the arena. The demo's own spec (engine/demo/pipeline.py)
 with fewer steps in every stage, so it fits the suite's time.
 
 What it asserts is what each stage should do, as issue 8 asks: pretraining
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from console.demo import DEMO_SPEC, _with_settings
+from engine.demo.pipeline import DEMO_SPEC
+from engine.demo.pipeline import _with_settings
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 

@@ -238,7 +238,7 @@ def test_cancel_of_a_two_process_stage_leaves_no_process_behind(tmp_path: Path, 
     supervisor = psutil.Process(status("ddpstop", env)["pid"])
     # accelerate's launcher, the elastic agent and both ranks (ranks run in sessions of their own).
     tree = [supervisor, *supervisor.children(recursive=True)]
-    assert len([p for p in tree if "engine.worker" in " ".join(p.cmdline())]) >= 2
+    assert len([p for p in tree if "engine.runtime.worker" in " ".join(p.cmdline())]) >= 2
 
     assert rlhf("cancel", "ddpstop", env=env).returncode == 0
     assert status("ddpstop", env)["status"] == "cancelled"

@@ -17,7 +17,8 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from engine.errors import UserInputError  # noqa: E402
-from engine.export import inspect_checkpoint, run_export  # noqa: E402
+from engine.runtime.export_job import inspect_checkpoint
+from engine.runtime.export_job import run_export  # noqa: E402
 from tests.tiny_models import save_lora_adapter, save_tiny_model  # noqa: E402
 
 PICKLES = (".bin", ".pt", ".pth", ".pkl")
@@ -165,7 +166,7 @@ def test_corrupt_weights_fail_in_one_line_and_leave_nothing(models, tmp_path) ->
 
 
 def test_the_wrapper_imports_no_torch() -> None:
-    code = ("import sys, engine.export, engine.jobs\n"
+    code = ("import sys, engine.runtime.export_job, engine.runtime.jobs\n"
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])

@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, RunFinished, SpecError, UserInputError
-from engine.jobs import generate_spec, generated_answers, generated_samples
-from engine.liveness import process_tree, signal_tree
+from engine.runtime.jobs import generate_spec
+from engine.runtime.jobs import generated_answers
+from engine.runtime.jobs import generated_samples
+from engine.runtime.liveness import process_tree
+from engine.runtime.liveness import signal_tree
 from engine.spec.stages import SampleSpec
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.report import build_report
+from engine.recipe.report import build_report
 from store import NewStage, Store, open_workspace
 
 
@@ -16,7 +16,7 @@ def arena_run(store: Store, tmp_path: Path) -> int:
         stages=[NewStage(name=n, kind=k, position=i, parent=None, config=c) for i, (n, k, c) in enumerate(stages)],
     )
     by_name = {s.name: s for s in store.list_stages(run_id=run.id)}
-    # A rank stage that ran has replaced its config with what it resolved (as engine/stages/rank.py does).
+    # A rank stage that ran has replaced its config with what it resolved (as engine/stages/rank/stage.py does).
     store.update_stage(by_name["judge"].id, config={"batch_id": 1, "items": 4, "judge": "demo"})
     for name in ("sft", "ppo"):
         store.update_stage(by_name[name].id, output_path=str(tmp_path / name / "final"))

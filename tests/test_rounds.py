@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine import UserInputError
-from engine.rounds import next_round_spec
+from engine.recipe.rounds import next_round_spec
 from store import NewStage, StageStatus, Store, open_workspace
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from engine.stages.builtin.tokenizer import train_bpe
+from engine.stages.common.tokenizer import train_bpe
 
 #: prompt + response positions: small, so a test can overflow it
 MAX_POSITIONS = 256

@@ -10,7 +10,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Header, Static
 
-from ..data import CompareModel, chart_capacity
+from console.view_models import CompareModel
+from console.view_models import chart_capacity
 from ..literal import printable
 from ..widgets.chart import PALETTE, ChartLine, LineChart
 from ..widgets.config_diff import ConfigDiff

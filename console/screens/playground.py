@@ -28,10 +28,15 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Header, Input, Label, Select, TextArea
 
 from engine import Engine, EngineError, RunDetail
-from engine.jobs import Answer, generate_spec, generated_answers
+from engine.runtime.jobs import Answer
+from engine.runtime.jobs import generate_spec
+from engine.runtime.jobs import generated_answers
 from store import RunStatus, Store
 
-from ..data import STATUS_STYLES, duration, first_line, status_label
+from console.view_models import STATUS_STYLES
+from console.view_models import duration
+from console.view_models import first_line
+from console.view_models import status_label
 from ..literal import printable
 from ..widgets.answers_view import AnswersView
 from ..widgets.key_bar import KeyBar

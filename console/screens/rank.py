@@ -102,7 +102,8 @@ def people_agreement(store: Store) -> AgreementHook:
 
     def read(batch_id: int) -> Agreement:
         from engine.feedback import agreement_from_judgements
-        from engine.feedback.from_store import is_person, to_record
+        from engine.feedback.records import is_person
+        from engine.feedback.stored.selection import to_record
 
         live = store.feedback.live_judgements(batch_ids=[batch_id])
         return agreement_from_judgements([to_record(j) for j in live if is_person(j.annotator)])
@@ -657,7 +658,7 @@ class RankScreen(Screen[None]):
         if engine is None:
             self.notify("The judge needs the console's engine (open it with rlhf rank).", markup=False)
             return
-        from engine.jobs import rank_spec
+        from engine.runtime.jobs import rank_spec
 
         from .confirm import ConfirmScreen
 

@@ -1,4 +1,4 @@
-"""`ReportScreen`: a run's report (engine.report), refreshed while the run goes.
+"""`ReportScreen`: a run's report (engine.recipe.report), refreshed while the run goes.
 
 The same tables `rlhf report` prints: each stage's key numbers before and
 after, the win rates of the policies against SFT (by the judge and by
@@ -48,7 +48,7 @@ class ReportScreen(LiveScreen):
         super().on_mount()
 
     async def refresh_data(self) -> None:
-        from engine.report import build_report
+        from engine.recipe.report import build_report
 
         report = await asyncio.to_thread(build_report, self.rlhf.engine.store, self.run_id)
         self.query_one("#report-body", Static).update(Group(*report_renderables(report)))

@@ -15,17 +15,15 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Header, TabbedContent, TabPane
 
-from ..data import (
-    ChartGroup,
-    RunChanges,
-    RunModel,
-    SampleGroup,
-    chart_capacity,
-    current_stage,
-    load_samples,
-    main_key,
-    stage_eta,
-)
+from console.view_models import ChartGroup
+from console.view_models import RunChanges
+from console.view_models import RunModel
+from console.view_models import SampleGroup
+from console.view_models import chart_capacity
+from console.view_models import current_stage
+from console.view_models import load_samples
+from console.view_models import main_key
+from console.view_models import stage_eta
 from ..literal import printable
 from ..widgets.chart import ChartLine, LineChart
 from ..widgets.checkpoints_table import CheckpointsTable

@@ -23,7 +23,7 @@ from .keys import SCROLL_KEYS
 
 
 class AnswerLike(Protocol):
-    """What a column shows of a response (engine.jobs.Answer has it)."""
+    """What a column shows of a response (engine.runtime.jobs.Answer has it)."""
 
     response: str
     tokens: int

@@ -19,7 +19,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ..data import duration, fmt_value
+from console.view_models import duration
+from console.view_models import fmt_value
 from ..literal import printable
 
 #: line colours: ANSI names, so 16-colour terminals get distinct ones too

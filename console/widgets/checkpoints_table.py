@@ -12,7 +12,7 @@ from textual.widgets import DataTable
 from engine import RunDetail
 from store import CheckpointRead
 
-from ..data import ago
+from console.view_models import ago
 from ..literal import printable
 from .cells import fit_widths
 from .keys import CURSOR_KEYS

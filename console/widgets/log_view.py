@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from textual.binding import Binding
 from textual.widgets import Log
 
-from ..data import LogRow
+from console.view_models import LogRow
 from ..literal import printable
 from .keys import SCROLL_KEYS
 

@@ -8,7 +8,8 @@ from rich.text import Text
 
 from store import StageRead
 
-from ..data import STATUS_STYLES, STATUS_SYMBOLS
+from console.view_models import STATUS_STYLES
+from console.view_models import STATUS_SYMBOLS
 from ..literal import printable
 from .text_panel import TextPanel
 

@@ -1,18 +1,20 @@
-"""The logic of human feedback, free of torch and of the store.
+"""The logic of human feedback: pure functions over judgement records.
 
-    records.py      Judgement, Response, PreferencePair, UnpairedExample, Message
+    records.py      Judgement, Response, PreferencePair, UnpairedExample, Message; who is a person
     pairs.py        judgements -> preference pairs (tie policies) and KTO's unpaired view
     agreement.py    agreement between annotators: percent, Cohen's and Fleiss' kappa
     leaderboard.py  arena ratings: Bradley-Terry with bootstrap intervals, online Elo
     importers.py    read TRL, Anthropic HH, KTO, ranked-list and judgement-table files
     exporters.py    write TRL and KTO data and the judgement table, atomically
+    judges.py       automatic annotators: `demo` or your `module:function`, loaded by name
 
-The store and the console call these with live judgements (undone or edited
-ones already dropped) and keep what comes back; nothing here touches a
-database or the screen. pyarrow is imported only to read or write parquet.
+The modules above touch neither a database nor the screen. The adapters that
+read and write the store (selecting stored judgements, importing a file, a
+judge ranking a stored batch) live apart, in `engine.feedback.stored`.
+pyarrow is imported only to read or write parquet.
 """
 
-from .agreement import (
+from engine.feedback.agreement import (
     Agreement,
     agreement,
     agreement_from_judgements,
@@ -21,11 +23,24 @@ from .agreement import (
     fleiss_kappa,
     judgement_labels,
 )
-from .exporters import write_judgements, write_kto, write_trl
-from .importers import IMPORT_FORMATS, ImportResult, detect_format, read_feedback
-from .leaderboard import Game, Rating, bradley_terry, games_from_judgements, leaderboard, online_elo
-from .pairs import TIE_POLICIES, group_by_prompt, induced_pairs, preference_pairs, unpaired_examples
-from .records import (
+from engine.feedback.exporters import write_judgements, write_kto, write_trl
+from engine.feedback.importers import IMPORT_FORMATS, ImportResult, detect_format, read_feedback
+from engine.feedback.leaderboard import (
+    Game,
+    Rating,
+    bradley_terry,
+    games_from_judgements,
+    leaderboard,
+    online_elo,
+)
+from engine.feedback.pairs import (
+    TIE_POLICIES,
+    group_by_prompt,
+    induced_pairs,
+    preference_pairs,
+    unpaired_examples,
+)
+from engine.feedback.records import (
     OUTCOMES,
     Judgement,
     Message,

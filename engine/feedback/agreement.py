@@ -32,9 +32,9 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import UserInputError
-from .pairs import induced_pairs
-from .records import PAIRWISE_OUTCOMES, Judgement
+from engine.errors import UserInputError
+from engine.feedback.pairs import induced_pairs
+from engine.feedback.records import PAIRWISE_OUTCOMES, Judgement
 
 #: a pairwise outcome in canonical order (the sorted response ids)
 PairLabel = Literal["a_better", "b_better", "tie", "both_bad"]

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import UserInputError
+from engine.errors import UserInputError
 
 
 @contextlib.contextmanager

@@ -35,10 +35,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserInputError
-from .atomic import atomic_path
-from .importers import JSON_CELLS, JSONL_SUFFIXES
-from .records import (
+from engine.errors import UserInputError
+from engine.feedback.atomic import atomic_path
+from engine.feedback.importers import JSON_CELLS, JSONL_SUFFIXES
+from engine.feedback.records import (
     Judgement,
     PreferencePair,
     Text,

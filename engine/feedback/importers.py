@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from ..errors import FeedbackFormatError, UserInputError
-from .records import (
+from engine.errors import FeedbackFormatError, UserInputError
+from engine.feedback.records import (
     Judgement,
     Message,
     PreferencePair,

@@ -36,9 +36,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..errors import UserInputError
-from .pairs import induced_pairs
-from .records import Judgement
+from engine.errors import UserInputError
+from engine.feedback.pairs import induced_pairs
+from engine.feedback.records import Judgement
 
 #: natural log of strength -> Elo points
 SCALE = 400 / math.log(10)

@@ -31,8 +31,8 @@ from collections.abc import Iterable
 from itertools import combinations
 from typing import Literal, get_args
 
-from ..errors import UserInputError
-from .records import Judgement, PreferencePair, Ranking, UnpairedExample
+from engine.errors import UserInputError
+from engine.feedback.records import Judgement, PreferencePair, Ranking, UnpairedExample
 
 TiePolicy = Literal["drop", "margin"]
 TIE_POLICIES: tuple[str, ...] = get_args(TiePolicy)

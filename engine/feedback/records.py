@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args
 
-from ..errors import FeedbackFormatError
+from engine.errors import FeedbackFormatError
 
 #: What one judgement of a prompt's responses can say. The pairwise ones
 #: (`a_better` ... `both_bad`) name the responses by their place in
@@ -281,3 +281,14 @@ class UnpairedExample:
                 raise ValueError(f"label is {_describe(self.label)}; expected true or false")
         except ValueError as error:
             raise FeedbackFormatError([f"unpaired example: {error}"]) from None
+
+
+#: who a judgement may come from: people (any annotator not `judge:` or `import:`),
+#: judges (`judge:NAME`), imported files (`import:FILE`), or everyone
+AnnotatorKind = Literal["all", "people", "judges", "imported"]
+AUTOMATIC_PREFIXES = ("judge:", "import:")
+
+
+def is_person(annotator: str) -> bool:
+    """A person's judgement, not a judge's (`judge:NAME`) or an imported file's (`import:FILE`)."""
+    return not annotator.startswith(AUTOMATIC_PREFIXES)

@@ -5,9 +5,9 @@
 `EXAMPLE_SPEC` is the commented example `rlhf init` writes.
 """
 
-from .pipeline import PipelineSpec, load_spec, parse_spec, stage_spec_from_dict
-from .stages import PLANNED_KINDS, STAGE_KINDS, PretrainSpec, StageSpec
-from .template import EXAMPLE_SPEC
+from engine.spec.pipeline import PipelineSpec, load_spec, parse_spec, stage_spec_from_dict
+from engine.spec.stages import PLANNED_KINDS, STAGE_KINDS, PretrainSpec, StageSpec
+from engine.spec.template import EXAMPLE_SPEC
 
 __all__ = [
     "EXAMPLE_SPEC",

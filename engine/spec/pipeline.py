@@ -33,9 +33,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import SpecError
-from .refs import STAGE_NAME, Ref, RefError, resolve_ref
-from .stages import PLANNED_KINDS, STAGE_KINDS, StageSpec
+from engine.errors import SpecError
+from engine.spec.refs import STAGE_NAME, Ref, RefError, resolve_ref
+from engine.spec.stages import PLANNED_KINDS, STAGE_KINDS, StageSpec
 
 TOP_LEVEL_KEYS = ("name", "description", "stages")
 RUN_NAME = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)

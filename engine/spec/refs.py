@@ -3,7 +3,7 @@
 People write a reference as
 
 - another stage's name (`"pretrain"`): that stage's output;
-- `builtin:NAME`: an entry of the offline catalogue in engine/builtins.py
+- `builtin:NAME`: an entry of the offline catalogue in engine/spec/catalog.py
   (a bare built-in name such as `"llama-4m"` is accepted too);
 - a local file or folder: anything starting with `./`, `../`, `/` or `~`,
   anything ending in a data-file extension, or a relative path that exists;
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..builtins import BUILTINS
+from engine.spec.catalog import BUILTINS
 
 SCHEMES = ("stage", "builtin", "path", "hub")
 #: a reference ending in one of these is a local file, never a hub id or a stage
@@ -36,7 +36,7 @@ DATA_EXTENSIONS = (".txt", ".jsonl", ".json", ".parquet", ".csv", ".arrow")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+", re.ASCII)
 STAGE_NAME = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 
-# section of engine.builtins -> (one of them, several of them)
+# section of engine.spec.catalog -> (one of them, several of them)
 _SECTION_WORDS = {
     "model": ("a model", "models"),
     "tokenizer": ("a tokenizer", "tokenizers"),

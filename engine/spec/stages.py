@@ -719,7 +719,7 @@ class PPOSpec(StageSpec, FromRequired):
     each with the reward model, subtracts beta times the per-token KL to the
     frozen reference (the starting policy), and takes `ppo_epochs` passes of
     clipped PPO steps over minibatches of those responses (InstructGPT's
-    recipe; our own implementation, engine/stages/ppo.py).
+    recipe; our own implementation, engine/stages/ppo/stage.py).
     """
 
     reference_fields: ClassVar[dict[str, str]] = {
@@ -1102,16 +1102,16 @@ STAGE_KINDS: dict[str, type[StageSpec]] = {
 
 #: the module whose `run(ctx)` executes each kind (imported only in workers)
 STAGE_MODULES: dict[str, str] = {
-    "pretrain": "engine.stages.pretrain",
-    "sft": "engine.stages.sft",
-    "sample": "engine.stages.sample",
-    "rank": "engine.stages.rank",
-    "reward": "engine.stages.reward",
-    "score": "engine.stages.score",
-    "dpo": "engine.stages.dpo",
-    "ppo": "engine.stages.ppo",
-    "rloo": "engine.stages.rloo",
-    "grpo": "engine.stages.grpo",
+    "pretrain": "engine.stages.pretrain.stage",
+    "sft": "engine.stages.sft.stage",
+    "sample": "engine.stages.sample.stage",
+    "rank": "engine.stages.rank.stage",
+    "reward": "engine.stages.reward.stage",
+    "score": "engine.stages.score.stage",
+    "dpo": "engine.stages.dpo.stage",
+    "ppo": "engine.stages.ppo.stage",
+    "rloo": "engine.stages.rloo.stage",
+    "grpo": "engine.stages.grpo.stage",
 }
 
 #: kinds announced for later versions: rejected with a clear message, not "unknown"

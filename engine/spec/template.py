@@ -11,8 +11,8 @@ import json
 import typing
 from typing import Any
 
-from ..builtins import BUILTINS
-from .stages import PretrainSpec, StageSpec
+from engine.spec.catalog import BUILTINS
+from engine.spec.stages import PretrainSpec, StageSpec
 
 # Help for fields whose pydantic Field has no description (yet).
 _HELP = {

@@ -23,7 +23,8 @@ import pytest
 from sqlmodel import Session
 
 from engine import Engine, parse_spec
-from engine.liveness import process_tree, signal_tree
+from engine.runtime.liveness import process_tree
+from engine.runtime.liveness import signal_tree
 from store import NewStage, RunStatus, StageStatus, Store, open_workspace, utcnow
 from store.models import Checkpoint
 

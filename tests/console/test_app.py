@@ -260,7 +260,7 @@ async def test_engine_errors_become_notifications_not_crashes(fixture_engine, fi
 
 
 async def test_an_unexpected_error_in_a_refresh_is_shown_once(fixture_engine, monkeypatch) -> None:
-    from console.data import RunsModel
+    from console.view_models import RunsModel
 
     async def broken(self, **kwargs):
         raise RuntimeError("disk on fire")

@@ -37,7 +37,7 @@ def test_demo_submits_the_demo_then_opens_its_run_screen(live_engine, tmp_path: 
         opened["run"] = self.open_run_id
 
     monkeypatch.setattr(RlhfApp, "run", run)
-    monkeypatch.setattr("console.demo.demo_spec", lambda **_: fake_spec(tmp_path, "demo", steps=1))
+    monkeypatch.setattr("engine.demo.pipeline.demo_spec", lambda **_: fake_spec(tmp_path, "demo", steps=1))
     assert cli.cmd_tui(live_engine, _args("demo")) == cli.EXIT_OK
     [demo] = live_engine.store.list_runs()
     assert demo.name == "demo" and opened["run"] == demo.id
@@ -88,7 +88,7 @@ async def test_J_hands_the_rest_of_the_batch_to_the_demo_judge(live_engine) -> N
 
     from console.screens.confirm import ConfirmScreen
     from console.screens.rank import RankScreen
-    from engine.demo_task import generate_tasks
+    from engine.demo.task import generate_tasks
 
     store = live_engine.store
     tasks = generate_tasks(6, seed=2, split="heldout")
@@ -124,7 +124,7 @@ async def test_the_demo_console_opens_the_rank_screen_when_people_are_asked(live
     import asyncio
 
     from console.screens.rank import RankScreen
-    from engine.jobs import rank_spec
+    from engine.runtime.jobs import rank_spec
 
     store = live_engine.store
     [prompt] = store.add_prompts([{"text": "Say hi."}])

@@ -22,7 +22,7 @@ from console.screens.run import RunScreen
 from console.screens.runs import RunsScreen
 from console.widgets.runs_table import RunsTable
 from engine import Engine
-from engine.liveness import supervisor_alive
+from engine.runtime.liveness import supervisor_alive
 from store import RunStatus, utcnow
 
 from tests.hangup import default_sighup

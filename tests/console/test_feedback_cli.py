@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.demo_task import generate_tasks
+from engine.demo.task import generate_tasks
 from store import open_workspace
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))

@@ -13,8 +13,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from engine.demo_task import generate_tasks
-from engine.scoring import agreement
+from engine.demo.task import generate_tasks
+from engine.recipe.reward_agreement import agreement
 from store import open_workspace
 from tests.tiny_models import tiny_tokenizer
 

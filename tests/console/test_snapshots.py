@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from console.forms import Template
-from console.demo import DEMO_SPEC
+from engine.demo.pipeline import DEMO_SPEC
 
 from .conftest import make_app
 

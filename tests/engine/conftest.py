@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, PipelineSpec, parse_spec
-from engine.liveness import process_tree, signal_tree
+from engine.runtime.liveness import process_tree
+from engine.runtime.liveness import signal_tree
 
 from . import fake_stage  # noqa: F401  registers kind "fake" in this process
 

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from engine.errors import StageCancelled
 from engine.spec.stages import StageSpec, register_stage
-from engine.stages.context import StageContext
+from engine.stages.common.context import StageContext
 
 
 class FakeSpec(StageSpec):

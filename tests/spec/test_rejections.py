@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.builtins import BUILTINS
+from engine.spec.catalog import BUILTINS
 from engine.errors import SpecError, UserInputError
 from engine.spec import PLANNED_KINDS, STAGE_KINDS, load_spec, parse_spec
 from engine.spec.stages import STAGE_MODULES

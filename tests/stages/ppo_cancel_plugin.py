@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from engine.stages.context import StageContext
+from engine.stages.common.context import StageContext
 
 
 def _install() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from engine.errors import StageCancelled
 from engine.spec.stages import PretrainSpec
-from engine.stages import pretrain
-from engine.stages.context import StageContext
+from engine.stages.pretrain import stage as pretrain
+from engine.stages.common.context import StageContext
 from store import open_workspace
 
 RANK = int(os.environ.get("RANK", "0"))

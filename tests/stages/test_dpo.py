@@ -15,15 +15,16 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from engine import demo_task
+from engine.demo import task as demo_task
 from engine.errors import SpecError, StageCancelled, UserInputError
 from engine.spec import parse_spec
 from engine.spec.stages import DPOSpec, LoraSpec
-from engine.stages import dpo
-from engine.stages.callbacks import attach_stage_callback
-from engine.stages.context import StageContext
-from engine.stages.runtime import Runtime, choose_runtime
-from engine.stages.sft import save_final
+from engine.stages.dpo import stage as dpo
+from engine.stages.common.callbacks import attach_stage_callback
+from engine.stages.common.context import StageContext
+from engine.stages.common.setup import Runtime
+from engine.stages.common.setup import choose_runtime
+from engine.stages.sft.stage import save_final
 from tests.tiny_models import save_tiny_model
 
 #: what every DPO stage reports, besides the train/ and eval/ loss

@@ -28,12 +28,15 @@ from transformers import (
 )
 
 from engine.errors import StageCancelled, StageFailed
-from engine.launcher import child_env, find_resume_checkpoint, worker_command
+from engine.runtime.launcher import child_env
+from engine.runtime.launcher import find_resume_checkpoint
+from engine.runtime.launcher import worker_command
 from engine.spec.stages import LoraSpec, PPOSpec
-from engine.stages import ppo
-from engine.stages.builtin.tokenizer import train_bpe
-from engine.stages.context import StageContext
-from engine.stages.generation import SamplingSettings, format_prompt
+from engine.stages.ppo import stage as ppo
+from engine.stages.common.tokenizer import train_bpe
+from engine.stages.common.context import StageContext
+from engine.stages.common.generation import SamplingSettings
+from engine.stages.common.generation import format_prompt
 from store import NewStage, StageStatus
 from tests.tiny_models import tiny_model, tiny_tokenizer
 

@@ -1,4 +1,4 @@
-"""PPO's arithmetic (engine/stages/ppo_math.py) against values worked out by hand."""
+"""PPO's arithmetic (engine/stages/ppo/ppo_math.py) against values worked out by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from engine.stages import ppo_math
+from engine.stages.ppo import ppo_math
 
 
 def close(tensor: torch.Tensor, expected: list) -> bool:

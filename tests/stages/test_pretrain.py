@@ -16,8 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine.errors import StageCancelled
 from engine.spec.stages import PretrainSpec
-from engine.stages import pretrain
-from engine.stages.context import StageContext
+from engine.stages.pretrain import stage as pretrain
+from engine.stages.common.context import StageContext
 
 pytestmark = pytest.mark.slow
 

@@ -14,12 +14,13 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from engine.demo_task import generate_tasks
+from engine.demo.task import generate_tasks
 from engine.errors import StageCancelled, UserInputError
-from engine.scoring import batch_scores
+from engine.recipe.reward_agreement import batch_scores
 from engine.spec.stages import LoraSpec, RewardSpec, ScoreSpec
-from engine.stages import reward, score
-from engine.stages.context import StageContext
+from engine.stages.reward import stage as reward
+from engine.stages.score import stage as score
+from engine.stages.common.context import StageContext
 from store import Store, open_workspace
 
 from .conftest import MakeContext

@@ -19,8 +19,10 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from engine.errors import SpecError, StageCancelled, StageFailed
 from engine.spec import parse_spec
 from engine.spec.stages import GRPOSpec, LoraSpec, OnlineRLSpec, RLOOSpec
-from engine.stages import grpo, online_rl, rloo
-from engine.stages.context import StageContext
+from engine.stages.grpo import stage as grpo
+from engine.stages.common import online_rl
+from engine.stages.rloo import stage as rloo
+from engine.stages.common.context import StageContext
 from tests.stages.test_ppo import PROMPTS, REWARDED, counting_reward_model, foreign_tokenizer, word_policy
 
 #: the judge below, as a spec names it

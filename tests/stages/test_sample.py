@@ -12,8 +12,8 @@ import pytest
 
 from engine.errors import StageCancelled
 from engine.spec.stages import SampleSpec
-from engine.stages import sample
-from engine.stages.context import StageContext
+from engine.stages.sample import stage as sample
+from engine.stages.common.context import StageContext
 from tests.tiny_models import MAX_POSITIONS, save_lora_adapter, save_tiny_model
 
 # --- the plan (no model) -------------------------------------------------------------

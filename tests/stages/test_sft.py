@@ -12,14 +12,17 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from engine import demo_task
+from engine.demo import task as demo_task
 from engine.errors import StageCancelled
 from engine.spec.stages import LoraSpec, SFTSpec
-from engine.stages import runtime, sft
-from engine.stages.builtin.models import load_model_for_training
-from engine.stages.builtin.tokenizer import load_tokenizer
-from engine.stages.context import Source, StageContext
-from engine.stages.generation import SamplingSettings, generate
+from engine.stages.common import setup as runtime
+from engine.stages.sft import stage as sft
+from engine.stages.common.models import load_model_for_training
+from engine.stages.common.tokenizer import load_tokenizer
+from engine.stages.common.context import Source
+from engine.stages.common.context import StageContext
+from engine.stages.common.generation import SamplingSettings
+from engine.stages.common.generation import generate
 
 pytestmark = pytest.mark.slow
 

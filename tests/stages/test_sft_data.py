@@ -14,15 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.errors import StageFailed
-from engine.stages.context import Source
-from engine.stages.data import (
-    detect_format,
-    instruction_examples,
-    load_prompts,
-    load_records,
-    load_texts,
-    split_examples,
-)
+from engine.stages.common.context import Source
+from engine.stages.common.data_loading import detect_format
+from engine.stages.common.data_loading import instruction_examples
+from engine.stages.common.data_loading import load_prompts
+from engine.stages.common.data_loading import load_records
+from engine.stages.common.data_loading import load_texts
+from engine.stages.common.data_loading import split_examples
 
 ROWS = [
     {"prompt": "What is 1 + 1?", "completion": "2", "id": 1},

@@ -12,10 +12,12 @@ import pytest
 
 from engine.errors import StageFailed
 from engine.spec.stages import LoraSpec, SFTSpec
-from engine.stages import runtime, sft
-from engine.stages.builtin.tokenizer import CHAT_TEMPLATE, load_tokenizer
-from engine.stages.context import Source
-from engine.stages.generation import format_prompt
+from engine.stages.common import setup as runtime
+from engine.stages.sft import stage as sft
+from engine.stages.common.tokenizer import CHAT_TEMPLATE
+from engine.stages.common.tokenizer import load_tokenizer
+from engine.stages.common.context import Source
+from engine.stages.common.generation import format_prompt
 
 CPU = runtime.choose_runtime("cpu")
 END = "<|end|>"

@@ -12,8 +12,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine.errors import StageFailed
-from engine.stages.builtin import corpus, models, tokenizer
-from engine.stages.context import Source
+from engine.stages.common import stdlib_corpus as corpus
+from engine.stages.common import models
+from engine.stages.common import tokenizer
+from engine.stages.common.context import Source
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +33,7 @@ def test_corpus_is_deterministic_and_imports_no_module() -> None:
     # they document (antigravity would open a browser), nor anything else.
     script = (
         "import json, sys\n"
-        "from engine.stages.builtin import corpus\n"
+        "from engine.stages.common import corpus\n"
         "before = set(sys.modules)\n"
         "first = corpus.stdlib_docstrings()\n"
         "second = corpus.stdlib_docstrings()\n"

@@ -13,8 +13,9 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from engine.errors import StageFailed
 from engine.spec.stages import PretrainSpec
-from engine.stages import runtime
-from engine.stages.callbacks import StageCallback, metric_name
+from engine.stages.common import setup as runtime
+from engine.stages.common.callbacks import StageCallback
+from engine.stages.common.callbacks import metric_name
 
 requires_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answers")
 

@@ -1,0 +1,320 @@
+"""`Engine`: the torch-free async API that the CLI and the console share.
+
+    engine = Engine("./rlhf-workspace")
+    run = await engine.submit(load_spec("pipeline.toml"))
+    async for update in engine.follow(run.id):
+        ...
+    await engine.cancel(run.id)
+    await engine.resume(run.id)
+
+Store calls run in a thread (`asyncio.to_thread`) so a Textual event loop
+never waits on SQLite. Every read first reconciles: runs whose process is
+gone are shown as crashed, never as running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from store import (
+    CheckpointRead,
+    MetricSummary,
+    NewStage,
+    NotFound,
+    RunRead,
+    RunStatus,
+    SeriesPoint,
+    StageRead,
+    StageStatus,
+    Workspace,
+    open_workspace,
+    utcnow,
+)
+
+from engine.errors import InvalidRunState, RunNotFound
+from engine.runtime.launcher import spawn_supervisor
+from engine.runtime.liveness import HOST
+from engine.runtime.liveness import reconcile
+from engine.runtime.liveness import supervisor_alive
+from engine.spec.pipeline import PipelineSpec
+from engine.runtime.updates import LifecycleEvent
+from engine.runtime.updates import LogEmitted
+from engine.runtime.updates import MetricsLogged
+from engine.runtime.updates import RunFinished
+from engine.runtime.updates import StageProgress
+from engine.runtime.updates import Update
+
+RECONCILE_EVERY_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: RunRead
+    stages: list[StageRead]
+    checkpoints: list[CheckpointRead]
+
+    def stage_name(self, stage_id: int | None) -> str | None:
+        return next((s.name for s in self.stages if s.id == stage_id), None)
+
+
+@dataclass(frozen=True)
+class Series:
+    stage: str
+    key: str
+    points: list[SeriesPoint]
+
+
+class Engine:
+    def __init__(self, workspace: str | os.PathLike[str] | Workspace | None = None) -> None:
+        self.workspace = workspace if isinstance(workspace, Workspace) else open_workspace(workspace)
+        self.store = self.workspace.store
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def close(self) -> None:
+        self.workspace.close()
+
+    # --- submitting and controlling -----------------------------------------
+
+    async def submit(self, spec: PipelineSpec, *, name: str | None = None, start: bool = True) -> RunRead:
+        """Record a validated pipeline as a queued run and start its process."""
+        return await asyncio.to_thread(self._submit, spec, name, start)
+
+    def _submit(self, spec: PipelineSpec, name: str | None, start: bool) -> RunRead:
+        stages = [
+            NewStage(
+                name=stage_name,
+                kind=stage_spec.kind,
+                position=position,
+                parent=spec.parents.get(stage_name),
+                config=stage_spec.model_dump(by_alias=True, mode="json"),
+            )
+            for position, (stage_name, stage_spec) in enumerate(spec.stages.items())
+        ]
+        run = self.store.create_run(
+            name=name or spec.name,
+            spec_text=spec.text,
+            spec={"name": spec.name, "description": spec.description, "stages": spec.to_dict()},
+            # Absolute, so it still means something from another folder; built-in specs keep their name.
+            spec_path=str(Path(spec.source).resolve()) if Path(spec.source).exists() else spec.source,
+            stages=stages,
+        )
+        if start:
+            self._launch(run.id)
+        return self.store.get_run(run.id)
+
+    def _launch(self, run_id: int) -> None:
+        # Mark the moment it was (re)queued: liveness gives a process this long to appear.
+        self.store.update_run(run_id, heartbeat_at=utcnow(), host=HOST)
+        process = spawn_supervisor(
+            self.workspace.root, run_id, self.workspace.run_dir(run_id) / "supervisor.log"
+        )
+        self._children.append(process)
+        self.store.update_run(run_id, pid=process.pid)
+
+    async def cancel(self, run: int | str, *, wait: bool = False, timeout: float = 120.0) -> RunRead:
+        """Ask a run to stop: its stage saves a checkpoint where it can, then
+        the whole process tree ends and the run is recorded as cancelled."""
+        run_row = await asyncio.to_thread(self._cancel, run)
+        if wait:
+            deadline = time.monotonic() + timeout
+            while run_row.status.is_active and time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+                run_row = await asyncio.to_thread(self._get_run, run_row.id)
+        return run_row
+
+    def _cancel(self, ref: int | str) -> RunRead:
+        run = self._get_run(ref)
+        if not run.status.is_active:
+            raise InvalidRunState(f"run '{run.name}' is {run.status}; only queued or running runs can be cancelled")
+        self.store.update_run(run.id, cancel_requested=True)
+        self.store.add_event(run_id=run.id, kind="CancelRequested")
+        alive = run.pid is not None and supervisor_alive(run.pid)
+        if alive and run.status == RunStatus.RUNNING:
+            os.kill(run.pid, signal.SIGTERM)  # type: ignore[arg-type]
+        elif alive:
+            # A queued run's process may still be starting, before its SIGTERM
+            # handler exists: a signal now would kill it and read as a crash.
+            # It reads the flag when it claims the run and on every heartbeat.
+            pass
+        elif self.store.set_run_status_if(
+            run.id, expected=(RunStatus.QUEUED,), status=RunStatus.CANCELLED, finished_at=utcnow()
+        ):
+            self.store.add_event(run_id=run.id, kind="RunCancelled")
+        return self.store.get_run(run.id)
+
+    async def resume(self, run: int | str) -> RunRead:
+        """Continue a failed, cancelled or crashed run: finished stages are
+        kept, the interrupted stage restarts from its newest checkpoint with
+        its step count, optimizer and scheduler state."""
+        return await asyncio.to_thread(self._resume, run)
+
+    def _resume(self, ref: int | str) -> RunRead:
+        run = self._get_run(ref)
+        if run.status.is_active:
+            raise InvalidRunState(f"run '{run.name}' is still {run.status}")
+        if not run.status.is_resumable:
+            raise InvalidRunState(f"run '{run.name}' {run.status}; there is nothing to resume")
+        for stage in self.store.list_stages(run_id=run.id):
+            if stage.status != StageStatus.SUCCEEDED:
+                self.store.update_stage(
+                    stage.id, status=StageStatus.PENDING, error=None, traceback=None,
+                    finished_at=None, pid=None,
+                )
+        if not self.store.set_run_status_if(
+            run.id,
+            expected=(RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED),
+            status=RunStatus.QUEUED, cancel_requested=False, error=None, finished_at=None,
+            pid=None, attempt=run.attempt + 1,
+        ):
+            raise InvalidRunState(f"run '{run.name}' changed state meanwhile; try again")
+        self.store.add_event(run_id=run.id, kind="RunResumed", data={"attempt": run.attempt + 1})
+        self._launch(run.id)
+        return self.store.get_run(run.id)
+
+    # --- reading ------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        for child in self._children:  # reap finished run processes we started
+            child.poll()
+        self._children = [c for c in self._children if c.returncode is None]
+        reconcile(self.store)
+
+    def _get_run(self, ref: int | str) -> RunRead:
+        self._reconcile()
+        try:
+            return self.store.get_run(ref)
+        except NotFound:
+            raise RunNotFound(f"no run named or numbered '{ref}' in {self.workspace.root}") from None
+
+    async def get_run(self, run: int | str) -> RunRead:
+        return await asyncio.to_thread(self._get_run, run)
+
+    async def list_runs(self, *, limit: int | None = None) -> list[RunRead]:
+        def work() -> list[RunRead]:
+            self._reconcile()
+            return self.store.list_runs(limit=limit)
+
+        return await asyncio.to_thread(work)
+
+    async def detail(self, run: int | str) -> RunDetail:
+        def work() -> RunDetail:
+            row = self._get_run(run)
+            return RunDetail(
+                run=row,
+                stages=self.store.list_stages(run_id=row.id),
+                checkpoints=self.store.list_checkpoints(run_id=row.id),
+            )
+
+        return await asyncio.to_thread(work)
+
+    async def metrics(
+        self, run: int | str, *, stage: str | None = None, key: str | None = None,
+        max_points: int | None = None,
+    ) -> list[Series]:
+        """Metric series of a run, optionally one stage's or one key's."""
+
+        def work() -> list[Series]:
+            row = self._get_run(run)
+            stage_names = {s.id: s.name for s in self.store.list_stages(run_id=row.id)}
+            if stage is not None and stage not in stage_names.values():
+                names = ", ".join(stage_names.values())
+                raise RunNotFound(f"run '{row.name}' has no stage '{stage}' (stages: {names})")
+            result = []
+            for stage_id, metric_key in self.store.metric_keys(run_id=row.id):
+                stage_name = stage_names.get(stage_id, "?")
+                if (stage is None or stage == stage_name) and (key is None or key == metric_key):
+                    points = self.store.metric_series(stage_id=stage_id, key=metric_key, max_points=max_points)
+                    result.append(Series(stage=stage_name, key=metric_key, points=points))
+            return result
+
+        return await asyncio.to_thread(work)
+
+    async def summaries(self, run: int | str) -> list[MetricSummary]:
+        return await asyncio.to_thread(lambda: self.store.metric_summaries(run_id=self._get_run(run).id))
+
+    # --- following ----------------------------------------------------------
+
+    async def follow(
+        self,
+        run: int | str,
+        *,
+        logs: bool = True,
+        metrics: bool = True,
+        poll_seconds: float = 0.5,
+    ) -> AsyncIterator[Update]:
+        """Everything that happens to a run, from its start, until it ends.
+
+        Ends with a `RunFinished` update once the run reached a final status
+        and everything it wrote was delivered."""
+        cursor = _Cursor()
+        last_reconcile = 0.0
+        row = await self.get_run(run)
+        while True:
+            if time.monotonic() - last_reconcile > RECONCILE_EVERY_SECONDS:
+                await asyncio.to_thread(self._reconcile)
+                last_reconcile = time.monotonic()
+            row, updates = await asyncio.to_thread(self._poll, row.id, cursor, logs, metrics)
+            for update in updates:
+                yield update
+            if not row.status.is_active and not updates:
+                yield RunFinished(run_id=row.id, status=str(row.status), error=row.error)
+                return
+            if not updates:
+                await asyncio.sleep(poll_seconds)
+
+    def _poll(self, run_id: int, cursor: _Cursor, logs: bool, metrics: bool) -> tuple[RunRead, list[Update]]:
+        run = self.store.get_run(run_id)  # read first: whatever it says, the rows below are newer
+        stages = {s.id: s for s in self.store.list_stages(run_id=run_id)}
+        updates: list[Update] = []
+        for event in self.store.events_since(run_id=run_id, after_id=cursor.event):
+            cursor.event = event.id
+            stage = stages.get(event.stage_id) if event.stage_id else None
+            updates.append(
+                LifecycleEvent(run_id=run_id, event=event.kind, stage=stage.name if stage else None,
+                               time=event.time, data=event.data)
+            )
+        if metrics:
+            by_step: dict[tuple[int, int], dict[str, float]] = {}
+            for point in self.store.metrics_since(run_id=run_id, after_id=cursor.metric):
+                cursor.metric = point.id
+                by_step.setdefault((point.stage_id, point.step), {})[point.key] = point.value
+            for (stage_id, step), values in by_step.items():
+                updates.append(MetricsLogged(run_id=run_id, stage=stages[stage_id].name, step=step, values=values))
+        if logs:
+            for line in self.store.logs_since(run_id=run_id, after_id=cursor.log):
+                cursor.log = line.id
+                stage = stages.get(line.stage_id) if line.stage_id else None
+                updates.append(
+                    LogEmitted(run_id=run_id, stage=stage.name if stage else None, stream=line.stream,
+                               level=line.level, message=line.message, time=line.time)
+                )
+        for stage in stages.values():
+            state = (str(stage.status), stage.step, stage.total)
+            if cursor.progress.get(stage.id) != state:
+                cursor.progress[stage.id] = state
+                updates.append(StageProgress(run_id=run_id, stage=stage.name, status=str(stage.status),
+                                             step=stage.step, total=stage.total))
+        return run, updates
+
+
+@dataclass
+class _Cursor:
+    """How far a follower has read each stream."""
+
+    event: int = 0
+    metric: int = 0
+    log: int = 0
+    progress: dict[int, tuple[str, int, int | None]] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.progress = {}
+
+
+__all__ = ["Engine", "RunDetail", "Series"]

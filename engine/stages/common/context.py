@@ -1,0 +1,257 @@
+"""`StageContext`: everything a stage needs from the engine, and nothing more.
+
+A stage's `run(ctx)` reads its validated spec and folders from here and
+reports through it: metrics, progress, checkpoints, the resolved config.
+Writes are batched (at most one transaction per `FLUSH_SECONDS`) so logging
+every step costs nothing measurable. Under several processes only the main
+process writes; the others' calls are no-ops.
+
+Torch-free on purpose: tests drive it without a model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from store import Store, utcnow
+
+from engine.spec.stages import StageSpec
+
+FLUSH_SECONDS = 1.0
+CANCEL_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved reference: where to load a model, tokenizer or dataset from."""
+
+    kind: Literal["builtin", "path", "hub"]
+    value: str  # builtin name, absolute path, or hub id
+
+
+class StageContext:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        run_id: int,
+        stage_id: int,
+        stage_name: str,
+        spec: StageSpec,
+        output_dir: Path,
+        cache_dir: Path,
+        stage_outputs: Mapping[str, str],
+        resume_from: Path | None = None,
+        is_main_process: bool = True,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.stage_id = stage_id
+        self.stage_name = stage_name
+        self.spec = spec
+        self.output_dir = output_dir
+        self.cache_dir = cache_dir
+        self.resume_from = resume_from
+        self.is_main_process = is_main_process
+        self._stage_outputs = dict(stage_outputs)
+        self._pending_metrics: list[dict[str, Any]] = []
+        self._pending_progress: tuple[int, int | None] | None = None
+        self._last_flush = time.monotonic()
+        self._last_cancel_poll = 0.0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # --- folders ------------------------------------------------------------
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Resumable checkpoints (`checkpoint-STEP/`), rotated by the stage."""
+        return self.output_dir / "checkpoints"
+
+    @property
+    def final_dir(self) -> Path:
+        """The stage's output: a Hugging Face folder that plain transformers loads."""
+        return self.output_dir / "final"
+
+    # --- references ---------------------------------------------------------
+
+    def resolve(self, ref: str) -> Source:
+        """Turn a canonical reference (`stage:`, `builtin:`, `path:`, `hub:`) into a Source."""
+        scheme, _, value = ref.partition(":")
+        if scheme == "stage":
+            try:
+                return Source("path", self._stage_outputs[value])
+            except KeyError:
+                raise KeyError(f"stage {value!r} has no output yet") from None
+        if scheme in ("builtin", "path", "hub"):
+            return Source(scheme, value)  # type: ignore[arg-type]
+        raise ValueError(f"not a canonical reference: {ref!r}")
+
+    def resolve_optional(self, ref: str | None) -> Source | None:
+        """`resolve` for a field the spec may leave out (None stays None)."""
+        return None if ref is None else self.resolve(ref)
+
+    # --- reporting ----------------------------------------------------------
+
+    def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Record metric values at a step; keys are slash-namespaced (`train/loss`)."""
+        if not self.is_main_process:
+            return
+        now = time.time()
+        with self._lock:
+            for key, value in metrics.items():
+                if value is None:
+                    continue
+                value = float(value)
+                if value != value:  # NaN is worth seeing, but SQLite stores it as NULL
+                    value = float("inf")
+                self._pending_metrics.append(
+                    {
+                        "run_id": self.run_id,
+                        "stage_id": self.stage_id,
+                        "key": key,
+                        "step": int(step),
+                        "value": value,
+                        "wall_time": now,
+                    }
+                )
+        self._maybe_flush()
+
+    def set_progress(self, step: int, total: int | None = None) -> None:
+        if not self.is_main_process:
+            return
+        with self._lock:
+            self._pending_progress = (int(step), total)
+        self._maybe_flush()
+
+    def set_resolved_config(self, config: Mapping[str, Any], *, device: str | None = None) -> None:
+        """The full configuration the stage really used (library defaults included)."""
+        if not self.is_main_process:
+            return
+        fields: dict[str, Any] = {"config": _jsonable(dict(config))}
+        if device is not None:
+            fields["device"] = device
+        self.store.update_stage(self.stage_id, **fields)
+
+    def checkpoint_saved(self, step: int, path: Path, *, is_final: bool = False) -> None:
+        if not self.is_main_process:
+            return
+        self.flush()  # metrics up to the checkpoint land before it does
+        self.store.add_checkpoint(
+            run_id=self.run_id, stage_id=self.stage_id, step=step, path=str(path), is_final=is_final
+        )
+
+    def checkpoints_removed(self, paths: list[Path]) -> None:
+        """The stage rotated old checkpoint folders away: forget them."""
+        if not self.is_main_process or not paths:
+            return
+        wanted = {str(p) for p in paths}
+        ids = [c.id for c in self.store.list_checkpoints(stage_id=self.stage_id) if c.path in wanted]
+        self.store.remove_checkpoints(ids)
+
+    def add_prompts(self, prompts: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Store prompts (get-or-create by text); their ids, in order. Every
+        process gets the ids (it is a read as much as a write)."""
+        return self.store.add_prompts(prompts)
+
+    def create_sample_batch(self, *, name: str, settings: Mapping[str, Any], sources: Sequence[str]) -> int | None:
+        """A batch of responses generated with one set of sampling settings."""
+        if not self.is_main_process:
+            return None
+        return self.store.create_sample_batch(
+            name=name, settings=settings, sources=sources, run_id=self.run_id, stage_id=self.stage_id
+        ).id
+
+    def log_samples(
+        self,
+        samples: Sequence[Mapping[str, Any]],
+        *,
+        step: int | None = None,
+        checkpoint: str | None = None,
+        batch_id: int | None = None,
+    ) -> None:
+        """Store responses: each has prompt_id, response and optionally meta
+        (token counts, whether it ended, seconds, a score)."""
+        if not self.is_main_process or not samples:
+            return
+        self.store.add_samples([
+            {"run_id": self.run_id, "stage_id": self.stage_id, "step": step, "checkpoint": checkpoint,
+             "batch_id": batch_id, **sample}
+            for sample in samples
+        ])
+
+    def log(self, message: str, *, level: str = "info") -> None:
+        """A line for the run's log, from the engine's side of the stage."""
+        if self.is_main_process:
+            self.store.add_logs(
+                [{"run_id": self.run_id, "stage_id": self.stage_id, "stream": "log",
+                  "level": level, "message": message, "time": utcnow()}]
+            )
+
+    def flush(self) -> None:
+        with self._lock:
+            metrics, self._pending_metrics = self._pending_metrics, []
+            progress, self._pending_progress = self._pending_progress, None
+            self._last_flush = time.monotonic()
+        if metrics:
+            self.store.add_metrics(metrics)
+        if progress is not None:
+            step, total = progress
+            fields: dict[str, Any] = {"step": step}
+            if total is not None:
+                fields["total"] = total
+            self.store.update_stage(self.stage_id, **fields)
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS or len(self._pending_metrics) > 2000:
+            self.flush()
+
+    # --- stopping -----------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def should_stop(self) -> bool:
+        """True once a cancel was asked for (SIGTERM or the store's flag).
+
+        Stages check it between steps, save a checkpoint, and raise
+        `StageCancelled`. The store is polled at most once a second."""
+        if self._stop.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_poll >= CANCEL_POLL_SECONDS:
+            self._last_cancel_poll = now
+            if self.store.get_run(self.run_id).cancel_requested:
+                self._stop.set()
+        return self._stop.is_set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM (cancel) and SIGINT become a stop request, not an exception mid-step."""
+
+        def on_signal(signum: int, _frame: object) -> None:
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    @property
+    def world_size(self) -> int:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _jsonable(value: Any) -> Any:
+    """Library configs hold enums, paths and dtypes: keep what JSON can show."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

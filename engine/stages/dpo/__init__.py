@@ -1,0 +1,1 @@
+"""The dpo stage kind: its spec (spec.py) and its run (stage.py)."""

@@ -1,0 +1,342 @@
+"""Supervised fine-tuning: teach a model to answer instructions, with trl's SFTTrainer.
+
+`run(ctx)` reads top to bottom: pick the device, load the tokenizer, load
+and normalise the instruction data, build the model (every weight, LoRA
+adapters, or QLoRA on a quantized base), train, save.
+
+The loss falls on the answers only: the completion of a prompt/completion
+pair (alpaca rows become such pairs), the assistant turns of a conversation
+(the chat template's `{% generation %}` markers say which tokens those are).
+Plain `text` rows learn every token. Prompts are wrapped in the tokenizer's
+chat template (the built-in one when it has none), exactly as
+`generation.generate` wraps them later, so the model is asked at inference
+the way it was taught.
+
+While it trains, the model answers a fixed set of eval prompts every
+`sample_every` steps (and before the first step and after the last), greedy
+by default; the answers go to the store as samples with their step and the
+checkpoint holding those exact weights, so a person watches answers change.
+When the prompts are demo-task prompts (engine/demo/task.py) the rule-based
+judge scores each answer, and the mean is the metric `eval/judge_score`;
+prompts the judge cannot parse get no score rather than a made-up one.
+
+The output folder `final/` loads with plain transformers: for LoRA it holds
+the merged model, and `final/adapter/` the adapter alone (peft loads it onto
+the parent model).
+
+Device-aware defaults: on the CPU fp32, no activation checkpointing (it only
+costs time on small models) and no pinned memory; on a GPU bf16 where
+supported, activation checkpointing for models of 100M+ parameters or
+quantized ones, and padding to multiples of 8 for tensor cores.
+"""
+
+from __future__ import annotations
+
+# First: silences tqdm, which reads its switch when it is first imported.
+from engine.stages.common import setup as runtime
+
+import importlib.util
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl import SFTConfig, SFTTrainer
+
+from engine.errors import StageFailed
+from engine.spec.stages import SFTSpec
+from engine.stages.common.models import count_parameters
+from engine.stages.common.models import load_model_for_training
+from engine.stages.common.tokenizer import describe_tokenizer
+from engine.stages.common.tokenizer import load_stage_tokenizer
+from engine.stages.common.callbacks import attach_stage_callback
+from engine.stages.common.callbacks import train_resumably
+from engine.stages.common.context import Source
+from engine.stages.common.context import StageContext
+from engine.stages.common.data_loading import instruction_examples
+from engine.stages.common.data_loading import load_records
+from engine.stages.common.data_loading import split_examples
+from engine.stages.common.eval_answers import EvalSampler
+
+
+def run(ctx: StageContext) -> None:
+    spec = ctx.spec
+    if not isinstance(spec, SFTSpec):
+        raise TypeError(f"the sft stage got a {type(spec).__name__}")
+    runtime.silence_libraries()
+    hardware = runtime.choose_runtime(spec.device, spec.precision)
+    check_quantization(spec, hardware)
+
+    trainer, sampler = build_trainer(ctx, hardware)
+    callback = attach_stage_callback(trainer, ctx)
+    sampler.stage_callback = callback
+    trainer.add_callback(sampler)
+
+    # -- train -----------------------------------------------------------------
+    # Resuming restores weights (or adapters), optimizer, scheduler, RNG
+    # states and the position in the data: the curves continue exactly.
+    step = train_resumably(trainer, ctx, callback, max_steps=spec.max_steps)
+
+    # -- save ------------------------------------------------------------------
+    if trainer.is_world_process_zero():
+        save_final(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class,
+                   ctx.final_dir, base=_parent(ctx))
+    ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
+    ctx.flush()
+
+
+def check_quantization(spec: SFTSpec, hardware: runtime.Runtime) -> None:
+    """QLoRA needs a CUDA GPU and bitsandbytes: say exactly which is missing."""
+    if spec.quantization == "none":
+        return
+    missing = []
+    if hardware.device != "cuda":
+        missing.append("this stage runs on the CPU" + (
+            " (device = 'cpu')" if spec.device == "cpu" else " (no CUDA GPU is visible)"))
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("the bitsandbytes package is not installed (pip install bitsandbytes)")
+    if missing:
+        raise StageFailed(
+            f"quantization = {spec.quantization!r} (QLoRA) needs a CUDA GPU and bitsandbytes, but "
+            + " and ".join(missing)
+            + "; set quantization = 'none' to train LoRA adapters on the unquantized model"
+        )
+
+
+def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrainer, EvalSampler]:
+    """Everything up to `train()`: tokenizer, data, model, config, trainer,
+    and the callback that answers the eval prompts (not attached yet)."""
+    spec = ctx.spec
+    assert isinstance(spec, SFTSpec)
+    # peft asks the model a question transformers renamed; the answer is the same.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+    # -- tokenizer -------------------------------------------------------------
+    # A preset starts from nothing, so it takes the built-in tokenizer; a
+    # checkpoint keeps its own, since its embeddings were learned for it.
+    model_source = ctx.resolve(spec.from_)
+    tokenizer_source, tokenizer = load_stage_tokenizer(
+        model_source, ctx.resolve_optional(spec.tokenizer), ctx.cache_dir, log=ctx.log)
+    if tokenizer.eos_token is None:
+        raise StageFailed("the tokenizer has no eos token to end an answer with")
+
+    # -- data ------------------------------------------------------------------
+    # Every format becomes {prompt, completion} (prompts in the chat template),
+    # {messages} or {text}. Whole prompts are held out for the eval loss, so
+    # no question is both trained on and evaluated; the eval set is cut to
+    # what eval_batches batches consume, which bounds every evaluation's cost.
+    data_source = ctx.resolve(spec.data)
+    records = load_records(data_source, cache_dir=ctx.cache_dir, max_records=spec.max_examples)
+    data_format, examples = instruction_examples(
+        records, spec.format, prompt_field=spec.prompt_field, completion_field=spec.completion_field,
+        messages_field=spec.messages_field, text_field=spec.text_field, where=data_source.value,
+    )
+    if data_format in ("prompt_completion", "alpaca"):
+        examples = [as_chat(e) for e in examples]
+    assistant_only = False
+    if data_format == "messages" and spec.completion_only_loss:
+        examples, assistant_only = _conversations_for_answer_loss(ctx, tokenizer, examples)
+    train_examples, eval_examples = split_examples(examples, spec.eval_fraction, spec.seed)
+    eval_examples = eval_examples[: spec.eval_batches * spec.batch_size]
+    ctx.log(
+        f"data: {len(examples)} examples ({data_format}) from {_name(data_source)}: "
+        f"{len(train_examples)} to train on, {len(eval_examples)} held out for the eval loss"
+    )
+
+    # -- model -----------------------------------------------------------------
+    model = _load_model(model_source, tokenizer, spec, hardware)
+    if model_source.kind == "builtin":
+        ctx.log(f"from builtin:{model_source.value}: fine-tuning a randomly initialised model", level="warning")
+    parameters = count_parameters(model)
+    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters,
+                                                     quantized=spec.quantization != "none")
+    peft_config = None
+    if spec.lora is not None:
+        peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM")
+
+    # -- trainer ---------------------------------------------------------------
+    args = SFTConfig(
+        **runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir),
+        max_length=spec.max_length,
+        completion_only_loss=spec.completion_only_loss if data_format != "text" else False,
+        assistant_only_loss=assistant_only,
+        # TRL turns checkpointing on by default, which costs ~30% on tiny models.
+        activation_checkpointing=checkpointing,
+        pad_to_multiple_of=8 if hardware.device == "cuda" else None,
+        # Only the loss: keeping every eval batch's logits costs memory for nothing.
+        prediction_loss_only=True,
+        # As in pretrain.py: the eval curve starts where the model started.
+        eval_on_start=ctx.resume_from is None,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(train_examples),
+        eval_dataset=datasets.Dataset.from_list(eval_examples),
+        processing_class=tokenizer,  # saved into every checkpoint, so each one loads on its own
+        peft_config=peft_config,
+    )
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+
+    # -- answers to the eval prompts -------------------------------------------
+    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=_parent_name(ctx), prompt_field=spec.prompt_field,
+                                    messages_field=spec.messages_field, text_field=spec.text_field)
+
+    ctx.set_resolved_config(
+        {
+            **args.to_dict(),
+            "world_size": args.world_size,
+            "model": {
+                "class": type(model).__name__,
+                "source": f"{model_source.kind}:{model_source.value}",
+                "parameters": parameters,
+                "trainable_parameters": trainable,
+                "lora": peft_config.to_dict() if peft_config is not None else None,
+                "quantization": spec.quantization,
+                "config": model.config.to_dict(),
+            },
+            "tokenizer": describe_tokenizer(tokenizer, tokenizer_source),
+            "data": {
+                "source": f"{data_source.kind}:{data_source.value}",
+                "format": data_format,
+                "loss_on": "every token" if data_format == "text" or not spec.completion_only_loss
+                else ("assistant turns" if assistant_only else "completions"),
+                "train_examples": len(train_examples),
+                "eval_examples": len(eval_examples),
+            },
+            "eval_prompts": sampler.describe(),
+        },
+        device=hardware.describe(),
+    )
+    return trainer, sampler
+
+
+def as_chat(example: dict[str, Any]) -> dict[str, Any]:
+    """A prompt/completion pair of strings as one user turn and the assistant's answer."""
+    if isinstance(example["prompt"], str):
+        return {"prompt": [{"role": "user", "content": example["prompt"]}],
+                "completion": [{"role": "assistant", "content": example["completion"]}]}
+    return example
+
+
+def _conversations_for_answer_loss(
+    ctx: StageContext, tokenizer: PreTrainedTokenizerBase, examples: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], bool]:
+    """Conversations keep every assistant turn in the loss when the chat
+    template marks them ({% generation %}, or one TRL knows how to patch).
+    Otherwise the last assistant turn becomes a completion and what precedes
+    it the prompt: the loss then falls on that last answer only."""
+    from trl.chat_template_utils import get_training_chat_template
+
+    try:
+        get_training_chat_template(tokenizer)
+        return examples, True
+    except ValueError:
+        pass
+    pairs = []
+    for number, example in enumerate(examples, start=1):
+        messages = example["messages"]
+        if not messages or messages[-1]["role"] != "assistant":
+            raise StageFailed(
+                f"conversation {number} does not end with an assistant turn, and the chat template has no "
+                "{% generation %} markers to find the assistant's tokens by; set completion_only_loss = false "
+                "or use a tokenizer whose template marks them"
+            )
+        pairs.append({"prompt": messages[:-1], "completion": messages[-1:]})
+    ctx.log("the chat template has no {% generation %} markers: the loss falls on the last assistant "
+            "turn of each conversation", level="warning")
+    return pairs, False
+
+
+def _load_model(
+    source: Source, tokenizer: PreTrainedTokenizerBase, spec: SFTSpec, hardware: runtime.Runtime
+) -> PreTrainedModel:
+    if spec.quantization == "none":
+        return load_model_for_training(source, tokenizer, seed=spec.seed)
+    # QLoRA (check_quantization has made sure of CUDA and bitsandbytes): the
+    # frozen base in 4 or 8 bits on this process's GPU, adapters in bf16/fp32.
+    if source.kind == "builtin":
+        raise StageFailed(
+            "quantization needs pretrained weights to quantize; a built-in preset is a random init: "
+            "name a stage, a folder or a hub id in `from`"
+        )
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    compute_dtype = torch.bfloat16 if hardware.bf16 else torch.float16 if hardware.fp16 else torch.float32
+    if spec.quantization == "4bit":
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    else:
+        quantization = BitsAndBytesConfig(load_in_8bit=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source.value, quantization_config=quantization, dtype=compute_dtype, use_safetensors=True,
+            device_map={"": int(os.environ.get("LOCAL_RANK", "0"))},
+        )
+    except (OSError, ValueError) as exc:
+        raise StageFailed(f"cannot load a causal language model from {source.value}: {exc}") from exc
+    checkpointing = spec.activation_checkpointing != "off"
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+
+
+def _parent(ctx: StageContext) -> str | None:
+    """Where the parent model's weights load from: a folder or a hub id (None for a preset)."""
+    source = ctx.resolve(ctx.spec.from_)  # type: ignore[attr-defined]
+    return source.value if source.kind in ("path", "hub") else None
+
+
+def _parent_name(ctx: StageContext) -> str:
+    """How samples record the parent model: a folder's path, else the canonical
+    reference (`builtin:llama-4m`, `hub:org/name`), as the sample stage does."""
+    return _name(ctx.resolve(ctx.spec.from_))  # type: ignore[attr-defined]
+
+
+def _name(source: Source) -> str:
+    return source.value if source.kind == "path" else f"{source.kind}:{source.value}"
+
+
+def save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path,
+               *, base: str | None = None) -> None:
+    """A folder plain `from_pretrained` loads: weights (safetensors), config,
+    tokenizer with its chat template. A LoRA model is saved twice: its
+    adapter in `adapter/`, and merged into the base weights at the top, so
+    that every later stage and plain transformers read a plain model.
+
+    Written beside `folder` and renamed into place, as in pretrain.py."""
+    from peft import PeftModel
+
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(model, PeftModel):
+        model.save_pretrained(tmp / "adapter")
+        tokenizer.save_pretrained(tmp / "adapter")
+        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+            model = _merge_into_full_precision(tmp / "adapter", base)
+        else:
+            model = model.merge_and_unload()
+    # The Trainer switched the KV cache off for training; generation wants it.
+    model.config.use_cache = True
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.rename(tmp, folder)
+
+
+def _merge_into_full_precision(adapter: Path, base: str | None) -> PreTrainedModel:
+    """QLoRA: merging into 4/8-bit weights would round the merged result, so
+    the adapter is merged into the base model loaded in full precision."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    if base is None:  # pragma: no cover - quantization refuses presets
+        raise StageFailed("cannot merge the adapter: the base model has no folder")
+    full = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
+    return PeftModel.from_pretrained(full, str(adapter)).merge_and_unload()
