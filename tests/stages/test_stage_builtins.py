@@ -33,7 +33,7 @@ def test_corpus_is_deterministic_and_imports_no_module() -> None:
     # they document (antigravity would open a browser), nor anything else.
     script = (
         "import json, sys\n"
-        "from engine.stages.common import corpus\n"
+        "from engine.stages.common import stdlib_corpus as corpus\n"
         "before = set(sys.modules)\n"
         "first = corpus.stdlib_docstrings()\n"
         "second = corpus.stdlib_docstrings()\n"
