@@ -2,17 +2,19 @@
 
 Generated from the spec classes, so every field shows its real default and
 its pydantic description: a field added to a spec appears here by itself.
+The example is data (a document and its comments) that engine.spec.toml_render
+writes, as it writes every other spec.
 tests/spec/test_template.py checks that it parses and covers every field.
 """
 
 from __future__ import annotations
 
-import json
 import typing
 from typing import Any
 
 from engine.spec.catalog import BUILTINS
 from engine.spec.stages import PretrainSpec, StageSpec
+from engine.spec.toml_render import Comments, TomlPath, render_toml
 
 # Help for fields whose pydantic Field has no description (yet).
 _HELP = {
@@ -30,40 +32,28 @@ _EXAMPLES: dict[str, Any] = {
 }
 
 _HEADER = """\
-# An rlhf-console pipeline spec ({filename}); `rlhf --help` shows how to start it.
-#
-# Each [stages.NAME] table is one stage. A stage runs after the stages whose
-# output it uses, otherwise in the order written here.
-#
-# Reference fields (from, tokenizer, data) say where a model, a tokenizer or
-# a data set comes from:
-#   "pretrain"             another stage of this file: its output
-#   "builtin:llama-4m"     a built-in, available offline (listed below)
-#   "./corpus.txt"         a local file or folder, relative to this file
-#   "org/name"             a Hugging Face hub id (or "hf:org/name")
-#
-# Built-in models:     {models}
-# Built-in tokenizers: {tokenizers}
-# Built-in data sets:  {data}
+An rlhf-console pipeline spec ({filename}); `rlhf --help` shows how to start it.
 
-# name = "my-run"   # run name; default: this file's name without .toml
-description = "Pretrain a tiny Llama from scratch on the Python standard library's docstrings."
-"""
+Each [stages.NAME] table is one stage. A stage runs after the stages whose
+output it uses, otherwise in the order written here.
+
+Reference fields (from, tokenizer, data) say where a model, a tokenizer or
+a data set comes from:
+  "pretrain"             another stage of this file: its output
+  "builtin:llama-4m"     a built-in, available offline (listed below)
+  "./corpus.txt"         a local file or folder, relative to this file
+  "org/name"             a Hugging Face hub id (or "hf:org/name")
+
+Built-in models:     {models}
+Built-in tokenizers: {tokenizers}
+Built-in data sets:  {data}"""
+
+_DESCRIPTION = "Pretrain a tiny Llama from scratch on the Python standard library's docstrings."
 
 
 def _in_section(section: str) -> list[str]:
     """Built-in names of a section, in catalogue order (smallest model first)."""
     return [name for name, b in BUILTINS.items() if b.section == section]
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a valid TOML basic string
-    raise TypeError(f"no TOML rendering for {value!r}")
 
 
 def _help(cls: type[StageSpec], name: str) -> str:
@@ -82,29 +72,32 @@ def _field_order(cls: type[StageSpec]) -> list[str]:
     return ["kind", *own, *common]
 
 
-def render_stage(stage: str, cls: type[StageSpec]) -> str:
-    """A [stages.NAME] table with every field at its default, each with its help."""
-    lines = [f"[stages.{stage}]"]
+def _stage_table(path: TomlPath, cls: type[StageSpec]) -> tuple[dict[str, Any], Comments]:
+    """The table at `path` (e.g. ("stages", "pretrain")) with every field of `cls`
+    at its default, each with its help above it; an unset field (None) is shown
+    commented out, with an example value."""
+    table: dict[str, Any] = {}
+    above: dict[TomlPath, str] = {}
+    examples: dict[TomlPath, Any] = {}
     if cls.__doc__:
-        lines.insert(0, f"# {cls.__doc__.strip().splitlines()[0]}")
+        above[path] = cls.__doc__.strip().splitlines()[0]
     for name in _field_order(cls):
         info = cls.model_fields[name]
         key = info.alias or name
         default = info.get_default(call_default_factory=True)
+        table[key] = default
         if name != "kind":
             help_text = _help(cls, name)
             if default is None and "default" not in help_text:
                 help_text += " (unset by default)"
-            lines.append(f"# {help_text}")
+            above[(*path, key)] = help_text
         if default is None:
             section = cls.reference_fields.get(key)
             example = _EXAMPLES.get(name)
             if example is None and section:
                 example = f"builtin:{_in_section(section)[0]}"
-            lines.append(f"# {key} = {_toml_value(example if example is not None else '')}")
-        else:
-            lines.append(f"{key} = {_toml_value(default)}")
-    return "\n".join(lines) + "\n"
+            examples[(*path, key)] = example if example is not None else ""
+    return table, Comments(above=above, examples=examples)
 
 
 def render_example(filename: str = "pipeline.toml") -> str:
@@ -114,7 +107,15 @@ def render_example(filename: str = "pipeline.toml") -> str:
         tokenizers=", ".join(_in_section("tokenizer")),
         data=", ".join(_in_section("data")),
     )
-    return f"{header}\n{render_stage('pretrain', PretrainSpec)}"
+    stage, stage_notes = _stage_table(("stages", "pretrain"), PretrainSpec)
+    document = {"name": None, "description": _DESCRIPTION, "stages": {"pretrain": stage}}
+    comments = Comments(
+        header=header,
+        above=stage_notes.above,
+        beside={("name",): "run name; default: this file's name without .toml"},
+        examples={("name",): "my-run", **stage_notes.examples},
+    )
+    return render_toml(document, comments)
 
 
 #: what `rlhf init` writes to pipeline.toml
