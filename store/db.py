@@ -3,7 +3,8 @@
 SQLite runs in WAL mode so the console and CLI can read while stage workers
 write, with a busy timeout so concurrent writers wait instead of failing.
 Migrations are Alembic's; to keep `rlhf` start-up fast, Alembic is imported
-only when the database is not already at the newest revision.
+only when the database is not already at the newest revision, and SQLAlchemy
+only when an engine is made (`current_revision` is plain sqlite3).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-
-from sqlalchemy import Engine, create_engine, event
+from typing import TYPE_CHECKING
 
 from .errors import WorkspaceError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 # The newest migration in store/migrations/versions. A test checks that this
 # equals Alembic's head, so forgetting to bump it fails CI.
@@ -63,6 +66,8 @@ def _set_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
 
 
 def create_sqlite_engine(db_path: Path) -> Engine:
+    from sqlalchemy import create_engine, event
+
     engine = create_engine(
         f"sqlite:///{db_path}",
         connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},

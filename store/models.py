@@ -10,52 +10,15 @@ Schema changes go through an Alembic migration in `store/migrations/versions`;
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, String, Text
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class RunStatus(StrEnum):
-    QUEUED = "queued"        # submitted, waiting for its process or a device
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"        # a stage raised an error
-    CANCELLED = "cancelled"  # a person or script asked it to stop
-    CRASHED = "crashed"      # its process died without recording an outcome
-
-    @property
-    def is_active(self) -> bool:
-        return self in (RunStatus.QUEUED, RunStatus.RUNNING)
-
-    @property
-    def is_resumable(self) -> bool:
-        return self in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
-
-
-class StageStatus(StrEnum):
-    PENDING = "pending"      # not reached yet
-    WAITING = "waiting"      # waiting for a free device
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    CRASHED = "crashed"
-
-    @property
-    def is_finished(self) -> bool:
-        return self in (
-            StageStatus.SUCCEEDED,
-            StageStatus.FAILED,
-            StageStatus.CANCELLED,
-            StageStatus.CRASHED,
-        )
+# The statuses and the clock live in a module without SQLAlchemy (the console's first
+# screen reads them); re-exported here, where every table uses them.
+from .status import JudgementOutcome, RunStatus, StageStatus, utcnow
 
 
 # --- runs -------------------------------------------------------------------
@@ -309,24 +272,6 @@ class SampleRead(SampleBase):
 
 
 # --- human feedback ---------------------------------------------------------
-
-
-class JudgementOutcome(StrEnum):
-    """What an annotator said about an item. A and B are the responses in the
-    order they were *shown* (left/right, or top/bottom when stacked)."""
-
-    A_BETTER = "a_better"
-    B_BETTER = "b_better"
-    TIE = "tie"
-    BOTH_BAD = "both_bad"
-    RANKING = "ranking"  # a full order of K responses, best first
-    SKIPPED = "skipped"  # seen and passed over: counts for the annotator, not for the item
-    UNDONE = "undone"    # withdraws the judgement it supersedes
-
-    @property
-    def is_verdict(self) -> bool:
-        """Counts towards the judgements an item needs."""
-        return self not in (JudgementOutcome.SKIPPED, JudgementOutcome.UNDONE)
 
 
 class RankItemBase(SQLModel):

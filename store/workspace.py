@@ -8,12 +8,15 @@ import time, so tests and several workspaces in one process need no patching.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .db import create_sqlite_engine, migrate
+from .db import HEAD_REVISION, create_sqlite_engine, current_revision, migrate
 from .errors import WorkspaceError
-from .repository import Store
+
+if TYPE_CHECKING:
+    from .repository import Store
 
 ENV_VAR = "RLHF_WORKSPACE"
 CACHE_ENV_VAR = "RLHF_CACHE_DIR"
@@ -27,10 +30,31 @@ def resolve_workspace_dir(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(path).expanduser().resolve()
 
 
-@dataclass(frozen=True)
 class Workspace:
-    root: Path
-    store: Store
+    """A workspace folder and its database.
+
+    `store` (the ORM-backed `Store`) is made on first use: a database already
+    at the newest revision is opened without importing SQLAlchemy, so a reader
+    that needs only `store.reads` (the console's first screen) never pays for it.
+    """
+
+    def __init__(self, root: Path, store: Store | None = None) -> None:
+        self.root = root
+        self._store = store
+        self._store_lock = threading.Lock()  # the console's threads may ask for it at once
+
+    def __repr__(self) -> str:
+        return f"Workspace(root={self.root!r})"
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    from .repository import Store
+
+                    self._store = Store(create_sqlite_engine(self.db_path))
+        return self._store
 
     @property
     def db_path(self) -> Path:
@@ -58,7 +82,8 @@ class Workspace:
         return self.run_dir(run_id) / stage_name
 
     def close(self) -> None:
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
 
 
 def open_workspace(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Workspace:
@@ -74,6 +99,8 @@ def open_workspace(path: str | os.PathLike[str] | None = None, *, create: bool =
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise WorkspaceError(f"{root}: cannot create workspace folder ({exc.strerror})") from exc
+    if current_revision(db_path) == HEAD_REVISION:
+        return Workspace(root=root)  # nothing to migrate: the ORM waits until something needs it
     engine = create_sqlite_engine(db_path)
     try:
         migrate(engine, db_path)
@@ -82,4 +109,6 @@ def open_workspace(path: str | os.PathLike[str] | None = None, *, create: bool =
         if isinstance(exc, WorkspaceError):
             raise
         raise WorkspaceError(f"{db_path}: cannot open or migrate the database ({exc})") from exc
+    from .repository import Store
+
     return Workspace(root=root, store=Store(engine))
