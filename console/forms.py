@@ -2,25 +2,24 @@
 
 Textual-free. A template is a pipeline spec (TOML); the form shows the run
 name and every field the template sets, with the help text of the stage's
-spec model. The edited values go back into TOML and through `parse_spec`,
-so a wrong value gets the same one-line message naming the stage and field
-as in a spec file.
+spec model. The edited values go back into TOML (written by
+engine.spec.toml_render) and through `parse_spec`, so a wrong value gets the
+same one-line message naming the stage and field as in a spec file.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine import PipelineSpec, parse_spec
 from engine.spec import STAGE_KINDS
+from engine.spec.toml_render import render_toml
 
 from engine.demo.pipeline import DEMO_SPEC
 
@@ -154,39 +153,3 @@ def _parse_value(text: str, type_: str) -> Any:
     if type_ == "bool" and text.lower() in ("true", "false"):
         return text.lower() == "true"
     return text
-
-
-# --- TOML out ----------------------------------------------------------------------
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value != value:
-            return "nan"
-        if value in (float("inf"), float("-inf")):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a valid TOML basic string
-    if isinstance(value, Sequence):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def render_toml(document: Mapping[str, Any]) -> str:
-    """A pipeline spec document (top-level scalars, [stages.NAME] tables) as TOML."""
-    lines = [f"{_key(k)} = {toml_value(v)}" for k, v in document.items() if k != "stages"]
-    for stage, table in document.get("stages", {}).items():
-        lines += ["", f"[stages.{_key(stage)}]"]
-        lines += [f"{_key(k)} = {toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"

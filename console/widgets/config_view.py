@@ -8,7 +8,8 @@ from textual.widgets import Static
 
 from store import RunRead
 
-from ..forms import toml_value
+from engine.spec.toml_render import toml_value
+
 from ..literal import printable
 from .keys import SCROLL_KEYS
 
@@ -38,7 +39,7 @@ def _toml(value: object) -> str:
         return "# unset"
     try:
         return toml_value(value)
-    except TypeError:
+    except (TypeError, ValueError):  # not TOML-able (an object, a huge int): shown as Python writes it
         return str(value)
 
 
