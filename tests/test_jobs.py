@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, RunFinished, SpecError, UserInputError
+from engine.runtime.jobs import arena_spec
 from engine.runtime.jobs import generate_spec
 from engine.runtime.jobs import generated_answers
 from engine.runtime.jobs import generated_samples
+from engine.runtime.jobs import rank_spec
+from engine.runtime.jobs import score_spec
 from engine.runtime.liveness import process_tree
 from engine.runtime.liveness import signal_tree
-from engine.spec.stages import SampleSpec
+from engine.stages.sample.spec import SampleSpec
 
 
 @pytest.fixture
@@ -59,6 +62,19 @@ def test_generate_spec_rejects_bad_input(model_dirs: list[Path], tmp_path: Path)
     ]
     with pytest.raises(SpecError, match="field 'temperature': 0 \\(greedy\\)"):
         generate_spec("a", ["x"], k=2, temperature=0, base_dir=tmp_path)
+    for value in ("nan", "inf"):
+        with pytest.raises(SpecError, match=f"field 'top_p': expected a finite number, got {value}"):
+            generate_spec("a", ["x"], top_p=float(value), base_dir=tmp_path)
+
+
+def test_job_specs_keep_awkward_text_and_leave_unset_fields_out(model_dirs: list[Path], tmp_path: Path) -> None:
+    prompts = ["DEL \x7f, escape \x1b, emoji 🦙", "'''", "line\r\nbreak", "[stages.x]"]
+    assert generate_spec("a", prompts, base_dir=tmp_path).stages["generate"].prompt_texts == prompts
+    people = rank_spec(3, judge=None)
+    assert people.stages["rank"].judge is None and people.stages["rank"].batch == "3"
+    judged = arena_spec(["a", "b"], judge="demo", temperature=1e-5, base_dir=tmp_path)
+    assert judged.stages["rank"].judge == "demo" and judged.stages["sample"].temperature == 1e-5
+    assert score_spec("a", 5, base_dir=tmp_path).stages["score"].batch == "5"
 
 
 @pytest.fixture

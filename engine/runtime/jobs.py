@@ -18,8 +18,7 @@ Torch-free, like the rest of the engine's API.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from store import SampleView
 from engine.runtime.api import Engine
 from engine.errors import UserInputError
 from engine.spec.pipeline import PipelineSpec, parse_spec
+from engine.spec.toml_render import render_toml
 
 #: the name of the run and of its one stage
 GENERATE_RUN = "generate"
@@ -76,10 +76,7 @@ def generate_spec(
         "max_new_tokens": max_new_tokens,
         "seed": seed,
     }
-    text = f"name = {_toml(name)}\n\n[stages.{GENERATE_RUN}]\n" + "".join(
-        f"{key} = {_toml(value)}\n" for key, value in fields.items()
-    )
-    return parse_spec(text, source="rlhf generate", base_dir=Path(base_dir or Path.cwd()))
+    return _job_spec(name, {GENERATE_RUN: fields}, source="rlhf generate", base_dir=base_dir)
 
 
 def rank_spec(
@@ -92,15 +89,9 @@ def rank_spec(
 ) -> PipelineSpec:
     """A one-stage `rank` pipeline over a stored batch: `rlhf rank --auto JUDGE`
     (with a judge), or a run that waits for people to finish the batch."""
-    fields: dict[str, object] = {"kind": "rank", "batch": str(batch), "judgements_per_item": judgements_per_item}
-    if judge is not None:
-        fields["judge"] = judge
-    if max_responses is not None:
-        fields["max_responses"] = max_responses
-    text = f"name = {_toml(name)}\n\n[stages.{RANK_RUN}]\n" + "".join(
-        f"{key} = {_toml(value)}\n" for key, value in fields.items()
-    )
-    return parse_spec(text, source="rlhf rank", base_dir=Path.cwd())
+    fields = {"kind": "rank", "batch": str(batch), "judgements_per_item": judgements_per_item,
+              "judge": judge, "max_responses": max_responses}  # None: left out, the spec's default
+    return _job_spec(name, {RANK_RUN: fields}, source="rlhf rank")
 
 
 def arena_spec(
@@ -127,14 +118,8 @@ def arena_spec(
         "responses_per_prompt": len(checkpoints), "temperature": temperature, "max_new_tokens": max_new_tokens,
         "seed": seed,
     }
-    rank: dict[str, object] = {"kind": "rank", "from": "sample", "pairwise": True}
-    if judge is not None:
-        rank["judge"] = judge
-    text = f"name = {_toml(name)}\n" + "".join(
-        f"\n[stages.{stage}]\n" + "".join(f"{key} = {_toml(value)}\n" for key, value in fields.items())
-        for stage, fields in (("sample", sample), ("rank", rank))
-    )
-    return parse_spec(text, source="rlhf arena", base_dir=Path(base_dir or Path.cwd()))
+    rank = {"kind": "rank", "from": "sample", "pairwise": True, "judge": judge}  # no judge: people rank
+    return _job_spec(name, {"sample": sample, "rank": rank}, source="rlhf arena", base_dir=base_dir)
 
 
 def score_spec(
@@ -149,19 +134,15 @@ def score_spec(
     relative ones starting at `base_dir`, or a hub id) scores every response
     of a stored batch, as `rlhf score` runs it."""
     fields: dict[str, object] = {"kind": "score", "from": checkpoint, "batch": str(batch), "batch_size": batch_size}
-    text = f"name = {_toml(name)}\n\n[stages.{SCORE_RUN}]\n" + "".join(
-        f"{key} = {_toml(value)}\n" for key, value in fields.items()
-    )
-    return parse_spec(text, source="rlhf score", base_dir=Path(base_dir or Path.cwd()))
+    return _job_spec(name, {SCORE_RUN: fields}, source="rlhf score", base_dir=base_dir)
 
 
-def _toml(value: object) -> str:
-    """A TOML value: JSON's strings, numbers and arrays are valid TOML ones."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value != value:
-        raise UserInputError("generate: numbers must be finite")
-    return json.dumps(value)
+def _job_spec(name: str, stages: Mapping[str, Mapping[str, object]], *, source: str,
+              base_dir: str | Path | None = None) -> PipelineSpec:
+    """The pipeline `name` of these stages, written as TOML and parsed like a spec file,
+    so a bad value (nan too) is a SpecError naming its stage and field."""
+    text = render_toml({"name": name, "stages": stages})
+    return parse_spec(text, source=source, base_dir=Path(base_dir or Path.cwd()))
 
 
 @dataclass(frozen=True)
