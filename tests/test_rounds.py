@@ -47,6 +47,8 @@ def test_rounds_start_from_the_newest_policy_and_keep_every_ranking(tmp_path: Pa
     assert second.stages["reward"].batches == [str(first)]
     assert second.stages["reward"].from_ == f"path:{tmp_path / 'demo' / 'reward' / 'final'}"
     assert second.stages["rank"].judge == "demo"
+    assert (second.stages["ppo"].learning_rate, second.stages["ppo"].seed, second.stages["sample"].seed) == (
+        1e-5, 2, 2)  # the round's number seeds it; 1e-5 survives the TOML exactly
 
     round2 = finished_run(store, tmp_path, "demo-round-2", {"stages": second.to_dict()},
                           [("sample", "sample"), ("rank", "rank"), ("reward", "reward"), ("ppo", "ppo")])

@@ -12,12 +12,11 @@ with a policy stage):
 
 Each round is a run named `NAME-round-N`, so its numbers stay with it
 (`rlhf report`), and the next round starts from it in turn.
-Torch-free: only the store and the spec text.
+Torch-free: only the store and the spec, as data written by engine.spec.toml_render.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from store import StageRead, StageStatus, Store
 
 from engine.errors import UserInputError
 from engine.spec.pipeline import PipelineSpec, parse_spec
+from engine.spec.toml_render import render_toml
 
 #: the stages whose output is a policy, newest kind first
 POLICY_KINDS = ("ppo", "rloo", "grpo", "dpo", "sft")
@@ -59,62 +59,32 @@ def next_round_spec(store: Store, run_id: int, *, judge: str | None = "demo", pr
 
     found = re.fullmatch(r"(.*)-round-(\d+)", run.name)
     base, number = (found.group(1), int(found.group(2)) + 1) if found else (run.name, 2)
-    q = json.dumps
-    judge_line = f"judge = {q(judge)}\n" if judge else ""
-    text = f"""name = {q(f"{base}-round-{number}")}
-description = {q(f"round {number} of {base}: rank the newest policy's answers, retrain the reward model, PPO again")}
-
-[stages.sample]
-kind = "sample"
-from = {q(policy.output_path)}
-prompts = "builtin:demo-instructions"
-max_prompts = {prompts}
-responses_per_prompt = 4
-temperature = 1.0
-max_new_tokens = 24
-seed = {number}
-
-[stages.rank]
-kind = "rank"
-from = "sample"
-{judge_line}
-[stages.reward]
-kind = "reward"
-from = {q((reward or sft or policy).output_path)}
-preferences = "rank"
-batches = {q(batches)}
-max_steps = 120
-batch_size = 16
-learning_rate = 1e-4
-eval_every = 40
-
-[stages.ppo]
-kind = "ppo"
-from = {q(policy.output_path)}
-reward_model = "reward"
-prompts = "builtin:demo-instructions"
-updates = {ppo_updates}
-rollout_batch_size = 32
-minibatch_size = 16
-ppo_epochs = 2
-learning_rate = 1e-5
-max_new_tokens = 24
-beta = 0.2
-seed = {number}
-
-[stages.arena_answers]
-kind = "sample"
-from = [{q(policy.output_path)}, "ppo"]
-prompts = "builtin:demo-prompts"
-max_prompts = 60
-responses_per_prompt = 2
-temperature = 0.3
-max_new_tokens = 24
-
-[stages.arena]
-kind = "rank"
-from = "arena_answers"
-pairwise = true
-judge = {q(judge or "demo")}
-"""
-    return parse_spec(text, source=f"round {number} of run {run.id}", base_dir=Path.cwd())
+    document = {
+        "name": f"{base}-round-{number}",
+        "description": f"round {number} of {base}: rank the newest policy's answers, retrain the reward model, "
+                       "PPO again",
+        "stages": {
+            "sample": {
+                "kind": "sample", "from": policy.output_path, "prompts": "builtin:demo-instructions",
+                "max_prompts": prompts, "responses_per_prompt": 4, "temperature": 1.0, "max_new_tokens": 24,
+                "seed": number,
+            },
+            "rank": {"kind": "rank", "from": "sample", "judge": judge or None},  # no judge: people rank
+            "reward": {
+                "kind": "reward", "from": (reward or sft or policy).output_path, "preferences": "rank",
+                "batches": batches, "max_steps": 120, "batch_size": 16, "learning_rate": 1e-4, "eval_every": 40,
+            },
+            "ppo": {
+                "kind": "ppo", "from": policy.output_path, "reward_model": "reward",
+                "prompts": "builtin:demo-instructions", "updates": ppo_updates, "rollout_batch_size": 32,
+                "minibatch_size": 16, "ppo_epochs": 2, "learning_rate": 1e-5, "max_new_tokens": 24, "beta": 0.2,
+                "seed": number,
+            },
+            "arena_answers": {
+                "kind": "sample", "from": [policy.output_path, "ppo"], "prompts": "builtin:demo-prompts",
+                "max_prompts": 60, "responses_per_prompt": 2, "temperature": 0.3, "max_new_tokens": 24,
+            },
+            "arena": {"kind": "rank", "from": "arena_answers", "pairwise": True, "judge": judge or "demo"},
+        },
+    }
+    return parse_spec(render_toml(document), source=f"round {number} of run {run.id}", base_dir=Path.cwd())
