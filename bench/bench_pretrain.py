@@ -32,7 +32,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.stages.common import setup as runtime  # noqa: E402  (first: quiets tqdm)
-from engine.spec.stages import PretrainSpec  # noqa: E402
+from engine.stages.pretrain.spec import PretrainSpec  # noqa: E402
 from engine.stages.common.models import load_model_for_training  # noqa: E402
 from engine.stages.common.tokenizer import load_tokenizer  # noqa: E402
 from engine.stages.common.context import Source  # noqa: E402

@@ -28,7 +28,7 @@ from store import RunStatus, StageRead, StageStatus, Workspace, open_workspace, 
 from engine.runtime.devices import SlotLease
 from engine.runtime.devices import devices_for
 from engine.runtime.devices import try_acquire
-from engine.spec.stages import STAGE_KINDS
+from engine.stages.registry import load_stage_plugins, stage_kind
 from engine.runtime.launcher import child_env
 from engine.runtime.launcher import find_resume_checkpoint
 from engine.runtime.launcher import worker_command
@@ -148,8 +148,8 @@ class Supervisor:
         return RunStatus.SUCCEEDED, None
 
     def _wait_for_devices(self, stage: StageRead, spec: dict) -> SlotLease | None:
-        stage_kind = STAGE_KINDS.get(spec.get("kind", ""))
-        if stage_kind is not None and not stage_kind.needs_device:
+        registered = stage_kind(spec.get("kind", ""))
+        if registered is not None and not registered.spec.needs_device:
             return SlotLease(devices=[])  # e.g. ranking: people or a judge, never a GPU's slot
         kind, count = devices_for(spec.get("device", "auto"), spec.get("processes", 1))
         announced = False
@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", required=True, type=Path)
     parser.add_argument("--run", required=True, type=int)
     args = parser.parse_args(argv)
+    load_stage_plugins()  # a plugin's kind may say it needs no device
     workspace = open_workspace(args.workspace, create=False)
     status = Supervisor(workspace, args.run).execute()
     return 0 if status == RunStatus.SUCCEEDED else 1

@@ -22,8 +22,8 @@ from store import StageStatus, open_workspace, utcnow
 
 from engine.errors import StageCancelled, StageFailed
 from engine.runtime.liveness import supervisor_alive
-from engine.spec.stages import STAGE_KINDS, STAGE_MODULES
 from engine.stages.common.context import StageContext
+from engine.stages.registry import load_stage_plugins, stage_kind
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -52,13 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage-id", required=True, type=int)
     parser.add_argument("--resume-from", type=Path, default=None)
     args = parser.parse_args(argv)
+    # Every rank imports the plugins: for the kinds they register, and for
+    # what they install in this process (tests/stages/ppo_cancel_plugin.py).
+    load_stage_plugins()
 
     is_main = int(os.environ.get("RANK", "0")) == 0
     workspace = open_workspace(args.workspace, create=False)
     store = workspace.store
     stage = store.get_stage(stage_id=args.stage_id)
     run = store.get_run(stage.run_id)
-    spec = STAGE_KINDS[stage.kind].model_validate(run.spec["stages"][stage.name])
+    kind = stage_kind(stage.kind)
+    if kind is None:
+        raise StageFailed(f"unknown stage kind {stage.kind!r} (is its plugin in RLHF_STAGE_PLUGINS?)")
+    spec = kind.spec.model_validate(run.spec["stages"][stage.name])
     outputs = {
         s.name: s.output_path
         for s in store.list_stages(run_id=run.id)
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             store.update_stage(stage.id, status=status, error=error, traceback=tb)
 
     try:
-        module = importlib.import_module(STAGE_MODULES[stage.kind])
+        module = importlib.import_module(kind.module)
         module.run(ctx)
     except StageCancelled as exc:
         supervisor = os.environ.get("RLHF_SUPERVISOR_PID")

@@ -6,8 +6,20 @@
 """
 
 from engine.spec.pipeline import PipelineSpec, load_spec, parse_spec, stage_spec_from_dict
-from engine.spec.stages import PLANNED_KINDS, STAGE_KINDS, PretrainSpec, StageSpec
+from engine.spec.fields import StageSpec
 from engine.spec.template import EXAMPLE_SPEC
+from engine.stages.pretrain.spec import PretrainSpec
+
+
+def __getattr__(name: str) -> object:
+    # The registry of kinds imports every kind's spec, which imports
+    # engine.spec.fields and so this package: its names are read on first use.
+    if name in ("STAGE_KINDS", "PLANNED_KINDS"):
+        from engine.stages import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EXAMPLE_SPEC",

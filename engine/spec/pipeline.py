@@ -35,7 +35,10 @@ from pydantic import BaseModel, ValidationError
 
 from engine.errors import SpecError
 from engine.spec.refs import STAGE_NAME, Ref, RefError, resolve_ref
-from engine.spec.stages import PLANNED_KINDS, STAGE_KINDS, StageSpec
+from engine.spec.fields import StageSpec
+# As a module, read at call time: the registry imports the kinds' specs, which
+# import engine.spec.fields, so it may be half-initialised while this loads.
+from engine.stages import registry
 
 TOP_LEVEL_KEYS = ("name", "description", "stages")
 RUN_NAME = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
@@ -75,7 +78,8 @@ class PipelineSpec:
 
 def stage_spec_from_dict(config: Mapping[str, Any]) -> StageSpec:
     """Rebuild a stage's spec from `PipelineSpec.to_dict()[name]` (e.g. in a worker)."""
-    return STAGE_KINDS[config["kind"]].model_validate(dict(config))
+    registry.load_stage_plugins()
+    return registry.STAGE_KINDS[config["kind"]].model_validate(dict(config))
 
 
 def load_spec(path: str | os.PathLike[str]) -> PipelineSpec:
@@ -98,7 +102,9 @@ def load_spec(path: str | os.PathLike[str]) -> PipelineSpec:
 
 
 def parse_spec(text: str, *, source: str, base_dir: Path) -> PipelineSpec:
-    """Validate the TOML of a pipeline spec; relative paths start at `base_dir`."""
+    """Validate the TOML of a pipeline spec; relative paths start at `base_dir`.
+    The stage plugins (RLHF_STAGE_PLUGINS) are loaded first: a spec may use their kinds."""
+    registry.load_stage_plugins()
     return _Loader(text, source=source, base_dir=Path(base_dir).expanduser().resolve()).load()
 
 
@@ -252,22 +258,22 @@ class _Loader:
             self.problem(message, stage=stage, key=key, order=(index, position))
 
         kind = table.get("kind")
-        known = ", ".join(STAGE_KINDS)
+        known = ", ".join(registry.STAGE_KINDS)
         if kind is None:
             report(f"missing; expected one of the stage kinds: {known}", "kind")
             return None, None
         if not isinstance(kind, str):
             report(f"expected a stage kind (one of: {known}), got {_describe(kind)}", "kind")
             return None, None
-        if kind not in STAGE_KINDS:
-            if kind in PLANNED_KINDS:
-                coming = ", ".join(k for k in PLANNED_KINDS if k not in STAGE_KINDS)
+        if kind not in registry.STAGE_KINDS:
+            if kind in registry.PLANNED_KINDS:
+                coming = ", ".join(k for k in registry.PLANNED_KINDS if k not in registry.STAGE_KINDS)
                 report(f"kind {kind!r} is not available in this version (coming: {coming})", "kind")
             else:
-                report(f"unknown kind {kind!r}{_did_you_mean(kind, [*STAGE_KINDS, *PLANNED_KINDS])} "
+                report(f"unknown kind {kind!r}{_did_you_mean(kind, [*registry.STAGE_KINDS, *registry.PLANNED_KINDS])} "
                        f"(known kinds: {known})", "kind")
             return None, None
-        cls = STAGE_KINDS[kind]
+        cls = registry.STAGE_KINDS[kind]
 
         # TOML keys are the aliases (`from`); a Python name (`from_`) is not a key.
         allowed = [f.alias or name for name, f in cls.model_fields.items()]

@@ -13,7 +13,8 @@ import typing
 from typing import Any
 
 from engine.spec.catalog import BUILTINS
-from engine.spec.stages import PretrainSpec, StageSpec
+from engine.spec.fields import StageSpec
+from engine.stages.pretrain.spec import PretrainSpec
 from engine.spec.toml_render import Comments, TomlPath, render_toml
 
 # Help for fields whose pydantic Field has no description (yet).

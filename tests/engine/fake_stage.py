@@ -1,6 +1,7 @@
 """A torch-free stage for testing the engine's scheduling, cancel, crash and resume.
 
-Registered as kind "fake" through the RLHF_STAGE_PLUGINS hook, so the worker
+Registered as kind "fake" through the RLHF_STAGE_PLUGINS hook (loaded by
+engine.stages.registry.load_stage_plugins), so the worker
 subprocesses find it too. Its checkpoints mimic the Trainer's layout
 (`checkpoints/checkpoint-STEP/trainer_state.json`), which is all the engine
 reads from them.
@@ -15,7 +16,8 @@ from typing import Literal
 from pydantic import Field
 
 from engine.errors import StageCancelled
-from engine.spec.stages import StageSpec, register_stage
+from engine.spec.fields import StageSpec
+from engine.stages.registry import register_stage
 from engine.stages.common.context import StageContext
 
 

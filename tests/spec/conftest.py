@@ -51,14 +51,12 @@ def specs(tmp_path: Path) -> SpecFiles:
 @pytest.fixture(autouse=True)
 def only_builtin_stage_kinds():
     """Messages list the known kinds; plugins other tests registered (the fake
-    stage) must not change them. The registry is mutated in place because
-    modules hold references to the same dicts."""
-    from engine.spec.stages import STAGE_KINDS, STAGE_MODULES
+    stage) must not change them."""
+    from engine.stages import registry
 
-    saved = dict(STAGE_KINDS), dict(STAGE_MODULES)
-    for kind in [k for k, module in STAGE_MODULES.items() if not module.startswith("engine.stages.")]:
-        STAGE_KINDS.pop(kind, None)
-        STAGE_MODULES.pop(kind, None)
+    plugins = {kind: entry for kind, entry in registry.stage_kinds().items() if not registry.is_builtin(kind)}
+    for kind in plugins:
+        registry.unregister_stage(kind)
     yield
-    STAGE_KINDS.clear(), STAGE_KINDS.update(saved[0])
-    STAGE_MODULES.clear(), STAGE_MODULES.update(saved[1])
+    for kind, entry in plugins.items():
+        registry.register_stage(kind, entry.spec, entry.module)

@@ -7,12 +7,12 @@ import pytest
 from engine.spec.catalog import BUILTINS
 from engine.errors import SpecError, UserInputError
 from engine.spec import PLANNED_KINDS, STAGE_KINDS, load_spec, parse_spec
-from engine.spec.stages import STAGE_MODULES
+from engine.stages.registry import is_builtin
 
 # The lists in messages grow as stage kinds and built-ins are added. Kinds
 # registered by test plugins (the fake stage) are left out, as the
 # only_builtin_stage_kinds fixture leaves them out of the messages.
-KNOWN = ", ".join(k for k, module in STAGE_MODULES.items() if module.startswith("engine.stages."))
+KNOWN = ", ".join(k for k in STAGE_KINDS if is_builtin(k))
 STILL_PLANNED = [k for k in PLANNED_KINDS if k not in STAGE_KINDS]
 COMING = ", ".join(STILL_PLANNED)
 DATA_SETS = ", ".join(name for name, b in BUILTINS.items() if b.section == "data")
@@ -370,7 +370,7 @@ def test_bad_top_level_values(specs, setting, message):
 def test_all_problems_collected_in_file_order(specs, monkeypatch):
     path = specs.write("")
     if not STILL_PLANNED:  # every announced kind has arrived: announce one for this test
-        monkeypatch.setattr("engine.spec.pipeline.PLANNED_KINDS", ("later",))
+        monkeypatch.setattr("engine.stages.registry.PLANNED_KINDS", ("later",))
     planned = STILL_PLANNED[-1] if STILL_PLANNED else "later"  # a kind announced but not available yet
     coming = COMING or "later"
     problems = specs.problems(

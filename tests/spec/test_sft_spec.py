@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from engine.spec import stage_spec_from_dict
-from engine.spec.stages import LoraSpec, SFTSpec
+from engine.spec.fields import LoraSpec
+from engine.stages.sft.spec import SFTSpec
 
 
 def test_defaults_are_the_demo(specs) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from engine.spec.stages import StageSpec  # noqa: E402
+from engine.spec.fields import StageSpec  # noqa: E402
 from engine.stages.common.context import StageContext  # noqa: E402
 from store import NewStage, Workspace, open_workspace  # noqa: E402
 

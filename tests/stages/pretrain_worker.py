@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import StageCancelled
-from engine.spec.stages import PretrainSpec
+from engine.stages.pretrain.spec import PretrainSpec
 from engine.stages.pretrain import stage as pretrain
 from engine.stages.common.context import StageContext
 from store import open_workspace

@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from engine.demo import task as demo_task
 from engine.errors import SpecError, StageCancelled, UserInputError
 from engine.spec import parse_spec
-from engine.spec.stages import DPOSpec, LoraSpec
+from engine.spec.fields import LoraSpec
+from engine.stages.dpo.spec import DPOSpec
 from engine.stages.dpo import stage as dpo
 from engine.stages.common.callbacks import attach_stage_callback
 from engine.stages.common.context import StageContext

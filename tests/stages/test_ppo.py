@@ -31,7 +31,8 @@ from engine.errors import StageCancelled, StageFailed
 from engine.runtime.launcher import child_env
 from engine.runtime.launcher import find_resume_checkpoint
 from engine.runtime.launcher import worker_command
-from engine.spec.stages import LoraSpec, PPOSpec
+from engine.spec.fields import LoraSpec
+from engine.stages.ppo.spec import PPOSpec
 from engine.stages.ppo import stage as ppo
 from engine.stages.common.tokenizer import train_bpe
 from engine.stages.common.context import StageContext

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine.errors import StageCancelled
-from engine.spec.stages import PretrainSpec
+from engine.stages.pretrain.spec import PretrainSpec
 from engine.stages.pretrain import stage as pretrain
 from engine.stages.common.context import StageContext
 

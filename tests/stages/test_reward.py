@@ -17,7 +17,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from engine.demo.task import generate_tasks
 from engine.errors import StageCancelled, UserInputError
 from engine.recipe.reward_agreement import batch_scores
-from engine.spec.stages import LoraSpec, RewardSpec, ScoreSpec
+from engine.spec.fields import LoraSpec
+from engine.stages.reward.spec import RewardSpec
+from engine.stages.score.spec import ScoreSpec
 from engine.stages.reward import stage as reward
 from engine.stages.score import stage as score
 from engine.stages.common.context import StageContext

@@ -18,7 +18,10 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from engine.errors import SpecError, StageCancelled, StageFailed
 from engine.spec import parse_spec
-from engine.spec.stages import GRPOSpec, LoraSpec, OnlineRLSpec, RLOOSpec
+from engine.spec.fields import LoraSpec
+from engine.stages.common.online_rl_spec import OnlineRLSpec
+from engine.stages.grpo.spec import GRPOSpec
+from engine.stages.rloo.spec import RLOOSpec
 from engine.stages.grpo import stage as grpo
 from engine.stages.common import online_rl
 from engine.stages.rloo import stage as rloo

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StageCancelled
-from engine.spec.stages import SampleSpec
+from engine.stages.sample.spec import SampleSpec
 from engine.stages.sample import stage as sample
 from engine.stages.common.context import StageContext
 from tests.tiny_models import MAX_POSITIONS, save_lora_adapter, save_tiny_model

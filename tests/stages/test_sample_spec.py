@@ -8,7 +8,7 @@ import pytest
 
 from engine.errors import SpecError
 from engine.spec import parse_spec
-from engine.spec.stages import SampleSpec
+from engine.stages.sample.spec import SampleSpec
 
 
 def problems(text: str, tmp_path: Path) -> list[str]:

@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine.demo import task as demo_task
 from engine.errors import StageCancelled
-from engine.spec.stages import LoraSpec, SFTSpec
+from engine.spec.fields import LoraSpec
+from engine.stages.sft.spec import SFTSpec
 from engine.stages.common import setup as runtime
 from engine.stages.sft import stage as sft
 from engine.stages.common.models import load_model_for_training

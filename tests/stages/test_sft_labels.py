@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StageFailed
-from engine.spec.stages import LoraSpec, SFTSpec
+from engine.spec.fields import LoraSpec
+from engine.stages.sft.spec import SFTSpec
 from engine.stages.common import setup as runtime
 from engine.stages.sft import stage as sft
 from engine.stages.common.tokenizer import CHAT_TEMPLATE

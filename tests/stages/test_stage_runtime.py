@@ -12,7 +12,7 @@ import torch
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from engine.errors import StageFailed
-from engine.spec.stages import PretrainSpec
+from engine.stages.pretrain.spec import PretrainSpec
 from engine.stages.common import setup as runtime
 from engine.stages.common.callbacks import StageCallback
 from engine.stages.common.callbacks import metric_name

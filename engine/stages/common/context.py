@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from store import Store, utcnow
 
-from engine.spec.stages import StageSpec
+from engine.spec.fields import StageSpec
 
 FLUSH_SECONDS = 1.0
 CANCEL_POLL_SECONDS = 1.0

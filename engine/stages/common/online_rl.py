@@ -78,7 +78,7 @@ from trl.trainer.utils import RepeatSampler
 
 from engine.errors import StageFailed, UserInputError
 from engine.feedback.judges import Judge, load_judge
-from engine.spec.stages import OnlineRLSpec
+from engine.stages.common.online_rl_spec import OnlineRLSpec
 from engine.stages.common.models import count_parameters
 from engine.stages.common.models import load_model_for_training
 from engine.stages.common.tokenizer import CHAT_TEMPLATE

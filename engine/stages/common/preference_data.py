@@ -41,7 +41,7 @@ from engine.feedback.stored.selection import Selection, selected_judgements
 from engine.feedback.importers import read_feedback
 from engine.feedback.pairs import preference_pairs
 from engine.feedback.records import Message, PreferencePair, Text
-from engine.spec.stages import PreferenceDataSpec
+from engine.stages.common.preference_spec import PreferenceDataSpec
 from engine.stages.common.context import StageContext
 
 

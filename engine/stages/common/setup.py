@@ -21,7 +21,7 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 
 from engine.errors import StageFailed  # noqa: E402
-from engine.spec.stages import StageSpec  # noqa: E402
+from engine.spec.fields import StageSpec  # noqa: E402
 
 
 def silence_libraries() -> None:

@@ -53,7 +53,7 @@ from transformers import (
 from trl import DPOConfig, DPOTrainer
 
 from engine.errors import StageFailed
-from engine.spec.stages import DPOSpec
+from engine.stages.dpo.spec import DPOSpec
 from engine.stages.common.models import count_parameters
 from engine.stages.common.models import load_model_for_training
 from engine.stages.common.tokenizer import describe_tokenizer

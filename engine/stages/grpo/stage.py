@@ -21,7 +21,7 @@ from typing import Any
 
 from trl import GRPOConfig, GRPOTrainer
 
-from engine.spec.stages import GRPOSpec
+from engine.stages.grpo.spec import GRPOSpec
 from engine.stages.common.context import StageContext
 
 

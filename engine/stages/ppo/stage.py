@@ -69,7 +69,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 from engine.demo import task as demo_task
 from engine.errors import StageCancelled, StageFailed
 from engine.runtime.launcher import CHECKPOINT_DONE_MARKER
-from engine.spec.stages import PPOSpec
+from engine.stages.ppo.spec import PPOSpec
 from engine.stages.ppo import ppo_math
 from engine.stages.common.models import count_parameters
 from engine.stages.common.models import load_model_for_training

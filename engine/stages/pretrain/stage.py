@@ -25,7 +25,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from engine.errors import StageFailed
-from engine.spec.stages import PretrainSpec
+from engine.stages.pretrain.spec import PretrainSpec
 from engine.stages.common.models import count_parameters
 from engine.stages.common.models import load_model_for_training
 from engine.stages.common.tokenizer import describe_tokenizer

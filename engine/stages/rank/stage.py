@@ -28,7 +28,7 @@ from store import Feedback, NotFound
 from engine.errors import StageCancelled, StageFailed
 from engine.feedback.judges import load_judge
 from engine.feedback.stored.auto_rank import auto_rank
-from engine.spec.stages import RankSpec
+from engine.stages.rank.spec import RankSpec
 from engine.stages.common.context import StageContext
 
 #: how often a stage waiting for people looks at the batch's progress

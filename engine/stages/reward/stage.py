@@ -65,7 +65,7 @@ from trl import RewardConfig, RewardTrainer
 
 from engine.errors import StageFailed
 from engine.feedback.records import is_person
-from engine.spec.stages import RewardSpec
+from engine.stages.reward.spec import RewardSpec
 from engine.stages.common.models import count_parameters
 from engine.stages.common.models import preset_config
 from engine.stages.common.tokenizer import describe_tokenizer

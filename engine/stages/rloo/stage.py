@@ -20,7 +20,7 @@ from typing import Any
 
 from trl import RLOOConfig, RLOOTrainer
 
-from engine.spec.stages import RLOOSpec
+from engine.stages.rloo.spec import RLOOSpec
 from engine.stages.common.context import StageContext
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from engine.errors import StageCancelled, StageFailed
-from engine.spec.stages import SampleSpec
+from engine.stages.sample.spec import SampleSpec
 from engine.stages.common.context import Source
 from engine.stages.common.context import StageContext
 from engine.stages.common.data_loading import load_prompts

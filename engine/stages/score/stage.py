@@ -33,7 +33,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrai
 from engine.errors import StageCancelled, StageFailed
 from engine.recipe.reward_agreement import BatchScores
 from engine.recipe.reward_agreement import batch_scores
-from engine.spec.stages import ScoreSpec
+from engine.stages.score.spec import ScoreSpec
 from engine.stages.common.tokenizer import CHAT_TEMPLATE
 from engine.stages.common.tokenizer import load_tokenizer
 from engine.stages.common.context import Source

@@ -48,7 +48,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from engine.errors import StageFailed
-from engine.spec.stages import SFTSpec
+from engine.stages.sft.spec import SFTSpec
 from engine.stages.common.models import count_parameters
 from engine.stages.common.models import load_model_for_training
 from engine.stages.common.tokenizer import describe_tokenizer

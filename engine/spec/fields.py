@@ -1,0 +1,197 @@
+"""The parts of a stage spec that several kinds share, written once.
+
+Spec = our description (PretrainSpec); Config = the library object a stage
+builds from it (transformers.TrainingArguments). Field descriptions are the
+help text `rlhf init` and the console's launch form show.
+
+Here: `StageSpec`, the base every kind's spec derives from (kind, processes,
+device, precision, seed); `FromRequired`; `LoraSpec`; field types whose
+bounds and help are the same wherever they appear (a kind gives each its own
+default: `weight_decay: WeightDecay = 0.1`); and settings groups a kind takes
+in as a base, `CheckpointSettings` and `EvalAnswerSettings`, whose defaults a
+kind overrides by redeclaring the field with the same type. Each kind's own
+spec lives beside its run, in engine/stages/KIND/spec.py; the registry of
+kinds is engine/stages/registry.py.
+
+Reference fields (`from`, `tokenizer`, `data`) are written by people as a
+stage name, `builtin:NAME`, a local path or a hub id; the pipeline loader
+rewrites them to one canonical form: `stage:NAME`, `builtin:NAME`,
+`path:/absolute/path` or `hub:org/name` (see engine/spec/refs.py).
+
+Torch-free: imported by the CLI and the console.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+
+# -- field types ------------------------------------------------------------------
+# Settings several stages share, defined once so that they read (and validate)
+# the same everywhere; a stage gives each its own default.
+GradientAccumulationSteps = Annotated[int, Field(
+    ge=1, description="micro-batches per optimizer step (effective batch = batch_size x this x processes)",
+)]
+WeightDecay = Annotated[float, Field(ge=0, description="AdamW weight decay")]
+WarmupSteps = Annotated[int, Field(ge=0, description="steps of linear warm-up from 0 to learning_rate")]
+LrScheduler = Annotated[
+    Literal["cosine", "linear", "constant", "constant_with_warmup"],
+    Field(description="learning-rate schedule after warm-up"),
+]
+MaxGradNorm = Annotated[float, Field(gt=0, description="gradient clipping")]
+SaveEvery = Annotated[int, Field(ge=1, description="steps between resumable checkpoints")]
+KeepCheckpoints = Annotated[int, Field(ge=1, description="resumable checkpoints kept on disk")]
+LogEvery = Annotated[int, Field(ge=1, description="steps between logged train metrics")]
+ActivationCheckpointing = Annotated[Literal["auto", "on", "off"], Field(
+    description="recompute activations in the backward pass to save memory; "
+    "auto = on a GPU for models of 100M+ parameters, off on the CPU",
+)]
+
+# The fixed prompts a training stage answers while it trains (SFT, DPO, PPO, RLOO, GRPO).
+EvalPrompts = Annotated[str, Field(
+    description="prompts the model answers while it trains, stored as samples: "
+    "builtin, a file, a datasets folder or a hub id",
+)]
+EvalPromptCount = Annotated[int, Field(ge=0, description="how many of them (the first ones; 0 = none)")]
+SampleEvery = Annotated[int, Field(
+    ge=1, description="steps between answering them (also before the first step and after the last)",
+)]
+SampleTemperature = Annotated[float, Field(ge=0, le=100, description="sampling temperature; 0 = greedy")]
+SampleMaxNewTokens = Annotated[int, Field(ge=1, le=32768, description="longest answer, in tokens")]
+
+
+class StageSpec(BaseModel):
+    """Fields every stage kind has."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_by_name=True, validate_by_alias=True,
+        frozen=True, allow_inf_nan=False,  # TOML accepts inf and nan; no setting wants them
+    )
+
+    #: reference fields -> the built-in catalogue section they may name
+    reference_fields: ClassVar[dict[str, str]] = {}
+    #: reference fields whose value may also be an array of references (`from = ["a", "b"]`)
+    reference_list_fields: ClassVar[frozenset[str]] = frozenset()
+
+    kind: str
+    processes: int = Field(
+        1, ge=1, le=64,
+        description="worker processes; more than 1 launches the stage through `accelerate launch`",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = the GPUs if any are visible, else the CPU"
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 autocast on GPUs that support it, else fp32"
+    )
+    seed: int = Field(0, description="seed for initialisation, data order and sampling")
+
+    #: whether the stage waits for a device slot (a GPU, or the machine's CPU slot)
+    needs_device: ClassVar[bool] = True
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # pydantic orders fields by the first class in the MRO that declares
+        # them, which would put a settings group's fields before the kind's own
+        # (`from`, `data`...). Fields are validated, listed by `rlhf init` and
+        # shown by the launch form in this order, so it is set to read as the
+        # spec classes are written; the schema is rebuilt only when it changes.
+        super().__pydantic_init_subclass__(**kwargs)
+        order = _written_order(cls)
+        if order != list(cls.__pydantic_fields__):
+            cls.__pydantic_fields__ = {name: cls.__pydantic_fields__[name] for name in order}
+            cls.model_rebuild(force=True)
+
+
+def _written_order(cls: type[StageSpec]) -> list[str]:
+    """The fields of a spec class in the order its classes write them: from
+    StageSpec down to `cls`, each class's own fields in its body's order (a
+    field keeps the place where it first appears), followed by the fields of
+    the settings groups that class takes in as bases."""
+    order: dict[str, None] = {}
+    for klass in reversed(cls.__mro__):
+        if not (isinstance(klass, type) and issubclass(klass, StageSpec)):
+            continue
+        order.update(dict.fromkeys(klass.__dict__.get("__annotations__", {})))
+        for base in klass.__bases__:
+            if issubclass(base, BaseModel) and not issubclass(base, StageSpec):
+                order.update(dict.fromkeys(base.model_fields))
+    return [name for name in order if name in cls.__pydantic_fields__]
+
+
+class FromRequired(BaseModel):
+    """A stage whose `from` must be given. Its None default only gives code
+    that lists a kind's defaults (the console's templates) a value to read: a
+    missing `from` is validated as None, and None is "required". Stages with
+    more to check of `from` override `_required`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_is_present(cls, data: object) -> object:
+        if isinstance(data, dict) and "from" not in data and "from_" not in data:
+            data = {**data, "from": None}
+        return data
+
+    @field_validator("from_", check_fields=False)
+    @classmethod
+    def _required(cls, value: str | None) -> str:
+        if value is None:
+            raise PydanticCustomError("missing", "required")
+        return value
+
+
+class LoraSpec(BaseModel):
+    """A `[stages.NAME.lora]` table: train low-rank adapters instead of every weight."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    r: int = Field(16, ge=1, le=4096, description="rank of the adapter matrices")
+    alpha: int = Field(32, ge=1, description="scaling numerator: adapter updates are scaled by alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description='layers that get adapters: "all-linear" (every linear layer but the output head) '
+        'or an array of module names such as ["q_proj", "v_proj"]',
+    )
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _modules(cls, value: object) -> object:
+        # One line per mistake, where the str | list union would report two.
+        if isinstance(value, str) and value.strip():
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+            return value
+        raise PydanticCustomError(
+            "modules", 'expected "all-linear" or a non-empty array of module names such as ["q_proj", "v_proj"]'
+        )
+
+
+# The fixed prompts a training stage answers while it trains (SFT, DPO), defined
+# once so that the fields read the same in every stage that has them.
+
+# -- settings groups ------------------------------------------------------------
+# A kind takes a group in as a base (class SFTSpec(StageSpec, CheckpointSettings));
+# its fields follow the kind's own ones (StageSpec.__pydantic_init_subclass__).
+
+
+class CheckpointSettings(BaseModel):
+    """Resumable checkpoints and the train-metric cadence of a Trainer-based stage."""
+
+    save_every: SaveEvery = 100
+    keep_checkpoints: KeepCheckpoints = 2
+    log_every: LogEvery = 1
+
+
+class EvalAnswerSettings(BaseModel):
+    """Fixed prompts a policy answers while it trains, stored as samples
+    (engine/stages/common/eval_answers.py)."""
+
+    eval_prompts: EvalPrompts = "builtin:demo-prompts"
+    eval_prompt_count: EvalPromptCount = 8
+    sample_every: SampleEvery = 50
+    sample_temperature: SampleTemperature = 0.0
+    sample_max_new_tokens: SampleMaxNewTokens = 32

@@ -1,0 +1,75 @@
+"""What a rank stage accepts (torch-free; its run is stage.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from engine.spec.fields import StageSpec
+
+class RankSpec(StageSpec):
+    """Judgements on a sample batch: by people in the console, or by an automatic judge.
+
+    With `judge` unset the stage makes the batch rankable and waits until
+    people have judged it (`rlhf rank`, or the console's rank screen); it
+    holds no device while it waits. With a judge it ranks the batch itself,
+    recorded as annotator `judge:NAME`, so human and AI feedback stay apart.
+    """
+
+    #: a judge or people, not a GPU: the supervisor starts it without a device slot
+    needs_device: ClassVar[bool] = False
+    reference_fields: ClassVar[dict[str, str]] = {"from": "data"}
+
+    kind: Literal["rank"] = "rank"
+    processes: int = Field(1, ge=1, le=1, description="ranking runs in one process")
+    from_: str | None = Field(
+        None, alias="from", description="the sample stage of this pipeline whose batch is ranked",
+    )
+    batch: str | None = Field(
+        None, description="or a stored sample batch, by name or id (`rlhf rank` lists them)",
+    )
+    judge: str | None = Field(
+        None,
+        description="who ranks: unset = people; `demo` = the built-in rule-based judge; or a Python "
+        "callable `module:function(prompt, responses) -> scores`",
+    )
+    judgements_per_item: int = Field(
+        1, ge=1, le=9, description="different annotators each item goes to (agreement needs 2 or more)",
+    )
+    max_responses: int | None = Field(
+        None, ge=2, le=9, description="responses per item (the first ones); default all K of a prompt",
+    )
+    wait_for: float = Field(
+        1.0, gt=0, le=1,
+        description="people: the share of the batch's judgements to wait for before the stage succeeds",
+    )
+    pairwise: bool = Field(
+        False,
+        description="compare answers in pairs of different checkpoints (an arena) instead of ranking all K",
+    )
+
+    @field_validator("judge")
+    @classmethod
+    def _judge_is_named_right(cls, value: str | None) -> str | None:
+        # Only the spelling: importing the user's module is the worker's job, not the CLI's.
+        if value is not None and value != "demo" and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+            raise PydanticCustomError(
+                "judge_name", "expected `demo` or a Python callable written module:function",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RankSpec:
+        if (self.from_ is None) == (self.batch is None):
+            raise PydanticCustomError(
+                "rank_source",
+                "name the batch to rank: `from` (a sample stage) or `batch` (a stored batch), one of them",
+            )
+        if self.from_ is not None and not self.from_.startswith("stage:"):
+            raise PydanticCustomError(
+                "rank_source", "`from` must name a sample stage of this pipeline; a stored batch goes in `batch`",
+            )
+        return self
