@@ -1,7 +1,11 @@
 """`RlhfApp`: the Textual console. `rlhf tui` opens it; `rlhf demo` opens it on the demo run.
 
-It reads the store and acts only through the `Engine` it is given, and
-imports nothing heavier than Textual and the engine's torch-free API: the
+It reads the store through the read API (`engine.reads`, store/reads.py) and
+changes anything (runs, judgements) only through the `Engine` it is given;
+its screens see it through the narrow `ConsoleShell` protocol
+(console/shell.py), never as this class. It imports nothing heavier than
+Textual and the engine's torch-free API (not even the store's ORM, until a
+screen needs it): the
 runs it shows are other processes, which is why quitting it (`q`), or losing
 the terminal, never stops one. Screens other than the first are imported
 when first shown, to keep start-up fast.
@@ -31,6 +35,7 @@ from textual.screen import ModalScreen
 
 from engine import Engine, EngineError
 from store import StoreError, utcnow
+from store.reads import StoreReader
 
 from console.view_models import RunRow
 from .literal import printable
@@ -126,7 +131,7 @@ class RlhfApp(App[None]):
     async def _rank_if_asked(self) -> None:
         """Once: when the run's rank stage is waiting for people, take them to its batch."""
         run_id = self.open_run_id
-        batch = await asyncio.to_thread(_batch_waiting_for_people, self.engine.store, run_id)
+        batch = await asyncio.to_thread(_batch_waiting_for_people, self.engine.reads, run_id)
         if batch is None:
             return
         self._rank_watch.stop()
@@ -224,12 +229,12 @@ class RlhfApp(App[None]):
         def show(chosen: int | None) -> None:
             if chosen is not None:
                 self.push_screen(RankScreen(
-                    self.engine.store, batch_id=chosen, annotator=annotator or default_annotator(),
+                    self.engine.annotation, batch_id=chosen, annotator=annotator or default_annotator(),
                     workspace_root=self.engine.workspace.root,
                 ))
 
         if batch_id is None:
-            self.push_screen(RankBatchesScreen(self.engine.store), show)
+            self.push_screen(RankBatchesScreen(self.engine.reads, self.engine.annotation), show)
         else:
             show(batch_id)
 
@@ -296,11 +301,8 @@ class RlhfApp(App[None]):
         self.run_worker(self._another_round(run_id), group="act", exit_on_error=False)
 
     async def _another_round(self, run_id: int) -> None:
-        from engine.recipe.rounds import next_round_spec
-
         try:
-            spec = await asyncio.to_thread(next_round_spec, self.engine.store, run_id, judge=None)
-            run = await self.engine.submit(spec)
+            run = await self.engine.next_round(run_id, judge=None)
         except Exception as exc:  # noqa: BLE001
             self.show_error(exc)
             return
@@ -338,12 +340,12 @@ class RlhfApp(App[None]):
         self.push_screen(KeysScreen(title, keys))
 
 
-def _batch_waiting_for_people(store: Any, run_id: int | None) -> int | None:
+def _batch_waiting_for_people(reads: StoreReader, run_id: int | None) -> int | None:
     """The batch a running rank stage of the run without a judge waits on: the
     stage records it (`batch_id`) in its resolved config once the items exist."""
     if run_id is None:
         return None
-    for stage in store.list_stages(run_id=run_id):
+    for stage in reads.list_stages(run_id=run_id):
         batch_id = stage.config.get("batch_id")
         if stage.kind == "rank" and stage.status.value == "running" and not stage.config.get("judge") and batch_id:
             return int(batch_id)

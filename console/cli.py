@@ -15,12 +15,13 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
 
-from engine import EXAMPLE_SPEC, Engine, EngineError, RunFinished, load_spec
-from store import RunRead, StoreError
+from engine import Engine, EngineError, RunFinished
+from store import StoreError
 
 from . import headless
 from .feedback_cli import (
@@ -36,6 +37,9 @@ from .feedback_cli import (
     wants_rank_console,
 )
 from .literal import printable
+
+if TYPE_CHECKING:
+    from store import RunRead
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -156,6 +160,8 @@ async def _start_and_follow(engine: Engine, run: RunRead, args: argparse.Namespa
 
 
 async def cmd_run(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine import load_spec  # the spec models (pydantic) only for the commands that read a spec
+
     spec = load_spec(args.spec)  # raises SpecError before anything is written
     run = await engine.submit(spec, name=args.name)
     return await _attached(engine, run, args, out)
@@ -168,9 +174,7 @@ async def cmd_demo(engine: Engine, args: argparse.Namespace, out: Console) -> in
     code = await _attached(engine, run, args, out)
     if not args.detach and code != EXIT_INTERRUPTED:
         # The demo ends with its report: each stage's numbers side by side.
-        from engine.recipe.report import build_report
-
-        report = await asyncio.to_thread(build_report, engine.store, run.id)
+        report = await engine.report(run.id)
         if args.json:
             headless.emit_json({"type": "Report", **report.to_json()})
         else:
@@ -214,23 +218,15 @@ async def cmd_status(engine: Engine, args: argparse.Namespace, out: Console) -> 
 
 
 async def cmd_round(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine.recipe.report import build_report
-    from engine.recipe.rounds import next_round_spec
-
-    previous = await engine.get_run(args.run)
-    spec = await asyncio.to_thread(next_round_spec, engine.store, previous.id, judge=None if args.people else "demo")
-    run = await engine.submit(spec)
+    run = await engine.next_round(args.run, judge=None if args.people else "demo")
     code = await _attached(engine, run, args, out)
     if not args.detach and not args.json and code != EXIT_INTERRUPTED:
-        headless.print_report(await asyncio.to_thread(build_report, engine.store, run.id), out)
+        headless.print_report(await engine.report(run.id), out)
     return code
 
 
 async def cmd_report(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine.recipe.report import build_report
-
-    run = await engine.get_run(args.run)
-    report = await asyncio.to_thread(build_report, engine.store, run.id)
+    report = await engine.report(args.run)
     if args.json:
         headless.emit_json(report.to_json())
     else:
@@ -256,7 +252,7 @@ async def cmd_logs(engine: Engine, args: argparse.Namespace, out: Console) -> in
                 break
         return EXIT_OK
     after = 0
-    while lines := engine.store.logs_since(run_id=detail.run.id, after_id=after, limit=5000):
+    while lines := engine.reads.logs_since(run_id=detail.run.id, after_id=after, limit=5000):
         for line in lines:
             show(detail.stage_name(line.stage_id), line.message)
         after = lines[-1].id
@@ -337,7 +333,7 @@ def cmd_tui(engine: Engine, args: argparse.Namespace) -> int:
     open_run = None
     open_rank = None
     if args.command == "rank":
-        batch = engine.store.feedback.find_batch(args.batch) if args.batch else None
+        batch = engine.reads.feedback.find_batch(args.batch) if args.batch else None
         open_rank = (batch, annotator_name(args))
     if args.command == "demo":
         from engine.demo.pipeline import demo_spec
@@ -352,6 +348,8 @@ def cmd_init(args: argparse.Namespace, out: Console) -> int:
     path: Path = args.path
     if path.exists() and not args.force:
         raise _BadInput(f"{path}: already exists (use --force to overwrite)")
+    from engine import EXAMPLE_SPEC
+
     path.write_text(EXAMPLE_SPEC, encoding="utf-8")
     out.print(Text(f"wrote {path}; run it with: rlhf run {path}"))
     return EXIT_OK

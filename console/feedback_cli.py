@@ -21,7 +21,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -42,17 +42,17 @@ from engine.feedback import (
 )
 from engine.feedback.atomic import atomic_path
 from engine.feedback.records import is_person
-from engine.feedback.stored.selection import Selection, selected_judgements, to_record
-from engine.runtime.jobs import arena_spec
-from engine.runtime.jobs import rank_spec
-from engine.runtime.jobs import score_spec
-from engine.recipe.reward_agreement import Agreement
-from engine.recipe.reward_agreement import BatchScores
-from engine.recipe.reward_agreement import batch_scores
-from store import RankBatch
 
 from . import headless
 from .literal import printable
+
+if TYPE_CHECKING:
+    from engine.feedback.stored.selection import Selection
+    from engine.recipe.reward_agreement import Agreement, BatchScores
+    from store import RankBatch
+
+# The store adapters (the ORM), the job specs (pydantic) and the reward agreement are
+# imported by the commands that use them: `rlhf tui` and `rlhf ls` import this module too.
 
 EXIT_OK, EXIT_RUN_FAILED = 0, 1
 
@@ -88,7 +88,9 @@ def wants_rank_console(args: argparse.Namespace) -> bool:
 
 
 async def cmd_rank(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    feedback = engine.store.feedback
+    from engine.runtime.jobs import rank_spec
+
+    feedback = engine.reads.feedback
     if args.list:
         batches = await asyncio.to_thread(feedback.rank_batches)
         if args.json:
@@ -178,8 +180,10 @@ async def cmd_prefs(engine: Engine, args: argparse.Namespace, out: Console) -> i
 
 
 async def _prefs_stats(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.feedback.stored.selection import to_record
+
     def work() -> list[dict[str, Any]]:
-        feedback = engine.store.feedback
+        feedback = engine.reads.feedback
         wanted = {feedback.find_batch(ref) for ref in args.batch}
         rows = []
         for batch in feedback.rank_batches():
@@ -236,9 +240,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 async def _prefs_import(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine.feedback.stored.importing import import_file
-
-    batch_id, result = await asyncio.to_thread(import_file, engine.store, args.file, format=args.format,
+    batch_id, result = await asyncio.to_thread(engine.annotation.import_file, args.file, format=args.format,
                                                name=args.name)
     if args.json:
         headless.emit_json({"batch_id": batch_id, "format": result.format, "records": result.records})
@@ -249,6 +251,8 @@ async def _prefs_import(engine: Engine, args: argparse.Namespace, out: Console) 
 
 
 async def _prefs_export(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.feedback.stored.selection import Selection, selected_judgements
+
     def work() -> tuple[int, Path]:
         selection = Selection(batches=tuple(args.batch), annotators=args.annotators, names=tuple(args.annotator))
         if args.format == "raw":
@@ -272,7 +276,7 @@ async def _prefs_export(engine: Engine, args: argparse.Namespace, out: Console) 
 
 def _write_raw(engine: Engine, selection: Selection, target: Path) -> tuple[int, Path]:
     """Every judgement row, superseded and undone ones too, with its texts: the audit trail."""
-    feedback = engine.store.feedback
+    feedback = engine.reads.feedback
     batch_ids = [feedback.find_batch(ref) for ref in selection.batches] or [None]
     rows = [row for batch_id in batch_ids for row in feedback.judgements(batch_id=batch_id)
             if not selection.names or row.annotator in selection.names]
@@ -309,6 +313,8 @@ def add_arena_command(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def cmd_arena(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.runtime.jobs import arena_spec
+
     if getattr(args, "arena_command", None) == "new":
         spec = arena_spec(args.checkpoints, prompts=args.prompts, max_prompts=args.max_prompts, judge=args.judge,
                           temperature=args.temperature, max_new_tokens=args.max_new_tokens, base_dir=Path.cwd())
@@ -322,12 +328,14 @@ async def cmd_arena(engine: Engine, args: argparse.Namespace, out: Console) -> i
             return EXIT_RUN_FAILED
         if args.judge is None:
             return EXIT_OK
-        batches = await asyncio.to_thread(engine.store.list_sample_batches, run_id=run.id)
+        batches = await asyncio.to_thread(engine.reads.list_sample_batches, run_id=run.id)
         args.batch = args.batch or [str(b.id) for b in batches]
     return await _show_leaderboard(engine, args, out)
 
 
 async def _show_leaderboard(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.feedback.stored.selection import Selection, selected_judgements
+
     def work() -> list[Any]:
         selection = Selection(batches=tuple(args.batch), annotators=args.annotators)
         games = games_from_judgements(selected_judgements(engine.store, selection))
@@ -373,6 +381,9 @@ def add_score_command(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def cmd_score(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.recipe.reward_agreement import batch_scores
+    from engine.runtime.jobs import score_spec
+
     batch_id = await asyncio.to_thread(_batch_to_score, engine, args.batch)
     run = await engine.submit(score_spec(args.checkpoint, batch_id, batch_size=args.batch_size))
     finished: RunFinished | None = None
@@ -391,7 +402,7 @@ async def cmd_score(engine: Engine, args: argparse.Namespace, out: Console) -> i
             out.print(Text(printable(f"scoring failed: {error} (rlhf logs {run.id})")))
         return EXIT_RUN_FAILED
     # The stage records whose scores these are: the model's folder, or hub:ID.
-    (stage,) = await asyncio.to_thread(engine.store.list_stages, run_id=run.id)
+    (stage,) = await asyncio.to_thread(engine.reads.list_stages, run_id=run.id)
     summary = await asyncio.to_thread(batch_scores, engine.store, batch_id=batch_id, scorer=stage.config["scorer"])
     if args.json:
         headless.emit_json({"run_id": run.id, "status": finished.status, **summary.to_json()})
@@ -403,8 +414,8 @@ async def cmd_score(engine: Engine, args: argparse.Namespace, out: Console) -> i
 def _batch_to_score(engine: Engine, ref: str | None) -> int:
     """The named batch, else the newest one."""
     if ref is not None:
-        return engine.store.feedback.find_batch(ref)
-    batches = engine.store.list_sample_batches()
+        return engine.reads.feedback.find_batch(ref)
+    batches = engine.reads.list_sample_batches()
     if not batches:
         raise UserInputError("no sample batches yet: a `sample` stage makes one, `rlhf prefs import` another")
     return batches[-1].id

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -29,9 +29,11 @@ from engine import (
     Series,
     StageProgress,
 )
-from store import MetricSummary, RunRead
 
 from .literal import printable
+
+if TYPE_CHECKING:
+    from store import MetricSummary, RunRead
 
 #: metrics worth a line of their own when following without a progress bar
 _HEADLINE_PREFIXES = ("eval/",)

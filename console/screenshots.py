@@ -54,7 +54,7 @@ async def take(workspace: Path, run_id: int, out: Path, rank_batch: int | None =
         await settle(pilot)
         save("run-samples")
         await pilot.press("escape")
-        batches = [b.id for b in engine.store.list_sample_batches(run_id=run_id)]
+        batches = [b.id for b in engine.reads.list_sample_batches(run_id=run_id)]
         batch = rank_batch or (batches[0] if batches else None)
         if batch is not None:
             app.open_rank(batch, "you")

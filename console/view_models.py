@@ -1,8 +1,10 @@
 """What the console reads, as plain objects: Textual-free, testable without a screen.
 
-The console reads the store and acts only through the engine. Every read
-here is a cheap indexed query run off the event loop, and each refresh asks
-only for what is new since the last one:
+The console reads the store through its read API (`engine.reads`, typed as
+`store.reads.StoreReader`; the runs list through `Engine.list_run_listings`
+and `store.reads.list_stages`, without the ORM) and acts only through the
+engine. Every read here is a cheap indexed query run off the event loop, and
+each refresh asks only for what is new since the last one:
 
 - metric series are downsampled by bucket in SQL on their first read
   (`Store.metric_series(max_points=...)`), then extended with the points
@@ -24,18 +26,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from engine import Engine, RunDetail
-from store import (
-    LogLineRead,
-    RunRead,
-    RunStatus,
-    SampleView,
-    SeriesPoint,
-    StageRead,
-    StageStatus,
-    Store,
-    utcnow,
-)
+from typing import TYPE_CHECKING
+
+from store import RunStatus, StageStatus, reads, utcnow
+
+if TYPE_CHECKING:
+    from engine import Engine, RunDetail
+    from store import LogLineRead, RunRead, SampleView, SeriesPoint, StageRead
+    from store.reads import RunListing, StageListing, StoreReader
+
+    #: a stage as the runs list reads it (plain sqlite3) or as a run's screen does (the ORM)
+    StageLike = StageRead | StageListing
 
 Clock = Callable[[], datetime]
 
@@ -126,6 +127,8 @@ def regrid(points: Sequence[SeriesPoint], spans: Sequence[float], buckets: int) 
     mean weighs a downsampled point more than a raw one; min and max stay exact."""
     if len(points) <= buckets:
         return list(points), list(spans)
+    from store import SeriesPoint  # the ORM's module: loaded by the reads that made `points`
+
     lo, hi = points[0].step, points[-1].step
     width = (hi - lo) / buckets or 1.0
     sums: dict[int, list[float]] = {}
@@ -165,7 +168,7 @@ class KeySeries:
     low: float | None = None
     high: float | None = None
 
-    def read(self, store: Store) -> bool:
+    def read(self, store: StoreReader) -> bool:
         """Read what was logged since the last read (everything, downsampled, the
         first time); True if there was anything new."""
         new = store.metric_series(
@@ -260,7 +263,7 @@ class RunRow:
         return all(word in haystack for word in text.lower().split())
 
 
-def current_stage(stages: Sequence[StageRead]) -> StageRead | None:
+def current_stage(stages: Sequence[StageLike]) -> StageLike | None:
     """The stage running (or waiting) now, else the last one that started."""
     for stage in stages:
         if stage.status in (StageStatus.RUNNING, StageStatus.WAITING):
@@ -278,7 +281,7 @@ def main_key(keys: Sequence[str]) -> str | None:
     return keys[0] if keys else None
 
 
-def stage_eta(stage: StageRead | None, points: Sequence[SeriesPoint], now: datetime) -> float | None:
+def stage_eta(stage: StageLike | None, points: Sequence[SeriesPoint], now: datetime) -> float | None:
     """Seconds left in a running stage: from its recent metric rate, else its
     average rate since it started."""
     if stage is None or stage.status != StageStatus.RUNNING or not stage.total or stage.step <= 0:
@@ -298,31 +301,33 @@ class RunsModel:
         self.engine = engine
         self.clock = clock
         self.rows: list[RunRow] = []
-        self._stages: dict[int, tuple[tuple[str, int], list[StageRead]]] = {}
+        self._stages: dict[int, tuple[tuple[str, int], list[StageListing]]] = {}
         self._spark: dict[int, KeySeries] = {}
 
     async def refresh(self, *, trends: bool = True) -> list[RunRow]:
         """Every run's row; without `trends` no metric is read (a first screen
-        that shows the runs at once, their sparklines a moment later)."""
-        runs = await self.engine.list_runs()
+        that shows the runs at once, their sparklines a moment later). Runs and
+        stages are read without the ORM (store.reads); only the sparklines need it."""
+        runs = await self.engine.list_run_listings()
         self.rows = await asyncio.to_thread(self._rows, runs, trends)
         return self.rows
 
-    def _rows(self, runs: Sequence[RunRead], trends: bool = True) -> list[RunRow]:
-        store = self.engine.store
+    def _rows(self, runs: Sequence[RunListing], trends: bool = True) -> list[RunRow]:
         now = self.clock()
+        signatures = {run.id: (run.status.value, run.attempt) for run in runs}
+        stale = [
+            run.id for run in runs
+            if (cached := self._stages.get(run.id)) is None or cached[0] != signatures[run.id] or run.status.is_active
+        ]
+        for run_id, stages in reads.list_stages(self.engine.workspace.db_path, run_ids=stale).items():
+            self._stages[run_id] = (signatures[run_id], stages)
+        store = self.engine.reads if trends else None  # the ORM only once the runs are on screen
         rows = []
         for run in runs:
-            signature = (run.status.value, run.attempt)
-            cached = self._stages.get(run.id)
-            fresh = cached is None or cached[0] != signature or run.status.is_active
-            if fresh:
-                stages = store.list_stages(run_id=run.id)
-                self._stages[run.id] = (signature, stages)
-            else:
-                stages = cached[1]
+            fresh = run.id in stale
+            stages = self._stages[run.id][1]
             stage = current_stage(stages)
-            series = self._spark_series(store, run.id, stage, fresh) if trends else self._spark.get(run.id)
+            series = self._spark_series(store, run.id, stage, fresh) if store is not None else self._spark.get(run.id)
             points = series.points if series else []
             rows.append(RunRow(
                 id=run.id, name=run.name, status=run.status, attempt=run.attempt,
@@ -341,7 +346,7 @@ class RunsModel:
             self._spark.pop(gone, None)
         return rows
 
-    def _spark_series(self, store: Store, run_id: int, stage: StageRead | None, fresh: bool) -> KeySeries | None:
+    def _spark_series(self, store: StoreReader, run_id: int, stage: StageLike | None, fresh: bool) -> KeySeries | None:
         series = self._spark.get(run_id)
         if stage is None:
             return None
@@ -418,7 +423,7 @@ class SampleGroup:
     batch_id: int | None = None
 
 
-def load_samples(store: Store, group: SampleGroup, limit: int = SAMPLES_SHOWN) -> list[SampleView]:
+def load_samples(store: StoreReader, group: SampleGroup, limit: int = SAMPLES_SHOWN) -> list[SampleView]:
     if group.batch_id is not None:
         samples = store.list_samples(batch_id=group.batch_id, limit=limit)
     else:
@@ -426,7 +431,7 @@ def load_samples(store: Store, group: SampleGroup, limit: int = SAMPLES_SHOWN) -
     return with_rewards(store, samples)
 
 
-def with_rewards(store: Store, samples: list[SampleView]) -> list[SampleView]:
+def with_rewards(store: StoreReader, samples: list[SampleView]) -> list[SampleView]:
     """Reward models' scores (`rlhf score`) beside each sample's notes: `reward`
     when one model scored the shown samples, `reward NAME` for each of several,
     NAME being the end of the model's path (`00003/reward` for .../runs/00003/reward/final)."""
@@ -487,7 +492,7 @@ class RunModel:
         return await asyncio.to_thread(self.refresh_sync, detail)
 
     def refresh_sync(self, detail: RunDetail) -> RunChanges:
-        store = self.engine.store
+        store = self.engine.reads
         changes = RunChanges(detail=detail)
         if self._attempt is not None and detail.run.attempt != self._attempt:
             # Resumed: stages restart at a checkpoint and may log steps again.
@@ -537,7 +542,7 @@ class RunModel:
                 break
         return changes
 
-    def _sample_groups(self, store: Store, detail: RunDetail) -> list[SampleGroup]:
+    def _sample_groups(self, store: StoreReader, detail: RunDetail) -> list[SampleGroup]:
         """Newest first: each stage's sampled steps, then the run's batches."""
         names = {s.id: s.name for s in detail.stages}
         groups = [
@@ -559,7 +564,7 @@ class RunModel:
 
     def reload_sync(self, keys: Iterable[tuple[int, str]], capacity: int) -> None:
         """Read keys again at a new resolution (the chart grew)."""
-        store = self.engine.store
+        store = self.engine.reads
         self.capacity = max(self.capacity, capacity)
         for k in keys:
             series = self.series.get(k)
@@ -650,7 +655,7 @@ class CompareModel:
         await asyncio.to_thread(self.refresh_sync, details, metric)
 
     def refresh_sync(self, details: Mapping[int, RunDetail], metric: tuple[str, str] | None) -> None:
-        store = self.engine.store
+        store = self.engine.reads
         for run_id, detail in details.items():
             before = self.details.get(run_id)
             if before is not None and before.run.attempt != detail.run.attempt:

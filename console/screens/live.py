@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 if TYPE_CHECKING:
-    from ..app import RlhfApp
+    from ..shell import ConsoleShell
 
 #: while nothing on a screen is running, it refreshes every this many ticks
 QUIET_EVERY = 5
@@ -39,7 +39,8 @@ class LiveScreen(Screen[Any]):
         self._last_error: str | None = None
 
     @property
-    def rlhf(self) -> RlhfApp:
+    def rlhf(self) -> ConsoleShell:
+        """The app, as the narrow protocol screens may use (console/shell.py)."""
         return self.app  # type: ignore[return-value]
 
     async def refresh_data(self) -> None:

@@ -31,7 +31,8 @@ from engine import Engine, EngineError, RunDetail
 from engine.runtime.jobs import Answer
 from engine.runtime.jobs import generate_spec
 from engine.runtime.jobs import generated_answers
-from store import RunStatus, Store
+from store import RunStatus
+from store.reads import StoreReader
 
 from console.view_models import STATUS_STYLES
 from console.view_models import duration
@@ -64,7 +65,7 @@ class CheckpointChoice:
     label: str
 
 
-def read_checkpoint_choices(store: Store) -> list[CheckpointChoice]:
+def read_checkpoint_choices(store: StoreReader) -> list[CheckpointChoice]:
     """Every run's checkpoints, newest run first, its final models before its
     resumable steps. Read in a thread (it is a few SQLite queries)."""
     checkpoints = store.list_checkpoints()
@@ -260,7 +261,7 @@ class PlaygroundScreen(LiveScreen):
 
     async def refresh_data(self) -> None:
         engine = self.rlhf.engine
-        choices = await asyncio.to_thread(read_checkpoint_choices, engine.store)
+        choices = await asyncio.to_thread(read_checkpoint_choices, engine.reads)
         if choices != self.choices:
             self._offer(choices)
         job = self.job

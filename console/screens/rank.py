@@ -6,7 +6,8 @@ enter (see `RankingBar`). `u` undoes, `c` comments, `n`/`p` browse the batch
 by position (judging an item judged before replaces that judgement), `?`
 explains it all.
 
-The store decides what a person sees: `Feedback.next_item` serves (and
+The store decides what a person sees, and the screen asks it only through
+the engine (`engine.runtime.annotation`): `next_item` serves (and
 claims) the next item this annotator should judge, with its responses in
 this annotator's shuffled order; the screen records that order (`shown`)
 with the judgement and names the checkpoints only after the vote.
@@ -51,7 +52,6 @@ from store import (
     JudgementRead,
     NotFound,
     Progress,
-    Store,
     StoreError,
 )
 from store.feedback import ranking_members
@@ -64,6 +64,7 @@ from ..widgets.responses_view import PanelContent, ResponsesView
 from ..widgets.text_panel import TextPanel
 
 if TYPE_CHECKING:
+    from engine import Annotation
     from engine.feedback import Agreement
 
 #: batch id -> agreement between its annotators (None: cannot be told). Called on the stats
@@ -94,21 +95,6 @@ def default_annotator() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001  no login name in some containers
         return "annotator"
-
-
-def people_agreement(store: Store) -> AgreementHook:
-    """The default hook: agreement between the people (not `judge:`/`import:`) who
-    judged the batch, on the items two or more of them judged (engine.feedback)."""
-
-    def read(batch_id: int) -> Agreement:
-        from engine.feedback import agreement_from_judgements
-        from engine.feedback.records import is_person
-        from engine.feedback.stored.selection import to_record
-
-        live = store.feedback.live_judgements(batch_ids=[batch_id])
-        return agreement_from_judgements([to_record(j) for j in live if is_person(j.annotator)])
-
-    return read
 
 
 def response_labels(count: int) -> list[str]:
@@ -198,7 +184,7 @@ def done_text(batch_name: str, progress: Progress | None) -> Text:
 
 
 class RankScreen(Screen[None]):
-    """Judge batch `batch_id` of `store` as `annotator`."""
+    """Judge batch `batch_id` as `annotator`, through the engine's `annotation`."""
 
     class ItemShown(Message):
         """An item (None: nothing left) is on screen, painted: posted after the refresh that shows it."""
@@ -265,7 +251,7 @@ class RankScreen(Screen[None]):
 
     def __init__(
         self,
-        store: Store,
+        annotation: Annotation,
         *,
         batch_id: int,
         annotator: str,
@@ -275,12 +261,13 @@ class RankScreen(Screen[None]):
         stats_seconds: float = 5.0,
     ) -> None:
         super().__init__(id="rank")
-        self.feedback = store.feedback
+        self.annotation = annotation
+        self.session = annotation.session(batch_id=batch_id, annotator=annotator)
         self.batch_id = batch_id
         self.annotator = annotator
         self.needed = needed
         self.workspace_root = workspace_root
-        self.agreement_hook = agreement if agreement is not None else people_agreement(store)
+        self.agreement_hook = agreement if agreement is not None else annotation.people_agreement
         self.stats_seconds = stats_seconds
         self.batch_name = f"#{batch_id}"
 
@@ -327,9 +314,9 @@ class RankScreen(Screen[None]):
 
     # --- the store, off the UI thread -------------------------------------------------------------
 
-    def _write(self, call: Callable[..., T], /, **kwargs: Any) -> asyncio.Future[T]:
-        """Run a store call on the screen's FIFO thread (after everything asked before it)."""
-        return asyncio.wrap_future(self._writes.submit(partial(call, **kwargs)))
+    def _write(self, call: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """Run an annotation call (blocking SQLite) on the screen's FIFO thread, after everything asked before it."""
+        return asyncio.wrap_future(self._writes.submit(partial(call, *args, **kwargs)))
 
     def _act(self, work: Coroutine[Any, Any, None]) -> None:
         """Run a judgement, undo or move; one at a time. A key pressed meanwhile rings
@@ -358,19 +345,18 @@ class RankScreen(Screen[None]):
     async def _open(self) -> None:
         try:
             # A sample batch becomes rankable on first use (does nothing when it has items).
-            await self._write(self.feedback.items_from_batch, batch_id=self.batch_id, needed=self.needed)
+            await self._write(self.annotation.make_rankable, batch_id=self.batch_id, needed=self.needed)
         except (NotFound, FeedbackError) as exc:
             self.set_class(True, "-done")
             self.query_one("#rank-done", TextPanel).set_text(
                 Text(f"This batch cannot be ranked: {printable(str(exc))}", style="bold red"))
             self.query_one("#rank-status", TextPanel).set_text(Text())
             return
-        batches = await self._write(self.feedback.rank_batches)
-        name = next((b.name for b in batches if b.id == self.batch_id), None)
+        name = await self._write(self.session.batch_name)
         if name is not None:
             self.batch_name = name
             self.sub_title = f"rank · {printable(name)} (#{self.batch_id}) · {printable(self.annotator)}"
-        self._show(await self._write(self.feedback.next_item, batch_id=self.batch_id, annotator=self.annotator))
+        self._show(await self._write(self.session.next_item))
 
     # --- showing an item ---------------------------------------------------------------------
 
@@ -395,8 +381,7 @@ class RankScreen(Screen[None]):
                 # After the refresh: panels made for this item are mounted by then.
                 self.call_after_refresh(self._focus_first_response)
             self._prefetch = (item.id, self._write(
-                self.feedback.next_item, batch_id=self.batch_id, annotator=self.annotator,
-                after_position=item.position, exclude=[item.id]))
+                self.session.next_item, after_position=item.position, exclude=[item.id]))
         self.query_one("#rank-reveal", TextPanel).set_text(self.reveal)
         self._show_status()
         self._request_stats()
@@ -479,7 +464,7 @@ class RankScreen(Screen[None]):
             while True:
                 self._stats_again = False
                 progress = await loop.run_in_executor(
-                    self._reads, partial(self.feedback.progress, batch_id=self.batch_id, annotator=self.annotator))
+                    self._reads, self.session.progress)
                 if progress.annotators > 1 and time.monotonic() >= self._agreement_due:
                     started = time.monotonic()
                     self.agreement = await self._read_agreement()
@@ -553,9 +538,8 @@ class RankScreen(Screen[None]):
         # An edit keeps the comment and flags it had, unless a new comment was typed.
         comment = self._comments.get(item.id, previous.comment if previous else None)
         row = await self._write(
-            self.feedback.judge, item_id=item.id, annotator=self.annotator, outcome=outcome, shown=item.shown,
-            ranking=ranking or [], comment=comment, flags=list(previous.flags) if previous else [],
-            seconds=round(time.monotonic() - self._shown_at, 3),
+            self.session.judge, item, outcome, ranking=ranking or [], comment=comment,
+            flags=list(previous.flags) if previous else [], seconds=round(time.monotonic() - self._shown_at, 3),
         )
         # Committed: only now may anything else appear.
         self._comments.pop(item.id, None)
@@ -576,8 +560,7 @@ class RankScreen(Screen[None]):
             if following is not None:
                 return following
         # Nothing was prefetched, or nothing was found before this verdict (a claim may have expired since).
-        return await self._write(self.feedback.next_item, batch_id=self.batch_id, annotator=self.annotator,
-                                 after_position=item.position, exclude=[item.id])
+        return await self._write(self.session.next_item, after_position=item.position, exclude=[item.id])
 
     # --- undo, comment, moving about -------------------------------------------------------------
 
@@ -585,11 +568,11 @@ class RankScreen(Screen[None]):
         self._act(self._undo())
 
     async def _undo(self) -> None:
-        withdrawn = await self._write(self.feedback.undo, batch_id=self.batch_id, annotator=self.annotator)
+        withdrawn = await self._write(self.session.undo)
         if withdrawn is None:
             self.notify("Nothing to undo in this batch.", markup=False)
             return
-        item = await self._write(self.feedback.get_item, item_id=withdrawn.item_id, annotator=self.annotator)
+        item = await self._write(self.session.get_item, withdrawn.item_id)
         self.reveal = Text(f"undone: your judgement of item {item.position + 1:,} "
                            f"({outcome_words(item, withdrawn).plain}); judge it again, or move on with n",
                            style="yellow")
@@ -615,7 +598,7 @@ class RankScreen(Screen[None]):
         self._show_bar()
 
     async def _save_comment(self, item: ItemView, comment: str | None) -> None:
-        row = await self._write(self.feedback.comment, item_id=item.id, annotator=self.annotator, comment=comment)
+        row = await self._write(self.session.comment, item.id, comment)
         if self.item is item:
             self.item = replace(item, mine=row)
             self._show_bar()
@@ -632,8 +615,7 @@ class RankScreen(Screen[None]):
         else:
             self.app.bell()
             return
-        item = await self._write(self.feedback.item_at, batch_id=self.batch_id, position=position,
-                                 annotator=self.annotator)
+        item = await self._write(self.session.item_at, position)
         if item is None:
             self.notify("That is the " + ("last" if delta > 0 else "first") + " item of the batch.", markup=False)
             return
@@ -692,7 +674,7 @@ class RankScreen(Screen[None]):
 
     async def on_unmount(self) -> None:
         # Claims go back after everything queued (a prefetch would otherwise claim after the release).
-        release = self._writes.submit(partial(self.feedback.release, annotator=self.annotator))
+        release = self._writes.submit(self.session.release)
         self._writes.shutdown(wait=False)
         self._reads.shutdown(wait=False, cancel_futures=True)
         try:

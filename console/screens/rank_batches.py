@@ -1,8 +1,9 @@
 """`RankBatchesScreen`: choose the sample batch to rank when none was named.
 
 Batches that already have rank items come with their progress; a sample
-batch without items is offered too, and choosing it makes it rankable first
-(`Feedback.items_from_batch`: one item per prompt, holding its responses).
+batch without items is offered too, and choosing it makes it rankable first,
+through the engine (`Annotation.make_rankable`: one item per prompt, holding
+its responses). Batches are read through the read API (`store.reads.StoreReader`).
 Dismissed with the chosen batch id, or None (esc).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.binding import Binding
@@ -17,11 +19,16 @@ from textual.screen import Screen
 from textual.widgets import Header, OptionList
 from textual.widgets.option_list import Option
 
-from store import RankBatch, SampleBatchRead, Store, StoreError
+from store import StoreError
 
 from ..literal import printable
 from ..widgets.keys import CURSOR_KEYS
 from ..widgets.text_panel import TextPanel
+
+if TYPE_CHECKING:
+    from engine import Annotation
+    from store import RankBatch
+    from store.reads import StoreReader
 
 
 @dataclass(frozen=True)
@@ -31,10 +38,10 @@ class BatchChoice:
     rank: RankBatch | None  # None: no rank items yet
 
 
-def read_batch_choices(store: Store) -> list[BatchChoice]:
+def read_batch_choices(reads: StoreReader) -> list[BatchChoice]:
     """Every sample batch, newest first, with its ranking progress when it has items."""
-    ranked = {batch.id: batch for batch in store.feedback.rank_batches() if batch.items}
-    batches: list[SampleBatchRead] = store.list_sample_batches()
+    ranked = {batch.id: batch for batch in reads.feedback.rank_batches() if batch.items}
+    batches = reads.list_sample_batches()
     return [BatchChoice(id=b.id, name=b.name, rank=ranked.get(b.id)) for b in reversed(batches)]
 
 
@@ -66,9 +73,10 @@ class RankBatchesScreen(Screen[int | None]):
     }
     """
 
-    def __init__(self, store: Store, *, needed: int = 1) -> None:
+    def __init__(self, reads: StoreReader, annotation: Annotation, *, needed: int = 1) -> None:
         super().__init__(id="rank-batches")
-        self.store = store
+        self.reads = reads
+        self.annotation = annotation
         self.needed = needed
         self.choices: list[BatchChoice] = []
         self._making = False
@@ -86,7 +94,7 @@ class RankBatchesScreen(Screen[int | None]):
 
     async def _load(self) -> None:
         try:
-            self.choices = await asyncio.to_thread(read_batch_choices, self.store)
+            self.choices = await asyncio.to_thread(read_batch_choices, self.reads)
         except StoreError as exc:
             self._hint(Text(printable(str(exc)), style="bold red"))
             return
@@ -113,7 +121,7 @@ class RankBatchesScreen(Screen[int | None]):
 
     async def _make_rankable(self, choice: BatchChoice) -> None:
         try:
-            await asyncio.to_thread(self.store.feedback.items_from_batch, batch_id=choice.id, needed=self.needed)
+            await asyncio.to_thread(self.annotation.make_rankable, batch_id=choice.id, needed=self.needed)
         except StoreError as exc:  # e.g. no prompt with two responses: say so, let them choose another
             self._hint(Text(printable(str(exc)), style="bold red"))
             return

@@ -8,8 +8,6 @@ from the command palette.
 
 from __future__ import annotations
 
-import asyncio
-
 from rich.console import Group
 from rich.text import Text
 from textual.binding import Binding
@@ -48,9 +46,7 @@ class ReportScreen(LiveScreen):
         super().on_mount()
 
     async def refresh_data(self) -> None:
-        from engine.recipe.report import build_report
-
-        report = await asyncio.to_thread(build_report, self.rlhf.engine.store, self.run_id)
+        report = await self.rlhf.engine.report(self.run_id)
         self.query_one("#report-body", Static).update(Group(*report_renderables(report)))
 
     def action_scroll(self, direction: int) -> None:

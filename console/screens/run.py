@@ -200,7 +200,7 @@ class RunScreen(LiveScreen):
     async def _load_samples(self, group: SampleGroup) -> None:
         assert self.model is not None
         async with self._lock:
-            samples = await asyncio.to_thread(load_samples, self.model.engine.store, group)
+            samples = await asyncio.to_thread(load_samples, self.model.engine.reads, group)
         if group.id == self.sample_group_id:
             self.query_one(SamplesView).show(samples, title=group.label)
 

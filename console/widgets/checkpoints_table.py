@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.widgets import DataTable
-
-from engine import RunDetail
-from store import CheckpointRead
 
 from console.view_models import ago
 from ..literal import printable
 from .cells import fit_widths
 from .keys import CURSOR_KEYS
+
+if TYPE_CHECKING:
+    from engine import RunDetail
+    from store import CheckpointRead
 
 
 def _relative(path: str, root: Path | None) -> str:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
-
-from store import RunRead
 
 from engine.spec.toml_render import toml_value
 
 from ..literal import printable
 from .keys import SCROLL_KEYS
+
+if TYPE_CHECKING:
+    from store import RunRead
 
 
 def render_config(run: RunRead) -> Text:

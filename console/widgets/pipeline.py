@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.text import Text
-
-from store import StageRead
 
 from console.view_models import STATUS_STYLES
 from console.view_models import STATUS_SYMBOLS
 from ..literal import printable
 from .text_panel import TextPanel
+
+if TYPE_CHECKING:
+    from store import StageRead
 
 
 def render_pipeline(stages: Sequence[StageRead]) -> Text:

@@ -10,6 +10,15 @@
 Store calls run in a thread (`asyncio.to_thread`) so a Textual event loop
 never waits on SQLite. Every read first reconciles: runs whose process is
 gone are shown as crashed, never as running.
+
+A front end reads through `engine.reads` (the store typed as the read-only
+`store.reads.StoreReader`) and `list_run_listings` (the runs list without the
+ORM), and changes things only through this class: runs (`submit`, `cancel`,
+`resume`, `next_round`) and human feedback (`engine.annotation`,
+engine/runtime/annotation.py).
+
+Importing this module, or making an `Engine` on a current workspace, does not
+import SQLAlchemy: the ORM-backed store is opened when something first needs it.
 """
 
 from __future__ import annotations
@@ -21,35 +30,33 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from store import (
-    CheckpointRead,
-    MetricSummary,
-    NewStage,
-    NotFound,
-    RunRead,
-    RunStatus,
-    SeriesPoint,
-    StageRead,
-    StageStatus,
-    Workspace,
-    open_workspace,
-    utcnow,
-)
+from store import NotFound, RunStatus, StageStatus, reads, utcnow
+from store.reads import RunListing, StoreReader
+from store.workspace import Workspace, open_workspace
 
 from engine.errors import InvalidRunState, RunNotFound
+from engine.runtime.annotation import Annotation
 from engine.runtime.launcher import spawn_supervisor
 from engine.runtime.liveness import HOST
 from engine.runtime.liveness import reconcile
+from engine.runtime.liveness import run_process_gone
 from engine.runtime.liveness import supervisor_alive
-from engine.spec.pipeline import PipelineSpec
 from engine.runtime.updates import LifecycleEvent
 from engine.runtime.updates import LogEmitted
 from engine.runtime.updates import MetricsLogged
 from engine.runtime.updates import RunFinished
 from engine.runtime.updates import StageProgress
 from engine.runtime.updates import Update
+
+if TYPE_CHECKING:
+    from store import CheckpointRead, MetricSummary, RunRead, SeriesPoint, StageRead, Store
+
+    from engine.recipe.report import Report
+    from engine.spec.pipeline import PipelineSpec
 
 RECONCILE_EVERY_SECONDS = 2.0
 
@@ -74,8 +81,22 @@ class Series:
 class Engine:
     def __init__(self, workspace: str | os.PathLike[str] | Workspace | None = None) -> None:
         self.workspace = workspace if isinstance(workspace, Workspace) else open_workspace(workspace)
-        self.store = self.workspace.store
         self._children: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def store(self) -> Store:
+        """The workspace's store (the engine's own, and its stages' helpers'): front ends use `reads`."""
+        return self.workspace.store
+
+    @property
+    def reads(self) -> StoreReader:
+        """The store as a front end may use it: reads only (store/reads.py)."""
+        return self.workspace.store
+
+    @cached_property
+    def annotation(self) -> Annotation:
+        """Human feedback: serving items, judgements, undo, comments, claims."""
+        return Annotation(lambda: self.workspace.store)
 
     def close(self) -> None:
         self.workspace.close()
@@ -87,6 +108,8 @@ class Engine:
         return await asyncio.to_thread(self._submit, spec, name, start)
 
     def _submit(self, spec: PipelineSpec, name: str | None, start: bool) -> RunRead:
+        from store import NewStage
+
         stages = [
             NewStage(
                 name=stage_name,
@@ -180,10 +203,13 @@ class Engine:
 
     # --- reading ------------------------------------------------------------
 
-    def _reconcile(self) -> None:
+    def _reap_children(self) -> None:
         for child in self._children:  # reap finished run processes we started
             child.poll()
         self._children = [c for c in self._children if c.returncode is None]
+
+    def _reconcile(self) -> None:
+        self._reap_children()
         reconcile(self.store)
 
     def _get_run(self, ref: int | str) -> RunRead:
@@ -202,6 +228,36 @@ class Engine:
             return self.store.list_runs(limit=limit)
 
         return await asyncio.to_thread(work)
+
+    async def list_run_listings(self) -> list[RunListing]:
+        """Every run, newest first, read without the ORM (`store.reads`): the
+        console's runs list. Reconciled like `list_runs`, but the ORM is opened
+        only when a run must be marked crashed."""
+        return await asyncio.to_thread(self._list_run_listings)
+
+    def _list_run_listings(self) -> list[RunListing]:
+        self._reap_children()
+        runs = reads.list_runs(self.workspace.db_path)
+        if any(run.status.is_active and run_process_gone(run) for run in runs):
+            reconcile(self.store)
+            runs = reads.list_runs(self.workspace.db_path)
+        return runs
+
+    async def next_round(self, run: int | str, *, judge: str | None = None) -> RunRead:
+        """Iterated RLHF: submit the next round of a finished run (engine.recipe.rounds);
+        with no `judge`, people rank its samples."""
+        from engine.recipe.rounds import next_round_spec
+
+        row = await self.get_run(run)
+        spec = await asyncio.to_thread(next_round_spec, self.store, row.id, judge=judge)
+        return await self.submit(spec)
+
+    async def report(self, run: int | str) -> Report:
+        """A run's report (engine.recipe.report.build_report): key numbers per stage, win rates, arena."""
+        from engine.recipe.report import build_report
+
+        row = await self.get_run(run)
+        return await asyncio.to_thread(build_report, self.store, row.id)
 
     async def detail(self, run: int | str) -> RunDetail:
         def work() -> RunDetail:

@@ -12,9 +12,15 @@ import socket
 import time
 from datetime import timedelta
 
+from typing import TYPE_CHECKING
+
 import psutil
 
-from store import RunRead, RunStatus, StageStatus, Store, utcnow
+from store import RunStatus, StageStatus, utcnow
+
+if TYPE_CHECKING:  # the ORM's models only for type checkers: the console's runs list reads without them
+    from store import RunRead, Store
+    from store.reads import RunListing
 
 HEARTBEAT_SECONDS = 2.0
 #: a heartbeat older than this means the run process is gone (other hosts only)
@@ -42,7 +48,7 @@ def supervisor_alive(pid: int) -> bool:
         return False
 
 
-def run_process_gone(run: RunRead) -> str | None:
+def run_process_gone(run: RunRead | RunListing) -> str | None:
     """Why an active run has no process any more, or None if it is alive."""
     now = utcnow()
     if run.pid is None:

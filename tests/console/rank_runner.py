@@ -25,6 +25,7 @@ from typing import Any
 from textual.app import App
 
 from console.screens.rank import RankScreen
+from engine import Annotation
 from store import ItemView, JudgementRead, Store, open_workspace
 
 #: the keys the runner presses, with the outcome each records on a pair
@@ -73,7 +74,7 @@ class RankHarness(App[None]):
         self.animation_level = "none"
 
     def on_mount(self) -> None:
-        self.push_screen(RankScreen(self.store, **self.screen_args))
+        self.push_screen(RankScreen(Annotation(self.store), **self.screen_args))
 
     @property
     def rank(self) -> RankScreen:

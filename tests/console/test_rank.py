@@ -25,6 +25,7 @@ from console.screens.rank_help import RankHelpScreen
 from console.widgets.prompt_panel import PromptPanel
 from console.widgets.ranking_bar import RankingBar
 from console.widgets.responses_view import ResponsesView
+from engine import Annotation
 from store import ItemView, JudgementOutcome, Store, Workspace, open_workspace
 from store.models import ItemClaim
 
@@ -531,7 +532,8 @@ class PickerHarness(App[None]):
         self.chosen: list[int | None] = []
 
     def on_mount(self) -> None:
-        self.push_screen(RankBatchesScreen(self.store, needed=2), callback=self.chosen.append)
+        self.push_screen(RankBatchesScreen(self.store, Annotation(self.store), needed=2),
+                         callback=self.chosen.append)
 
 
 async def test_the_batch_picker_offers_every_batch_and_makes_a_new_one_rankable(store: Store) -> None:
