@@ -25,7 +25,7 @@ from engine.stages.common.callbacks import attach_stage_callback
 from engine.stages.common.context import StageContext
 from engine.stages.common.setup import Runtime
 from engine.stages.common.setup import choose_runtime
-from engine.stages.sft.stage import save_final
+from engine.stages.common.saving import save_final
 from tests.tiny_models import save_tiny_model
 
 #: what every DPO stage reports, besides the train/ and eval/ loss

@@ -23,6 +23,7 @@ from engine.stages.score.spec import ScoreSpec
 from engine.stages.reward import stage as reward
 from engine.stages.score import stage as score
 from engine.stages.common.context import StageContext
+from engine.stages.common.saving import save_final
 from store import Store, open_workspace
 
 from .conftest import MakeContext
@@ -160,7 +161,7 @@ def test_lora_trains_adapters_and_head_and_saves_a_merged_folder(make_context, w
 
     model = trainer.model.eval()
     tokenizer = trainer.processing_class
-    reward.save_final(model, tokenizer, ctx.final_dir)
+    save_final(model, tokenizer, ctx.final_dir)
     texts = [(p, r) for p, ref in held_out_prompts(2) for r in responses(ref)]
     expected = []
     with torch.no_grad():

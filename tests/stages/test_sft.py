@@ -24,6 +24,7 @@ from engine.stages.common.context import Source
 from engine.stages.common.context import StageContext
 from engine.stages.common.generation import SamplingSettings
 from engine.stages.common.generation import generate
+from engine.stages.common.saving import save_final
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +115,7 @@ def test_lora_save_reload_and_merge_give_the_trained_logits(make_context, tmp_pa
         expected = trained(**batch).logits
         base = AutoModelForCausalLM.from_pretrained(parent).eval()
         assert (expected - base(**batch).logits).abs().max() > 1e-2  # the adapter changed the model
-        sft.save_final(trained, tokenizer, ctx.final_dir, base=str(parent))
+        save_final(trained, tokenizer, ctx.final_dir, base=str(parent))
 
         from peft import PeftModel
 

@@ -36,6 +36,13 @@ class Source:
     value: str  # builtin name, absolute path, or hub id
 
 
+def checkpoint_name(source: Source) -> str:
+    """How a sample records the model that wrote it: a folder's absolute
+    path, else the canonical reference (`builtin:llama-4m`, `hub:org/name`).
+    (engine/runtime/jobs.py reads it back without importing this module.)"""
+    return source.value if source.kind == "path" else f"{source.kind}:{source.value}"
+
+
 class StageContext:
     def __init__(
         self,

@@ -89,12 +89,14 @@ from engine.stages.common.callbacks import attach_stage_callback
 from engine.stages.common.callbacks import train_resumably
 from engine.stages.common.context import Source
 from engine.stages.common.context import StageContext
+from engine.stages.common.prologue import begin
+from engine.stages.common.context import checkpoint_name
 from engine.stages.common.data_loading import load_prompts
 from engine.stages.common.eval_answers import EvalSampler
 from engine.stages.common.generation import format_prompt
 from engine.stages.common.inference import dtype_for
 from engine.stages.common.inference import max_positions
-from engine.stages.sft.stage import save_final
+from engine.stages.common.saving import save_final
 
 #: the reward model's name in trl's metric keys (train/rewards/reward_model/mean)
 REWARD_MODEL_NAME = "reward_model"
@@ -113,11 +115,7 @@ class Flavour:
 
 
 def run(ctx: StageContext, flavour: Flavour) -> None:
-    spec = ctx.spec
-    if not isinstance(spec, OnlineRLSpec) or spec.kind != flavour.kind:
-        raise TypeError(f"the {flavour.kind} stage got a {type(spec).__name__}")
-    runtime.silence_libraries()
-    hardware = runtime.choose_runtime(spec.device, spec.precision)
+    spec, hardware = begin(ctx, OnlineRLSpec, kind=flavour.kind)
 
     trainer, sampler = build_trainer(ctx, hardware, flavour)
     # These losses are no cross-entropy: exp(loss) would be a made-up perplexity.
@@ -220,7 +218,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     # -- answers to the eval prompts -------------------------------------------
-    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=_name(policy_source),
+    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(policy_source),
                                     prompt_field=spec.prompt_field)
 
     ctx.set_resolved_config(
@@ -336,11 +334,6 @@ def judge_reward(judge: Judge) -> Callable[..., list[float]]:
 
     score.__name__ = judge.annotator  # trl's metric keys: train/rewards/judge:NAME/mean
     return score
-
-
-def _name(source: Source) -> str:
-    """How samples record the parent model, as the other stages do."""
-    return source.value if source.kind == "path" else f"{source.kind}:{source.value}"
 
 
 # --- timing and comparable metrics ----------------------------------------------------

@@ -60,22 +60,20 @@ from engine.stages.common.tokenizer import describe_tokenizer
 from engine.stages.common.tokenizer import load_stage_tokenizer
 from engine.stages.common.callbacks import attach_stage_callback
 from engine.stages.common.callbacks import train_resumably
-from engine.stages.common.context import Source
 from engine.stages.common.context import StageContext
+from engine.stages.common.prologue import begin
+from engine.stages.common.context import checkpoint_name
 from engine.stages.common.eval_answers import EvalSampler
 from engine.stages.common.preference_data import PreferenceData
 from engine.stages.common.preference_data import PreferenceExample
 from engine.stages.common.preference_data import load_preference_data
 from engine.stages.common.preference_data import to_dataset
-from engine.stages.sft.stage import save_final
+from engine.stages.common.saving import parent_weights
+from engine.stages.common.saving import save_final
 
 
 def run(ctx: StageContext) -> None:
-    spec = ctx.spec
-    if not isinstance(spec, DPOSpec):
-        raise TypeError(f"the dpo stage got a {type(spec).__name__}")
-    runtime.silence_libraries()
-    hardware = runtime.choose_runtime(spec.device, spec.precision)
+    spec, hardware = begin(ctx, DPOSpec)
 
     trainer, sampler, margin = build_trainer(ctx, hardware)
     # DPO's loss is no cross-entropy: exp(eval/loss) would be a made-up perplexity.
@@ -93,7 +91,7 @@ def run(ctx: StageContext) -> None:
     # -- save ------------------------------------------------------------------
     if trainer.is_world_process_zero():
         save_final(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class,
-                   ctx.final_dir, base=_parent(ctx))
+                   ctx.final_dir, base=parent_weights(ctx))
     ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
     ctx.flush()
 
@@ -210,7 +208,7 @@ def build_trainer(
                                    batch_size=args.per_device_eval_batch_size)
 
     # -- answers to the eval prompts -------------------------------------------
-    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=_name(model_source))
+    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(model_source))
 
     ctx.set_resolved_config(
         {
@@ -268,17 +266,6 @@ def _pairs(examples: list[PreferenceExample]) -> datasets.Dataset:
 
 def _annotators(data: PreferenceData) -> str:
     return ", ".join(f"{name}: {count}" for name, count in data.summary["annotators"].items())
-
-
-def _parent(ctx: StageContext) -> str | None:
-    """Where the parent model's weights load from: a folder or a hub id (None for a preset)."""
-    source = ctx.resolve(ctx.spec.from_)  # type: ignore[attr-defined]
-    return source.value if source.kind in ("path", "hub") else None
-
-
-def _name(source: Source) -> str:
-    """How samples record the parent model, as the sft and sample stages do."""
-    return source.value if source.kind == "path" else f"{source.kind}:{source.value}"
 
 
 class HeldOutLogpMargin(TrainerCallback):

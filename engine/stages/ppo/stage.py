@@ -56,7 +56,6 @@ import json
 import random
 import shutil
 import time
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -80,7 +79,9 @@ from engine.stages.common.tokenizer import load_tokenizer
 from engine.stages.common.callbacks import CHECKPOINT_PREFIX
 from engine.stages.common.context import Source
 from engine.stages.common.context import StageContext
+from engine.stages.common.prologue import begin
 from engine.stages.common.data_loading import instruction_examples
+from engine.stages.common.saving import save_final
 from engine.stages.common.data_loading import load_prompts
 from engine.stages.common.data_loading import load_records
 from engine.stages.common.generation import SamplingSettings
@@ -96,13 +97,7 @@ STATE_FILE = "ppo_state.pt"
 
 
 def run(ctx: StageContext) -> None:
-    spec = ctx.spec
-    if not isinstance(spec, PPOSpec):
-        raise TypeError(f"the ppo stage got a {type(spec).__name__}")
-    runtime.silence_libraries()
-    # peft asks the model a question transformers renamed; the answer is the same.
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-    hardware = runtime.choose_runtime(spec.device, spec.precision)
+    spec, hardware = begin(ctx, PPOSpec)
     accelerator = Accelerator(
         cpu=hardware.device == "cpu",
         mixed_precision="bf16" if hardware.bf16 else "fp16" if hardware.fp16 else "no",
@@ -205,8 +200,6 @@ def run(ctx: StageContext) -> None:
 
     # -- save ------------------------------------------------------------------
     # final/: the policy as a plain causal LM (LoRA merged, the adapter alone in adapter/).
-    from engine.stages.sft.stage import save_final
-
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_final(accelerator.unwrap_model(policy), tokenizer, ctx.final_dir)

@@ -17,9 +17,6 @@ from __future__ import annotations
 # First: silences tqdm, which reads its switch when it is first imported.
 from engine.stages.common import setup as runtime
 
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
@@ -34,6 +31,8 @@ from engine.stages.common.callbacks import attach_stage_callback
 from engine.stages.common.callbacks import train_resumably
 from engine.stages.common.context import Source
 from engine.stages.common.context import StageContext
+from engine.stages.common.prologue import begin
+from engine.stages.common.saving import save_final
 from engine.stages.common.data_loading import BlockDataset
 from engine.stages.common.data_loading import collate_blocks
 from engine.stages.common.data_loading import load_texts
@@ -42,11 +41,7 @@ from engine.stages.common.data_loading import split_documents
 
 
 def run(ctx: StageContext) -> None:
-    spec = ctx.spec
-    if not isinstance(spec, PretrainSpec):
-        raise TypeError(f"the pretrain stage got a {type(spec).__name__}")
-    runtime.silence_libraries()
-    hardware = runtime.choose_runtime(spec.device, spec.precision)
+    spec, hardware = begin(ctx, PretrainSpec)
 
     # -- tokenizer -------------------------------------------------------------
     # A preset starts from nothing, so it takes the built-in tokenizer; a
@@ -128,7 +123,7 @@ def run(ctx: StageContext) -> None:
 
     # -- save ------------------------------------------------------------------
     if trainer.is_world_process_zero():
-        _save_final(trainer.accelerator.unwrap_model(trainer.model), tokenizer, ctx.final_dir)
+        save_final(trainer.accelerator.unwrap_model(trainer.model), tokenizer, ctx.final_dir)
     ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
     ctx.flush()
 
@@ -164,19 +159,3 @@ def _resolved_config(
         },
     }
 
-
-def _save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
-    """Weights (safetensors), config and tokenizer: a folder plain
-    `from_pretrained` loads. No training_args.bin: that is a pickle.
-
-    Written beside `folder` and renamed into place, so a crash mid-save
-    never leaves a half-written final folder."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    # The Trainer switched the KV cache off for training; generation wants it.
-    model.config.use_cache = True
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.rename(tmp, folder)

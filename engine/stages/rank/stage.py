@@ -30,15 +30,14 @@ from engine.feedback.judges import load_judge
 from engine.feedback.stored.auto_rank import auto_rank
 from engine.stages.rank.spec import RankSpec
 from engine.stages.common.context import StageContext
+from engine.stages.common.prologue import stage_spec
 
 #: how often a stage waiting for people looks at the batch's progress
 POLL_SECONDS = 2.0
 
 
 def run(ctx: StageContext) -> None:
-    spec = ctx.spec
-    if not isinstance(spec, RankSpec):
-        raise TypeError(f"the rank stage got a {type(spec).__name__}")
+    spec = stage_spec(ctx, RankSpec)
     feedback: Feedback = ctx.store.feedback
 
     batch_id = _find_batch(ctx, spec)

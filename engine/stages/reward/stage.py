@@ -74,19 +74,16 @@ from engine.stages.common.callbacks import attach_stage_callback
 from engine.stages.common.callbacks import train_resumably
 from engine.stages.common.context import Source
 from engine.stages.common.context import StageContext
+from engine.stages.common.prologue import begin
 from engine.stages.common.preference_data import PreferenceData
 from engine.stages.common.preference_data import PreferenceExample
 from engine.stages.common.preference_data import load_preference_data
 from engine.stages.common.preference_data import to_dataset
-from engine.stages.sft.stage import save_final
+from engine.stages.common.saving import save_final
 
 
 def run(ctx: StageContext) -> None:
-    spec = ctx.spec
-    if not isinstance(spec, RewardSpec):
-        raise TypeError(f"the reward stage got a {type(spec).__name__}")
-    runtime.silence_libraries()
-    hardware = runtime.choose_runtime(spec.device, spec.precision)
+    spec, hardware = begin(ctx, RewardSpec)
 
     trainer, agreement = build_trainer(ctx, hardware)
     if agreement is not None:

@@ -26,7 +26,7 @@ store stays the source of truth.
 from __future__ import annotations
 
 # First: silences tqdm, which reads its switch when it is first imported.
-from engine.stages.common import setup as runtime
+from engine.stages.common.prologue import begin
 
 import gc
 import json
@@ -43,6 +43,7 @@ from engine.errors import StageCancelled, StageFailed
 from engine.stages.sample.spec import SampleSpec
 from engine.stages.common.context import Source
 from engine.stages.common.context import StageContext
+from engine.stages.common.context import checkpoint_name
 from engine.stages.common.data_loading import load_prompts
 from engine.stages.common.generation import Generated
 from engine.stages.common.generation import SamplingSettings
@@ -55,11 +56,7 @@ from engine.stages.common.inference import max_positions
 
 
 def run(ctx: StageContext) -> None:
-    spec = ctx.spec
-    if not isinstance(spec, SampleSpec):
-        raise TypeError(f"the sample stage got a {type(spec).__name__}")
-    runtime.silence_libraries()
-    hardware = runtime.choose_runtime(spec.device, spec.precision)
+    spec, hardware = begin(ctx, SampleSpec)
     k = spec.responses_per_prompt
 
     # -- models ----------------------------------------------------------------
@@ -142,12 +139,6 @@ def run(ctx: StageContext) -> None:
 
 
 # --- what the stage reads ---------------------------------------------------------
-
-
-def checkpoint_name(source: Source) -> str:
-    """How a response records the model that wrote it: a folder's absolute
-    path, else the canonical reference (`builtin:llama-4m`, `hub:org/name`)."""
-    return source.value if source.kind == "path" else f"{source.kind}:{source.value}"
 
 
 def read_prompts(ctx: StageContext, spec: SampleSpec) -> list[dict[str, Any]]:

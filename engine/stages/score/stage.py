@@ -19,7 +19,7 @@ holds the summary: the mean score and the agreement with people and judges.
 from __future__ import annotations
 
 # First: silences tqdm, which reads its switch when it is first imported.
-from engine.stages.common import setup as runtime
+from engine.stages.common.prologue import begin
 
 import json
 import os
@@ -39,15 +39,11 @@ from engine.stages.common.tokenizer import load_tokenizer
 from engine.stages.common.context import Source
 from engine.stages.common.context import StageContext
 from engine.stages.common.inference import dtype_for
-from engine.stages.sample.stage import checkpoint_name
+from engine.stages.common.context import checkpoint_name
 
 
 def run(ctx: StageContext) -> None:
-    spec = ctx.spec
-    if not isinstance(spec, ScoreSpec):
-        raise TypeError(f"the score stage got a {type(spec).__name__}")
-    runtime.silence_libraries()
-    hardware = runtime.choose_runtime(spec.device, spec.precision)
+    spec, hardware = begin(ctx, ScoreSpec)
     scores = ctx.store.scores
 
     # -- what to score ---------------------------------------------------------

@@ -37,9 +37,7 @@ from engine.stages.common import setup as runtime
 
 import importlib.util
 import os
-import shutil
 import warnings
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -56,19 +54,19 @@ from engine.stages.common.tokenizer import load_stage_tokenizer
 from engine.stages.common.callbacks import attach_stage_callback
 from engine.stages.common.callbacks import train_resumably
 from engine.stages.common.context import Source
+from engine.stages.common.context import checkpoint_name
 from engine.stages.common.context import StageContext
+from engine.stages.common.prologue import begin
 from engine.stages.common.data_loading import instruction_examples
 from engine.stages.common.data_loading import load_records
 from engine.stages.common.data_loading import split_examples
 from engine.stages.common.eval_answers import EvalSampler
+from engine.stages.common.saving import parent_weights
+from engine.stages.common.saving import save_final
 
 
 def run(ctx: StageContext) -> None:
-    spec = ctx.spec
-    if not isinstance(spec, SFTSpec):
-        raise TypeError(f"the sft stage got a {type(spec).__name__}")
-    runtime.silence_libraries()
-    hardware = runtime.choose_runtime(spec.device, spec.precision)
+    spec, hardware = begin(ctx, SFTSpec)
     check_quantization(spec, hardware)
 
     trainer, sampler = build_trainer(ctx, hardware)
@@ -84,7 +82,7 @@ def run(ctx: StageContext) -> None:
     # -- save ------------------------------------------------------------------
     if trainer.is_world_process_zero():
         save_final(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class,
-                   ctx.final_dir, base=_parent(ctx))
+                   ctx.final_dir, base=parent_weights(ctx))
     ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
     ctx.flush()
 
@@ -143,7 +141,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
     train_examples, eval_examples = split_examples(examples, spec.eval_fraction, spec.seed)
     eval_examples = eval_examples[: spec.eval_batches * spec.batch_size]
     ctx.log(
-        f"data: {len(examples)} examples ({data_format}) from {_name(data_source)}: "
+        f"data: {len(examples)} examples ({data_format}) from {checkpoint_name(data_source)}: "
         f"{len(train_examples)} to train on, {len(eval_examples)} held out for the eval loss"
     )
 
@@ -183,7 +181,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     # -- answers to the eval prompts -------------------------------------------
-    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=_parent_name(ctx), prompt_field=spec.prompt_field,
+    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(model_source), prompt_field=spec.prompt_field,
                                     messages_field=spec.messages_field, text_field=spec.text_field)
 
     ctx.set_resolved_config(
@@ -285,58 +283,3 @@ def _load_model(
     checkpointing = spec.activation_checkpointing != "off"
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
 
-
-def _parent(ctx: StageContext) -> str | None:
-    """Where the parent model's weights load from: a folder or a hub id (None for a preset)."""
-    source = ctx.resolve(ctx.spec.from_)  # type: ignore[attr-defined]
-    return source.value if source.kind in ("path", "hub") else None
-
-
-def _parent_name(ctx: StageContext) -> str:
-    """How samples record the parent model: a folder's path, else the canonical
-    reference (`builtin:llama-4m`, `hub:org/name`), as the sample stage does."""
-    return _name(ctx.resolve(ctx.spec.from_))  # type: ignore[attr-defined]
-
-
-def _name(source: Source) -> str:
-    return source.value if source.kind == "path" else f"{source.kind}:{source.value}"
-
-
-def save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path,
-               *, base: str | None = None) -> None:
-    """A folder plain `from_pretrained` loads: weights (safetensors), config,
-    tokenizer with its chat template. A LoRA model is saved twice: its
-    adapter in `adapter/`, and merged into the base weights at the top, so
-    that every later stage and plain transformers read a plain model.
-
-    Written beside `folder` and renamed into place, as in pretrain.py."""
-    from peft import PeftModel
-
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if isinstance(model, PeftModel):
-        model.save_pretrained(tmp / "adapter")
-        tokenizer.save_pretrained(tmp / "adapter")
-        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-            model = _merge_into_full_precision(tmp / "adapter", base)
-        else:
-            model = model.merge_and_unload()
-    # The Trainer switched the KV cache off for training; generation wants it.
-    model.config.use_cache = True
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.rename(tmp, folder)
-
-
-def _merge_into_full_precision(adapter: Path, base: str | None) -> PreTrainedModel:
-    """QLoRA: merging into 4/8-bit weights would round the merged result, so
-    the adapter is merged into the base model loaded in full precision."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    if base is None:  # pragma: no cover - quantization refuses presets
-        raise StageFailed("cannot merge the adapter: the base model has no folder")
-    full = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
-    return PeftModel.from_pretrained(full, str(adapter)).merge_and_unload()
