@@ -246,10 +246,9 @@ class RlhfApp(App[None]):
             # Not over a dialog (it waits for an answer), nor over the playground itself.
             return not isinstance(self.screen, ModalScreen) and self.screen.id != "playground"
         if action == "rank":
-            from .screens.rank import RankScreen
-            from .screens.rank_batches import RankBatchesScreen
-
-            return not isinstance(self.screen, (ModalScreen, RankScreen, RankBatchesScreen))
+            # By id, not by class: importing the rank screens (and the store's ORM they need)
+            # to answer this would cost the first screen its start-up time.
+            return not isinstance(self.screen, ModalScreen) and self.screen.id not in ("rank", "rank-batches")
         return super().check_action(action, parameters)
 
     def go_home(self) -> None:

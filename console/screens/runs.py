@@ -7,6 +7,8 @@ resumes the run under the cursor.
 
 from __future__ import annotations
 
+import asyncio
+
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import Header, Input, Static
@@ -70,6 +72,15 @@ class RunsScreen(LiveScreen):
         self._show()
         if first and self.rows:
             self.request_refresh()  # the sparklines, right after the runs are on screen
+            # ... painted first: the sparklines' reads import the store's ORM, whose import
+            # would compete with the first frame for the interpreter.
+            await self._painted()
+
+    async def _painted(self) -> None:
+        """Until the screen has been refreshed (painted) with what was just shown."""
+        shown = asyncio.get_running_loop().create_future()
+        self.call_after_refresh(lambda: shown.done() or shown.set_result(None))
+        await shown
 
     def is_quiet(self) -> bool:
         return bool(self.rows) and not any(r.status.is_active for r in self.rows)
