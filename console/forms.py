@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from engine import PipelineSpec, parse_spec
-from engine.spec import STAGE_KINDS
-from engine.spec.toml_render import render_toml
-
 from engine.demo.pipeline import DEMO_SPEC
+from engine.spec.toml_render import render_toml
+from engine.stages.registry import STAGE_KINDS
 
 #: fields every stage kind has; a kind's template shows only its own ones
 _COMMON = ("processes", "device", "precision", "seed")

@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, RunFinished, SpecError, UserInputError
-from engine.runtime.jobs import arena_spec
-from engine.runtime.jobs import generate_spec
-from engine.runtime.jobs import generated_answers
-from engine.runtime.jobs import generated_samples
-from engine.runtime.jobs import rank_spec
-from engine.runtime.jobs import score_spec
-from engine.runtime.liveness import process_tree
-from engine.runtime.liveness import signal_tree
+from engine.runtime.jobs import arena_spec, generate_spec, generated_answers, generated_samples, rank_spec, score_spec
+from engine.runtime.liveness import process_tree, signal_tree
 from engine.stages.sample.spec import SampleSpec
 
 

@@ -158,7 +158,7 @@ DEMO_SPEC = render_toml(DEMO_DOCUMENT, DEMO_COMMENTS)
 
 
 #: `rlhf demo --quick`: the same loop with fewer steps, about half the time
-QUICK = {
+QUICK: dict[str, dict[str, Any]] = {
     "pretrain": {"max_steps": 150},
     "sft": {"max_steps": 400, "sample_every": 200},
     "sample": {"max_prompts": 128},

@@ -20,11 +20,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from store import StageRead, StageStatus, Store
-
 from engine.errors import UserInputError
 from engine.spec.pipeline import PipelineSpec, parse_spec
 from engine.spec.toml_render import render_toml
+from store import StageRead, StageStatus, Store
 
 #: the stages whose output is a policy, newest kind first
 POLICY_KINDS = ("ppo", "rloo", "grpo", "dpo", "sft")

@@ -22,12 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from store import SampleView
-
-from engine.runtime.api import Engine
 from engine.errors import UserInputError
+from engine.runtime.api import Engine
 from engine.spec.pipeline import PipelineSpec, parse_spec
 from engine.spec.toml_render import render_toml
+from store import SampleView
 
 #: the name of the run and of its one stage
 GENERATE_RUN = "generate"
@@ -167,9 +166,10 @@ async def generated_answers(engine: Engine, run: int | str) -> list[Answer]:
     by checkpoint (in the order given), then as generated."""
     row = await engine.get_run(run)
     samples = await asyncio.to_thread(engine.store.list_samples, run_id=row.id)
-    config = next(iter(row.spec.get("stages", {}).values()), {})
-    prompts = config.get("prompts") if isinstance(config.get("prompts"), list) else []
-    models = config.get("from") if isinstance(config.get("from"), list) else [config.get("from")]
+    config: dict[str, object] = next(iter(row.spec.get("stages", {}).values()), {})
+    given_prompts, given_models = config.get("prompts"), config.get("from")
+    prompts = given_prompts if isinstance(given_prompts, list) else []
+    models = given_models if isinstance(given_models, list) else [given_models]
     prompt_order = {text: i for i, text in enumerate(prompts)}
     model_order = {_checkpoint_of(ref): i for i, ref in enumerate(models) if isinstance(ref, str)}
     ordered = sorted(

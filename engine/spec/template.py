@@ -14,8 +14,8 @@ from typing import Any
 
 from engine.spec.catalog import BUILTINS
 from engine.spec.fields import StageSpec
-from engine.stages.pretrain.spec import PretrainSpec
 from engine.spec.toml_render import Comments, TomlPath, render_toml
+from engine.stages.pretrain.spec import PretrainSpec
 
 # Help for fields whose pydantic Field has no description (yet).
 _HELP = {

@@ -72,7 +72,8 @@ def test_lists() -> None:
 
 
 def test_none_is_omitted_everywhere_but_in_a_list() -> None:
-    document = {"name": None, "kept": 1, "stages": {"s": {"kind": "sft", "data": None, "inline": [{"a": None, "b": 2}]}}}
+    document = {"name": None, "kept": 1,
+                "stages": {"s": {"kind": "sft", "data": None, "inline": [{"a": None, "b": 2}]}}}
     assert round_trip(document) == {"kept": 1, "stages": {"s": {"kind": "sft", "inline": [{"b": 2}]}}}
     with pytest.raises(TypeError, match="no null"):
         render_toml({"values": [1, None]})
