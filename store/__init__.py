@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         Progress,
         RankBatch,
         Response,
+        ranking_members,
         shown_order,
     )
     from .models import (
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 _LAZY = {
     **dict.fromkeys(
         ("CLAIM_TTL", "Feedback", "FeedbackError", "ImportedItem", "ImportedResponse", "ItemView",
-         "LiveJudgement", "Progress", "RankBatch", "Response", "shown_order"),
+         "LiveJudgement", "Progress", "RankBatch", "Response", "ranking_members", "shown_order"),
         "feedback",
     ),
     **dict.fromkeys(
@@ -96,6 +97,7 @@ __all__ = [
     "RewardScoreRead",
     "RewardScores",
     "Response",
+    "ranking_members",
     "shown_order",
     "ENV_VAR",
     "ArtifactRead",

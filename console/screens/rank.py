@@ -53,8 +53,8 @@ from store import (
     NotFound,
     Progress,
     StoreError,
+    ranking_members,
 )
-from store.feedback import ranking_members
 
 from ..literal import printable
 from ..widgets.prompt_panel import PromptPanel
