@@ -13,7 +13,8 @@ presses `q` and times the exit too. Side by side in the same run, medians of
 - `rlhf tui`: to the first screen with runs.
 
 The workspace holds `--runs` finished runs of 2,000 metric points each (the
-sparklines read them) plus one queued run, made fresh for the bench.
+sparklines read them), made fresh for the bench. The target (issue 12): the
+first screen in at most 0.5 s, median.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: `rlhf tui` to its first screen, median (issue 12: "a console that opens like htop")
+TARGET_SECONDS = 0.5
 sys.path.insert(0, str(ROOT))
 
 from store import NewStage, RunStatus, open_workspace, utcnow  # noqa: E402
@@ -144,7 +147,8 @@ def main() -> None:
     print(row("rlhf tui -> first screen with runs", tui))
     print(row("q -> process exited", quits))
     print(f"  first screen minus bare interpreter: {(statistics.median(tui) - statistics.median(python)) * 1000:.0f} ms;"
-          f" target: median <= 1000 ms -> {'OK' if statistics.median(tui) <= 1.0 else 'MISSED'}")
+          f" target: median <= {TARGET_SECONDS * 1000:.0f} ms -> "
+          f"{'OK' if statistics.median(tui) <= TARGET_SECONDS else 'MISSED'}")
 
 
 if __name__ == "__main__":
