@@ -33,11 +33,11 @@ from textual.content import Content
 from textual.markup import escape
 from textual.screen import ModalScreen
 
+from console.view_models import RunRow
 from engine import Engine, EngineError
 from store import StoreError, utcnow
 from store.reads import StoreReader
 
-from console.view_models import RunRow
 from .literal import printable
 from .sysinfo import SystemSampler
 

@@ -275,8 +275,7 @@ async def cmd_cancel(engine: Engine, args: argparse.Namespace, out: Console) -> 
 
 
 async def cmd_generate(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine.runtime.jobs import generate_spec
-    from engine.runtime.jobs import generated_answers
+    from engine.runtime.jobs import generate_spec, generated_answers
 
     if len(args.checkpoint) < 2:
         raise _BadInput("usage: rlhf generate CHECKPOINT [CHECKPOINT] \"prompt\"")

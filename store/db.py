@@ -107,7 +107,6 @@ def migrate(engine: Engine, db_path: Path) -> None:
     if current_revision(db_path) == HEAD_REVISION:
         return
     from alembic import command
-
     from alembic.util import CommandError
 
     config = alembic_config(db_path)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -149,10 +149,12 @@ _STAGE_COLUMNS = ("id", "run_id", "name", "kind", "position", "status", "step", 
 
 def _when(value: str | None) -> datetime | None:
     """A stored time as the ORM returns it: SQLite keeps it as naive UTC text."""
-    if value is None:
-        return None
+    return None if value is None else _moment(value)
+
+
+def _moment(value: str) -> datetime:
     moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _query(db_path: Path, sql: str, parameters: Sequence[object] = ()) -> list[sqlite3.Row]:
@@ -182,7 +184,7 @@ def list_runs(db_path: Path, *, statuses: Iterable[RunStatus] | None = None) -> 
     return [
         RunListing(
             id=row["id"], name=row["name"], status=RunStatus(row["status"]), attempt=row["attempt"],
-            created_at=_when(row["created_at"]), started_at=_when(row["started_at"]),
+            created_at=_moment(row["created_at"]), started_at=_when(row["started_at"]),
             finished_at=_when(row["finished_at"]), heartbeat_at=_when(row["heartbeat_at"]),
             pid=row["pid"], host=row["host"], error=row["error"], cancel_requested=bool(row["cancel_requested"]),
         )

@@ -13,8 +13,8 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import Header, Input, Static
 
-from console.view_models import RunRow
-from console.view_models import RunsModel
+from console.view_models import RunRow, RunsModel
+
 from ..literal import printable
 from ..widgets.key_bar import KeyBar
 from ..widgets.runs_table import RunsTable

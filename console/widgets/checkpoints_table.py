@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from console.view_models import ago
+
 from ..literal import printable
 from .cells import fit_widths
 from .keys import CURSOR_KEYS

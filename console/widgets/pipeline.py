@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from console.view_models import STATUS_STYLES
-from console.view_models import STATUS_SYMBOLS
+from console.view_models import STATUS_STYLES, STATUS_SYMBOLS
+
 from ..literal import printable
 from .text_panel import TextPanel
 

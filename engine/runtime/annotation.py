@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from store import Feedback, ItemView, JudgementOutcome, JudgementRead, Progress, Store
-
     from engine.feedback import Agreement
     from engine.feedback.importers import ImportFormat, ImportResult
+    from store import Feedback, ItemView, JudgementOutcome, JudgementRead, Progress, Store
 
 
 class Annotation:

@@ -34,29 +34,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.errors import InvalidRunState, RunNotFound
+from engine.runtime.annotation import Annotation
+from engine.runtime.launcher import spawn_supervisor
+from engine.runtime.liveness import HOST, reconcile, run_process_gone, supervisor_alive
+from engine.runtime.updates import LifecycleEvent, LogEmitted, MetricsLogged, RunFinished, StageProgress, Update
 from store import NotFound, RunStatus, StageStatus, reads, utcnow
 from store.reads import RunListing, StoreReader
 from store.workspace import Workspace, open_workspace
 
-from engine.errors import InvalidRunState, RunNotFound
-from engine.runtime.annotation import Annotation
-from engine.runtime.launcher import spawn_supervisor
-from engine.runtime.liveness import HOST
-from engine.runtime.liveness import reconcile
-from engine.runtime.liveness import run_process_gone
-from engine.runtime.liveness import supervisor_alive
-from engine.runtime.updates import LifecycleEvent
-from engine.runtime.updates import LogEmitted
-from engine.runtime.updates import MetricsLogged
-from engine.runtime.updates import RunFinished
-from engine.runtime.updates import StageProgress
-from engine.runtime.updates import Update
-
 if TYPE_CHECKING:
-    from store import CheckpointRead, MetricSummary, RunRead, SeriesPoint, StageRead, Store
-
     from engine.recipe.report import Report
     from engine.spec.pipeline import PipelineSpec
+    from store import CheckpointRead, MetricSummary, RunRead, SeriesPoint, StageRead, Store
 
 RECONCILE_EVERY_SECONDS = 2.0
 

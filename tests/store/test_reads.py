@@ -5,8 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from store import NewStage, RunStatus, StageStatus, Store, Workspace, open_workspace, utcnow
-from store import reads
+from store import NewStage, RunStatus, StageStatus, Store, Workspace, open_workspace, reads, utcnow
 from store.reads import RunListing, StageListing
 
 
