@@ -34,7 +34,6 @@ makes every figure swing by several times; `--threads 1` steadies them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.stages.common import setup as runtime  # noqa: E402, F401  (first: quiets tqdm's bars)
+from engine.spec.toml_render import render_toml  # noqa: E402
 from store import StageRead, Store, open_workspace  # noqa: E402
 
 SPLIT = ("time/generation", "time/scoring", "time/training")
@@ -72,10 +72,7 @@ def save_reward_model(folder: Path, cache_dir: Path, seed: int) -> Path:
 
 
 def toml(stages: dict[str, dict[str, object]]) -> str:
-    return "name = \"bench-ppo\"\n" + "".join(
-        f"\n[stages.{stage}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items())
-        for stage, fields in stages.items()
-    )
+    return render_toml({"name": "bench-ppo", "stages": stages})
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.demo.task import Task
 from engine.demo.task import generate_tasks
 from engine.demo.task import judge_score  # noqa: E402
+from engine.spec.toml_render import render_toml  # noqa: E402
 from store import Store, open_workspace  # noqa: E402
 
 #: responses per prompt in the ranked batch (InstructGPT ranked 4 to 9)
@@ -67,10 +68,7 @@ def rlhf(*args: str, env: dict[str, str]) -> None:
 
 
 def toml(name: str, stages: dict[str, dict[str, object]]) -> str:
-    return f"name = {json.dumps(name)}\n" + "".join(
-        f"\n[stages.{stage}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items())
-        for stage, fields in stages.items()
-    )
+    return render_toml({"name": name, "stages": stages})
 
 
 def written_candidates(task: Task, same_kind: list[str], rng: random.Random) -> list[str]:

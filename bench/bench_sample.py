@@ -51,6 +51,7 @@ from engine.stages.common.models import load_model_for_training  # noqa: E402
 from engine.stages.common.tokenizer import load_tokenizer  # noqa: E402
 from engine.stages.common.context import Source  # noqa: E402
 from engine.stages.sample.stage import call_seed  # noqa: E402
+from engine.spec.toml_render import render_toml  # noqa: E402
 from store import open_workspace  # noqa: E402
 
 import torch  # noqa: E402
@@ -118,7 +119,7 @@ def stage(folder: Path, prompts_file: Path, options: argparse.Namespace, cache_d
         "responses_per_prompt": options.k, "temperature": options.temperature, "top_p": options.top_p,
         "max_new_tokens": options.max_new_tokens, "seed": options.seed, "batch_size": options.batch_size,
     }
-    toml = "[stages.sample]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items())
+    toml = render_toml({"stages": {"sample": fields}})
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / "bench.toml"
         spec_path.write_text(toml)
