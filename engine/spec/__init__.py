@@ -3,32 +3,33 @@
 `load_spec(path)` reads a TOML pipeline and returns a validated
 `PipelineSpec` (or raises `engine.errors.SpecError` listing every problem);
 `EXAMPLE_SPEC` is the commented example `rlhf init` writes.
+
+The names below are imported on first use: each kind's spec
+(engine/stages/KIND/spec.py) imports engine.spec.fields, which runs this
+file first, so importing the loader or the registry here would be circular.
 """
 
-from engine.spec.pipeline import PipelineSpec, load_spec, parse_spec, stage_spec_from_dict
-from engine.spec.fields import StageSpec
-from engine.spec.template import EXAMPLE_SPEC
-from engine.stages.pretrain.spec import PretrainSpec
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "EXAMPLE_SPEC": "engine.spec.template",
+    "PLANNED_KINDS": "engine.stages.registry",
+    "STAGE_KINDS": "engine.stages.registry",
+    "PipelineSpec": "engine.spec.pipeline",
+    "PretrainSpec": "engine.stages.pretrain.spec",
+    "StageSpec": "engine.spec.fields",
+    "load_spec": "engine.spec.pipeline",
+    "parse_spec": "engine.spec.pipeline",
+    "stage_spec_from_dict": "engine.spec.pipeline",
+}
+
+__all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> object:
-    # The registry of kinds imports every kind's spec, which imports
-    # engine.spec.fields and so this package: its names are read on first use.
-    if name in ("STAGE_KINDS", "PLANNED_KINDS"):
-        from engine.stages import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "EXAMPLE_SPEC",
-    "PLANNED_KINDS",
-    "STAGE_KINDS",
-    "PipelineSpec",
-    "PretrainSpec",
-    "StageSpec",
-    "load_spec",
-    "parse_spec",
-    "stage_spec_from_dict",
-]
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -36,8 +36,7 @@ from pydantic import BaseModel, ValidationError
 from engine.errors import SpecError
 from engine.spec.refs import STAGE_NAME, Ref, RefError, resolve_ref
 from engine.spec.fields import StageSpec
-# As a module, read at call time: the registry imports the kinds' specs, which
-# import engine.spec.fields, so it may be half-initialised while this loads.
+# As a module, read at call time (tests patch registry.PLANNED_KINDS).
 from engine.stages import registry
 
 TOP_LEVEL_KEYS = ("name", "description", "stages")
