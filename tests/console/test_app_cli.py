@@ -83,6 +83,7 @@ async def test_a_opens_the_batch_picker_then_the_rank_screen(live_engine) -> Non
         assert isinstance(app.screen, RankScreen)
 
 
+@pytest.mark.slow  # the judge runs as a real run process
 async def test_J_hands_the_rest_of_the_batch_to_the_demo_judge(live_engine) -> None:
     import asyncio
 
@@ -120,6 +121,7 @@ async def test_J_hands_the_rest_of_the_batch_to_the_demo_judge(live_engine) -> N
     assert sorted(j.annotator for j in live) == ["ann"] + ["judge:demo"] * 3
 
 
+@pytest.mark.slow  # submits a real run
 async def test_the_demo_console_opens_the_rank_screen_when_people_are_asked(live_engine) -> None:
     import asyncio
 

@@ -72,6 +72,7 @@ def tour(tmp_path: Path, **env: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a tour of every screen in a fresh interpreter
 def test_every_screen_is_torch_free_and_works_with_16_colours_and_without_colour(tmp_path: Path) -> None:
     # One tour (a fresh interpreter costs seconds): the colour settings cannot change what is imported.
     report = tour(tmp_path, TEXTUAL_COLOR_SYSTEM="standard", NO_COLOR="1")

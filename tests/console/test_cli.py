@@ -12,7 +12,8 @@ import pytest
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 
-pytestmark = pytest.mark.timeout(120)
+# slow: every test starts `rlhf` processes, and most of them real runs
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from store import open_workspace
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 
-pytestmark = pytest.mark.timeout(120)
+# slow: every test starts a pipeline of `rlhf` processes
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture

@@ -439,6 +439,7 @@ def _check_consistent(store: Store, batch: int) -> None:
     assert counts == {item_id: live.get(item_id, 0) for item_id in counts}
 
 
+@pytest.mark.slow  # rank screens in subprocesses, killed mid-batch
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kill_after", [1, 6])
 def test_sigkill_while_ranking_loses_no_reported_judgement(tmp_path: Path, kill_after: int) -> None:
@@ -476,6 +477,7 @@ def test_sigkill_while_ranking_loses_no_reported_judgement(tmp_path: Path, kill_
 # --- two annotators at once -------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two rank screens in subprocesses
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("needed", [1, 2])
 def test_two_annotators_at_once_never_get_an_item_twice_and_lose_nothing(tmp_path: Path, needed: int) -> None:

@@ -16,7 +16,8 @@ from store import RunStatus, StageStatus
 
 from .conftest import fake_pipeline
 
-pytestmark = pytest.mark.timeout(120)
+# slow: every test starts real detached runs (a supervisor and a worker process each)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 async def wait_for(engine: Engine, run_id: int, predicate, timeout: float = 30.0):

@@ -238,6 +238,7 @@ def test_when_the_reference_is_scored_before_training(setting: str, steps: int, 
     assert dpo._precompute_reference(spec, 60, hardware) is expected
 
 
+@pytest.mark.slow  # trains DPO twice
 def test_sft_weight_adds_the_chosen_answers_likelihood_to_the_loss(make_context, tmp_path) -> None:
     """RPO: with sft_weight the trainer optimises DPO's loss plus that weight
     times the chosen answers' NLL, and a few steps of it train."""

@@ -41,6 +41,8 @@ from engine.stages.common.generation import format_prompt
 from store import NewStage, StageStatus
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
+pytestmark = pytest.mark.slow  # every test trains PPO on `models`, a policy trained for 150 steps
+
 WORDS = ["for", "is", "in", "or", "it", "an", "as", "on"]  # one token each, with and without a space
 REWARDED = "for"
 PROMPTS = ["Say some words.", "Say a few words.", "Give me some words.", "Words, please."]

@@ -51,6 +51,7 @@ async def finish(engine: Engine, run_id: int) -> RunFinished:
     raise AssertionError("follow ended without an outcome")
 
 
+@pytest.mark.slow  # a real detached run
 @pytest.mark.timeout(120)
 async def test_the_demo_judge_ranks_a_batch_as_judge_demo(engine: Engine) -> None:
     batch = demo_batch(engine.store, prompts=6, k=3)
@@ -69,6 +70,7 @@ async def test_the_demo_judge_ranks_a_batch_as_judge_demo(engine: Engine) -> Non
     assert stage.device is None  # ranking held no device slot
 
 
+@pytest.mark.slow  # a real detached run
 @pytest.mark.timeout(120)
 async def test_a_rank_stage_without_a_judge_waits_for_people(engine: Engine) -> None:
     batch = demo_batch(engine.store, prompts=3, k=2)

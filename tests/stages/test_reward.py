@@ -146,6 +146,7 @@ def test_the_final_folder_loads_with_plain_transformers_and_ranks_unseen_prompts
         assert best > none and hedge > none, (prompt, best, hedge, none)
 
 
+@pytest.mark.slow  # trains a LoRA reward model: ~10 s
 def test_lora_trains_adapters_and_head_and_saves_a_merged_folder(make_context, workspace) -> None:
     batch = ranked_batch(workspace.store, prompts=24)
     spec = RewardSpec(from_="builtin:llama-1m", batches=[str(batch)], lora=LoraSpec(r=4, alpha=8),
@@ -177,6 +178,7 @@ def test_lora_trains_adapters_and_head_and_saves_a_merged_folder(make_context, w
     assert adapter["task_type"] == "SEQ_CLS" and "score" in adapter["modules_to_save"]
 
 
+@pytest.mark.slow  # builds a trainer on builtin:llama-1m, and the built-in tokenizer on first use: ~5 s
 def test_pairs_of_identical_responses_are_left_out(make_context, workspace) -> None:
     """A ranking that holds the same answer twice orders the two by chance."""
     store = workspace.store

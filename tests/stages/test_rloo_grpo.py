@@ -150,6 +150,7 @@ def check_a_finished_run(workspace, ctx: StageContext, spec: OnlineRLSpec) -> No
     assert final.step == spec.max_steps
 
 
+@pytest.mark.slow  # needs `models`, a policy trained for 100 steps
 def test_rloo_with_a_reward_model_and_a_judge(make_context, workspace, models) -> None:
     spec = RLOOSpec(**settings(models, judges=[JUDGE]))
     ctx = make_context(spec)
@@ -177,6 +178,7 @@ def test_rloo_with_a_reward_model_and_a_judge(make_context, workspace, models) -
     assert config["completions_per_step"] == 16 and config["per_device_train_batch_size"] == 16
 
 
+@pytest.mark.slow  # needs `models`, a policy trained for 100 steps
 def test_grpo_with_lora_and_a_judge_alone(make_context, workspace, models) -> None:
     spec = GRPOSpec(**settings(models, reward_model=None, judges=[JUDGE], lora=LoraSpec(r=4, alpha=8),
                                learning_rate=1e-2, gradient_accumulation_steps=2))
@@ -198,6 +200,7 @@ def test_grpo_with_lora_and_a_judge_alone(make_context, workspace, models) -> No
         assert (merged(ids).logits - start(ids).logits).abs().max() > 1e-4  # the adapters were merged in
 
 
+@pytest.mark.slow  # needs `models`, a policy trained for 100 steps
 def test_the_reward_model_reads_the_conversation_in_its_own_template(make_context, workspace, models) -> None:
     spec = RLOOSpec(**settings(models, reward_model=f"path:{models['foreign_reward']}", max_steps=1,
                                sample_every=1, samples_per_step=4, eval_prompt_count=0))
@@ -221,12 +224,14 @@ def test_the_reward_model_reads_the_conversation_in_its_own_template(make_contex
         assert sample.meta["rm_score"] == pytest.approx(expected, abs=1e-3)
 
 
+@pytest.mark.slow  # needs `models`, a policy trained for 100 steps
 def test_a_judge_that_cannot_be_imported_fails_before_any_model_loads(make_context, models) -> None:
     spec = RLOOSpec(**settings(models, judges=["tests.no_such_module:judge"]))
     with pytest.raises(StageFailed, match="cannot import module 'tests.no_such_module'"):
         rloo.run(make_context(spec))
 
 
+@pytest.mark.slow  # needs `models`, a policy trained for 100 steps
 def test_cancel_then_resume_makes_the_steps_an_uninterrupted_run_makes(make_context, workspace, models) -> None:
     # 4 prompts, 2 per step: the cancel comes in the middle of the second pass
     # over them, and the resumed run goes on into the third.

@@ -28,6 +28,7 @@ def tok(shared_cache: Path):
 # --- corpus -------------------------------------------------------------------
 
 
+@pytest.mark.slow  # reads every docstring of the stdlib twice, in a fresh interpreter
 def test_corpus_is_deterministic_and_imports_no_module() -> None:
     # In a fresh interpreter: reading docstrings must not import the modules
     # they document (antigravity would open a browser), nor anything else.

@@ -10,6 +10,8 @@ import pytest
 
 from store import NewStage, open_workspace
 
+pytestmark = pytest.mark.slow  # every test spawns fresh interpreters that write at once
+
 WRITERS = 2
 BATCHES = 150
 KEYS = 10

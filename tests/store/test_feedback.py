@@ -169,6 +169,7 @@ def _rank_everything(workspace_dir: str, batch: int, annotator: str, queue) -> N
     queue.put((annotator, judged))
 
 
+@pytest.mark.slow  # two spawned interpreters
 def test_two_annotators_in_two_processes_lose_nothing_and_never_repeat(tmp_path: Path) -> None:
     ws = open_workspace(tmp_path / "ws")
     batch = make_batch(ws.store, prompts=60, k=2)
