@@ -24,6 +24,10 @@ from pathlib import Path
 
 NAME = "stdlib-docs"
 
+# Resolved on import: sysconfig reads its data module (_sysconfigdata_*) the first
+# time it is asked, and reading docstrings is to import nothing at all.
+_STDLIB_DIR = sysconfig.get_paths()["stdlib"]
+
 #: Docstrings shorter than this are mostly one-liners ("Return self==value."):
 #: too short to teach anything about English and heavily repeated.
 MIN_CHARS = 80
@@ -73,7 +77,7 @@ def stdlib_docstrings(
     stdlib_dir: Path | None = None, *, min_chars: int = MIN_CHARS, max_chars: int = MAX_CHARS
 ) -> list[str]:
     """Cleaned, de-duplicated docstrings in a fixed order (sorted files, source order within a file)."""
-    root = Path(stdlib_dir or sysconfig.get_paths()["stdlib"])
+    root = Path(stdlib_dir or _STDLIB_DIR)
     seen: set[str] = set()
     docs: list[str] = []
     total = 0
