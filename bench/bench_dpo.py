@@ -44,8 +44,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.demo import task as demo_task  # noqa: E402
-from store import Workspace, open_workspace  # noqa: E402
+from engine.demo import task as demo_task
+from store import Workspace, open_workspace
 
 #: all 200 held-out demo prompts, answered greedily by SFT and DPO alike
 HELD_OUT_PROMPTS = 200

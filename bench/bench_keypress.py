@@ -137,7 +137,7 @@ def start_load(kind: str, engine, env: dict[str, str]) -> list[subprocess.Popen]
 
 def summary(label: str, samples: list[float]) -> str:
     ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return (f"  {label:<40} p50 {statistics.median(samples) * 1000:6.1f} ms   p95 {p95 * 1000:6.1f} ms   "
             f"max {max(samples) * 1000:6.1f} ms   (n={len(samples)})")
 
@@ -211,7 +211,7 @@ def main() -> None:
     print(summary("under load", busy) + f"   CPU {busy_cpu:3.0f}%")
     if args.load == "demo":
         print(f"  the demo trained to step {trained[0][0]}/{trained[0][1]} by the end of the measurement")
-    p95 = sorted(busy)[min(len(busy) - 1, int(round(0.95 * (len(busy) - 1))))]
+    p95 = sorted(busy)[min(len(busy) - 1, round(0.95 * (len(busy) - 1)))]
     print(f"  target: p95 <= 100 ms under load -> {'OK' if p95 <= 0.1 else 'MISSED'}")
 
 

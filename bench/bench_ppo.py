@@ -46,9 +46,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.stages.common import setup as runtime  # noqa: E402, F401  (first: quiets tqdm's bars)
-from engine.spec.toml_render import render_toml  # noqa: E402
-from store import StageRead, Store, open_workspace  # noqa: E402
+from engine.stages.common import setup as runtime  # noqa: F401  (imported first: it quiets tqdm's bars)
+
+# isort: split
+
+from engine.spec.toml_render import render_toml
+from store import StageRead, Store, open_workspace
 
 SPLIT = ("time/generation", "time/scoring", "time/training")
 
@@ -58,9 +61,9 @@ def save_reward_model(folder: Path, cache_dir: Path, seed: int) -> Path:
     import torch
     from transformers import LlamaForSequenceClassification
 
+    from engine.stages.common.context import Source
     from engine.stages.common.models import preset_config
     from engine.stages.common.tokenizer import load_tokenizer
-    from engine.stages.common.context import Source
 
     tokenizer = load_tokenizer(Source("builtin", "bpe-4k"), cache_dir)
     config = preset_config("llama-4m", tokenizer)

@@ -19,6 +19,7 @@ metric, so the stage does not grade itself.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -31,18 +32,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.stages.common import setup as runtime  # noqa: E402  (first: quiets tqdm)
-from engine.stages.pretrain.spec import PretrainSpec  # noqa: E402
-from engine.stages.common.models import load_model_for_training  # noqa: E402
-from engine.stages.common.tokenizer import load_tokenizer  # noqa: E402
-from engine.stages.common.context import Source  # noqa: E402
-from engine.stages.common.data_loading import load_texts
-from engine.stages.common.data_loading import pack_blocks
-from engine.stages.common.data_loading import split_documents  # noqa: E402
-from store import open_workspace  # noqa: E402
+from engine.stages.common import setup as runtime  # imported first: it quiets tqdm's bars
 
-import torch  # noqa: E402
-from transformers import get_scheduler  # noqa: E402
+# isort: split
+
+import torch
+from transformers import get_scheduler
+
+from engine.stages.common.context import Source
+from engine.stages.common.data_loading import (
+    load_texts,
+    pack_blocks,
+    split_documents,
+)
+from engine.stages.common.models import load_model_for_training
+from engine.stages.common.tokenizer import load_tokenizer
+from engine.stages.pretrain.spec import PretrainSpec
+from store import open_workspace
 
 WARMUP = 3
 
@@ -127,7 +133,7 @@ def stage_step_seconds(spec: PretrainSpec, cache_dir: Path) -> list[float]:
                   for p in workspace.store.metric_series(stage_id=stage.id, key="train/loss")}
         workspace.close()
     ends = [logged[step] for step in range(WARMUP, spec.max_steps + 1)]
-    return [b - a for a, b in zip(ends, ends[1:])]
+    return [b - a for a, b in itertools.pairwise(ends)]
 
 
 def tokens_per_second(spec: PretrainSpec, step_seconds: list[float], *, use_mean: bool = False) -> float:

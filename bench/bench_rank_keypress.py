@@ -43,13 +43,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import insert, update  # noqa: E402
+from sqlalchemy import insert, update
 
-from console.app import RlhfApp  # noqa: E402
-from console.screens.rank import RankScreen  # noqa: E402
-from engine import Engine  # noqa: E402
-from store import Store, open_workspace, shown_order, utcnow  # noqa: E402
-from store.models import Judgement, Prompt, RankItem  # noqa: E402
+from console.app import RlhfApp
+from console.screens.rank import RankScreen
+from engine import Engine
+from store import Store, open_workspace, shown_order, utcnow
+from store.models import Judgement, Prompt, RankItem
 
 TARGET_SECONDS = 0.050
 SIZE = (100, 30)
@@ -190,7 +190,7 @@ def _times(call: Callable[[], object], repeats: int) -> list[float]:
 
 def p95(samples: list[float]) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def summary(label: str, samples: list[float]) -> str:

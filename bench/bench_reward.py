@@ -44,11 +44,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.demo.task import Task
-from engine.demo.task import generate_tasks
-from engine.demo.task import judge_score  # noqa: E402
-from engine.spec.toml_render import render_toml  # noqa: E402
-from store import Store, open_workspace  # noqa: E402
+from engine.demo.task import (
+    Task,
+    generate_tasks,
+    judge_score,
+)
+from engine.spec.toml_render import render_toml
+from store import Store, open_workspace
 
 #: responses per prompt in the ranked batch (InstructGPT ranked 4 to 9)
 K = 4

@@ -22,7 +22,8 @@ every figure swing by several times (a thread that waits for a busy core
 stalls the others); `--threads 1` gives both sides one thread each and
 steadies them.
 
-    .venv/bin/python bench/bench_sample.py [--prompts 64 --k 4 --max-new-tokens 64 --batch-size 16 --repeats 5 --threads N]
+    .venv/bin/python bench/bench_sample.py [--prompts 64 --k 4 --max-new-tokens 64 --batch-size 16
+                                            --repeats 5 --threads N]
 """
 
 from __future__ import annotations
@@ -45,17 +46,20 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.stages.common import setup as runtime  # noqa: E402  (first: quiets tqdm)
-from engine.stages.common import stdlib_corpus as corpus  # noqa: E402
-from engine.stages.common.models import load_model_for_training  # noqa: E402
-from engine.stages.common.tokenizer import load_tokenizer  # noqa: E402
-from engine.stages.common.context import Source  # noqa: E402
-from engine.stages.sample.stage import call_seed  # noqa: E402
-from engine.spec.toml_render import render_toml  # noqa: E402
-from store import open_workspace  # noqa: E402
+from engine.stages.common import setup as runtime  # imported first: it quiets tqdm's bars
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+# isort: split
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from engine.spec.toml_render import render_toml
+from engine.stages.common import stdlib_corpus as corpus
+from engine.stages.common.context import Source
+from engine.stages.common.models import load_model_for_training
+from engine.stages.common.tokenizer import load_tokenizer
+from engine.stages.sample.stage import call_seed
+from store import open_workspace
 
 
 def make_model_folder(folder: Path, model: str, cache_dir: Path) -> Path:
@@ -76,7 +80,9 @@ def make_prompts(count: int, cache_dir: Path) -> list[str]:
 # --- the plain loop -----------------------------------------------------------------------
 
 
-def baseline(folder: Path, prompts: list[str], options: argparse.Namespace) -> tuple[list[tuple[int, float]], list[str]]:
+def baseline(
+    folder: Path, prompts: list[str], options: argparse.Namespace
+) -> tuple[list[tuple[int, float]], list[str]]:
     """Tokens and seconds of each generate call, and every response, from a plain loop."""
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -27,13 +27,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from store import NewStage, Store, open_workspace  # noqa: E402
+from store import NewStage, Store, open_workspace
 
 FLUSH_POINTS = 1_000
 CHART_POINTS = 1_000
+
+T = TypeVar("T")
 
 
 def make_points(run_id: int, stage_id: int, n: int, keys: int) -> list[dict]:
@@ -56,10 +59,16 @@ def fresh_store(root: Path, stage_names: list[str]) -> tuple[Store, int, dict[st
     return ws.store, run.id, stages
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[float, T]:
+    """Seconds one call of fn(*args, **kwargs) takes, and what it returned."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def add_all(store: Store, batches: list[list[dict]]) -> None:
+    for chunk in batches:
+        store.add_metrics(chunk)
 
 
 def bench(points: int, keys: int, repeats: int, tmp: Path) -> None:
@@ -83,12 +92,8 @@ def bench(points: int, keys: int, repeats: int, tmp: Path) -> None:
             store, run_id, stages = fresh_store(tmp / f"w{repeat}-{w}", ["s"])
             rows = make_points(run_id, stages["s"], points, keys)
             batches = [rows[i : i + batch] for i in range(0, len(rows), batch)]
-
-            def write() -> None:
-                for chunk in batches:
-                    store.add_metrics(chunk)
-
-            write_times[label].append(timed(write))
+            seconds, _ = timed(add_all, store, batches)
+            write_times[label].append(seconds)
             count = sum(s.count for s in store.metric_summaries(run_id=run_id))
             assert count == points, f"{label}: wrote {count} of {points} points"
             store.close()
@@ -99,12 +104,8 @@ def bench(points: int, keys: int, repeats: int, tmp: Path) -> None:
         store.add_metrics(make_points(run_id, stages["long"], points, 1))
         for label, (stage, max_points) in reads.items():
             key = "train/k0"
-            result: list = []
-
-            def read() -> None:
-                result[:] = store.metric_series(stage_id=stages[stage], key=key, max_points=max_points)
-
-            read_times[label].append(timed(read))
+            seconds, result = timed(store.metric_series, stage_id=stages[stage], key=key, max_points=max_points)
+            read_times[label].append(seconds)
             full = len(store.metric_series(stage_id=stages[stage], key=key))
             read_sizes[label] = (full, len(result))
         store.close()

@@ -146,7 +146,8 @@ def main() -> None:
     print(row("python -c 'import console.cli'", imports))
     print(row("rlhf tui -> first screen with runs", tui))
     print(row("q -> process exited", quits))
-    print(f"  first screen minus bare interpreter: {(statistics.median(tui) - statistics.median(python)) * 1000:.0f} ms;"
+    over_bare = statistics.median(tui) - statistics.median(python)
+    print(f"  first screen minus bare interpreter: {over_bare * 1000:.0f} ms;"
           f" target: median <= {TARGET_SECONDS * 1000:.0f} ms -> "
           f"{'OK' if statistics.median(tui) <= TARGET_SECONDS else 'MISSED'}")
 
