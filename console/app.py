@@ -22,6 +22,7 @@ import gc
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 from textual.markup import escape
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 
 from console.view_models import RunRow
 from engine import Engine, EngineError
@@ -115,7 +116,7 @@ class RlhfApp(App[None]):
             self._templates = builtin_templates()
         return self._templates
 
-    def get_default_screen(self):  # type: ignore[override]
+    def get_default_screen(self) -> Screen[Any]:
         from .screens.runs import RunsScreen
 
         return RunsScreen()
@@ -357,7 +358,7 @@ _EVERYWHERE_KEYS = {"q", "question_mark", "colon", "ctrl+p", "p", "a", "j", "k",
 
 def _own_bindings(cls: type) -> set[tuple[str, str]]:
     """(key, action) of the bindings the console's own classes declare."""
-    own = set()
+    own: set[tuple[str, str]] = set()
     for klass in cls.__mro__:
         if klass.__module__.startswith("console."):
             for binding in klass.__dict__.get("BINDINGS", ()):
@@ -393,18 +394,18 @@ class RunCommands(Provider):
             commands.append(("Compare marked runs", f"{len(marked)} runs", lambda: app.compare(sorted(marked))))
         for row in app.known_runs:
             label = f"#{row.id} {printable(row.name)}"
-            commands.append((f"Open run {label}", f"{row.status.value}", lambda r=row.id: app.open_run(r)))
-            commands.append((f"Log of run {label}", "its log, following", lambda r=row.id: app.open_run(r, tab="log")))
+            commands.append((f"Open run {label}", f"{row.status.value}", partial(app.open_run, row.id)))
+            commands.append((f"Log of run {label}", "its log, following", partial(app.open_run, row.id, tab="log")))
             commands.append((f"Report of run {label}", "key numbers per stage, win rates, arena",
-                             lambda r=row.id: app.open_report(r)))
+                             partial(app.open_report, row.id)))
             if row.status.is_active:
-                commands.append((f"Cancel run {label}", "asks first", lambda r=row: app.cancel_run(r.id, r.name)))
+                commands.append((f"Cancel run {label}", "asks first", partial(app.cancel_run, row.id, row.name)))
             if row.status.value == "succeeded":
                 commands.append((f"Another round of run {label}", "sample its newest policy, rank, reward, PPO, arena",
-                                 lambda r=row.id: app.another_round(r)))
+                                 partial(app.another_round, row.id)))
             if row.status.is_resumable:
                 commands.append((f"Resume run {label}", f"{row.status.value}; continue from its last checkpoint",
-                                 lambda r=row.id: app.resume_run(r)))
+                                 partial(app.resume_run, row.id)))
         return commands
 
     async def discover(self) -> Hits:

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("round", "another round of RLHF on a finished run: sample its newest policy, rank, reward, PPO, arena")
     p.add_argument("run", help="the run to continue from (the demo, or a run with a policy stage)")
-    p.add_argument("--people", action="store_true", help="people rank the new answers (rlhf rank); default the demo judge")
+    p.add_argument("--people", action="store_true",
+                   help="people rank the new answers (rlhf rank); default the demo judge")
     _follow_options(p)
 
     p = command("report", "a run's key numbers side by side: loss, judge score, reward accuracy, win rates, arena")
@@ -103,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     _follow_options(p)
 
     p = command("generate", "answer a prompt with one or two checkpoints (runs as an engine job)")
-    p.add_argument("checkpoint", nargs="+", help="model folder(s), stage output, hub id; the last argument is the prompt")
+    p.add_argument("checkpoint", nargs="+",
+                   help="model folder(s), stage output, hub id; the last argument is the prompt")
     p.add_argument("--k", type=int, default=1, help="responses per checkpoint")
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
     p.add_argument("--top-p", type=float, default=0.95)
@@ -115,15 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="a model or LoRA adapter folder")
     p.add_argument("--out", type=Path, required=True, help="new folder to write")
     p.add_argument("--merge-lora", action="store_true", help="merge a LoRA adapter into its base model")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (only for models you trust)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model's own code (only for models you trust)")
 
     p = command("init", "write a commented example pipeline spec")
     p.add_argument("path", nargs="?", type=Path, default=Path("pipeline.toml"))
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     p = command("demo", "run the built-in demo pipeline and open the console on it")
-    p.add_argument("--headless", action="store_true", help="no console: print progress here (also without a terminal, or with --json/--detach)")
-    p.add_argument("--quick", action="store_true", help="fewer steps in every stage: about a third of the time, smaller gains")
+    p.add_argument("--headless", action="store_true",
+                   help="no console: print progress here (also without a terminal, or with --json/--detach)")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer steps in every stage: about a third of the time, smaller gains")
     _follow_options(p)
 
     command("tui", "open the console: every run live; start, compare, cancel and resume runs")
@@ -270,7 +275,8 @@ async def cmd_metrics(engine: Engine, args: argparse.Namespace, out: Console) ->
 
 async def cmd_cancel(engine: Engine, args: argparse.Namespace, out: Console) -> int:
     run = await engine.cancel(args.run, wait=not args.no_wait)
-    out.print(Text(f"run {run.id} '{run.name}': {run.status.value}" + (" (stop requested)" if run.status.is_active else "")))
+    stopping = " (stop requested)" if run.status.is_active else ""
+    out.print(Text(f"run {run.id} '{run.name}': {run.status.value}{stopping}"))
     return EXIT_OK
 
 

@@ -215,7 +215,8 @@ async def _prefs_stats(engine: Engine, args: argparse.Namespace, out: Console) -
     for row in rows:
         annotators = ", ".join(f"{name} {count}" for name, count in row["annotators"].items())
         outcomes = ", ".join(f"{name} {count}" for name, count in row["outcomes"].items())
-        table.add_row(str(row["id"]), Text(printable(row["name"])), f"{row['judgements_done']}/{row['judgements_needed']}",
+        done = f"{row['judgements_done']}/{row['judgements_needed']}"
+        table.add_row(str(row["id"]), Text(printable(row["name"])), done,
                       Text(printable(annotators)), outcomes, _agreement_text(row["agreement"]))
     out.print(table)
     return EXIT_OK
@@ -277,7 +278,7 @@ async def _prefs_export(engine: Engine, args: argparse.Namespace, out: Console) 
 def _write_raw(engine: Engine, selection: Selection, target: Path) -> tuple[int, Path]:
     """Every judgement row, superseded and undone ones too, with its texts: the audit trail."""
     feedback = engine.reads.feedback
-    batch_ids = [feedback.find_batch(ref) for ref in selection.batches] or [None]
+    batch_ids: list[int | None] = [feedback.find_batch(ref) for ref in selection.batches] or [None]  # None: every batch
     rows = [row for batch_id in batch_ids for row in feedback.judgements(batch_id=batch_id)
             if not selection.names or row.annotator in selection.names]
     if target.suffix not in (".jsonl", ".json", ".ndjson"):

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import psutil
 
@@ -141,7 +141,10 @@ def parse_nvidia_smi(output: str) -> list[GpuSnapshot]:
     return gpus
 
 
-def _number(text: str, kind: type) -> float | int | None:
+_Number = TypeVar("_Number", int, float)
+
+
+def _number(text: str, kind: type[_Number]) -> _Number | None:
     try:
         return kind(text)
     except ValueError:

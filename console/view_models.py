@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from store import RunStatus, StageStatus, reads, utcnow
 
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
     #: a stage as the runs list reads it (plain sqlite3) or as a run's screen does (the ORM)
     StageLike = StageRead | StageListing
+
+#: either kind of stage: current_stage gives back the kind it was given
+AnyStage = TypeVar("AnyStage", bound="StageLike")
 
 Clock = Callable[[], datetime]
 
@@ -118,7 +121,9 @@ def first_line(text: str | None) -> str:
 # --- series -------------------------------------------------------------------------
 
 
-def regrid(points: Sequence[SeriesPoint], spans: Sequence[float], buckets: int) -> tuple[list[SeriesPoint], list[float]]:
+def regrid(
+    points: Sequence[SeriesPoint], spans: Sequence[float], buckets: int
+) -> tuple[list[SeriesPoint], list[float]]:
     """Points re-bucketed onto `buckets` equal step ranges over their whole range.
 
     `spans` are how many logged steps each point stands for, so a bucket's
@@ -261,7 +266,7 @@ class RunRow:
         return all(word in haystack for word in text.lower().split())
 
 
-def current_stage(stages: Sequence[StageLike]) -> StageLike | None:
+def current_stage(stages: Sequence[AnyStage]) -> AnyStage | None:
     """The stage running (or waiting) now, else the last one that started."""
     for stage in stages:
         if stage.status in (StageStatus.RUNNING, StageStatus.WAITING):

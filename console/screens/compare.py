@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Header, Static
 
-from console.view_models import CompareModel
-from console.view_models import chart_capacity
+from console.view_models import CompareModel, chart_capacity
+
 from ..literal import printable
 from ..widgets.chart import PALETTE, ChartLine, LineChart
 from ..widgets.config_diff import ConfigDiff
@@ -37,7 +38,7 @@ class CompareScreen(LiveScreen):
         self.metric: tuple[str, str] | None = None
         self._lock = asyncio.Lock()
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield Header(icon="≡")
         yield Static(id="compare-title")
         with Vertical(id="compare-body"):

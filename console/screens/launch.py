@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -36,7 +37,7 @@ class LaunchScreen(Screen[int | None]):
         self.base_dir = base_dir
         self._starting = False
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield Header(icon="≡")
         with Horizontal(id="launch-source"):
             yield Label("start from ")

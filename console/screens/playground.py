@@ -16,6 +16,7 @@ form; nothing is submitted then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,21 +24,17 @@ from pathlib import Path
 
 from rich.text import Text
 from textual import events
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Header, Input, Label, Select, TextArea
 
+from console.view_models import STATUS_STYLES, duration, first_line, status_label
 from engine import Engine, EngineError, RunDetail
-from engine.runtime.jobs import Answer
-from engine.runtime.jobs import generate_spec
-from engine.runtime.jobs import generated_answers
+from engine.runtime.jobs import Answer, generate_spec, generated_answers
 from store import RunStatus
 from store.reads import StoreReader
 
-from console.view_models import STATUS_STYLES
-from console.view_models import duration
-from console.view_models import first_line
-from console.view_models import status_label
 from ..literal import printable
 from ..widgets.answers_view import AnswersView
 from ..widgets.key_bar import KeyBar
@@ -196,10 +193,8 @@ def answer_columns(answers: Sequence[Answer], titles: Sequence[str]) -> list[tup
 
 
 async def _cancel_quietly(engine: Engine, run_id: int) -> None:
-    try:
+    with contextlib.suppress(EngineError):  # it ended meanwhile: nothing to stop
         await engine.cancel(run_id)
-    except EngineError:
-        pass  # it ended meanwhile: nothing to stop
 
 
 # --- the screen ---------------------------------------------------------------------
@@ -220,7 +215,7 @@ class PlaygroundScreen(LiveScreen):
         self.status = Text()  # the status line as last shown
         self._submitting = False
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield Header(icon="≡")
         with Vertical(id="playground-form"):
             yield TextArea(id="prompt", placeholder="A prompt (several lines are fine). ctrl+s generates.",
@@ -364,10 +359,8 @@ class PlaygroundScreen(LiveScreen):
         label = next((c.label for c in self.choices if c.path == reference), None)
         if label is None:
             label = reference
-            try:  # a folder in the workspace reads better from the workspace
+            with contextlib.suppress(ValueError):  # a folder in the workspace reads better from the workspace
                 label = str(Path(reference).relative_to(self.rlhf.engine.workspace.root))
-            except ValueError:
-                pass
         return f"{slot.upper()} · {label}"
 
     # --- the status line -----------------------------------------------------------------

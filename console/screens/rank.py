@@ -29,6 +29,7 @@ Two rules shape the code:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import time
 from collections.abc import Callable, Coroutine
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.text import Text
 from textual import events
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
@@ -163,8 +165,8 @@ def status_text(item: ItemView | None, progress: Progress | None, agreement: Agr
             text.append(f" · {progress.annotators} annotators", style="dim")
             if agreement is not None and agreement.items and agreement.percent is not None:
                 kappa = "" if agreement.kappa is None else f"κ {agreement.kappa:.2f}, "
-                items = f"{agreement.items:,} item{'s' if agreement.items != 1 else ''}"
-                text.append(f", agree {agreement.percent:.0f}% ({kappa}{items})")
+                compared = f"{agreement.items:,} item{'s' if agreement.items != 1 else ''}"
+                text.append(f", agree {agreement.percent:.0f}% ({kappa}{compared})")
     return text
 
 
@@ -292,7 +294,7 @@ class RankScreen(Screen[None]):
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank-store")
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank-stats")
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield Header(icon="≡")
         yield TextPanel(id="rank-status")
         yield PromptPanel(id="rank-prompt")
@@ -656,7 +658,8 @@ class RankScreen(Screen[None]):
                         "your judgements stay yours.", markup=False, timeout=8)
 
         question = Text(f"Let the demo judge rank the items of batch #{self.batch_id} that still need a verdict? "
-                        "They are recorded as judge:demo, not as you; the item on your screen (and the next one, already loaded) stay yours.")
+                        "They are recorded as judge:demo, not as you; the item on your screen "
+                        "(and the next one, already loaded) stay yours.")
         self.app.push_screen(ConfirmScreen(question, yes="Hand to the judge", no="Keep ranking"), callback=submit)
 
     def action_help(self) -> None:
@@ -677,7 +680,5 @@ class RankScreen(Screen[None]):
         release = self._writes.submit(self.session.release)
         self._writes.shutdown(wait=False)
         self._reads.shutdown(wait=False, cancel_futures=True)
-        try:
+        with contextlib.suppress(Exception):  # claims expire by themselves (store.CLAIM_TTL)
             await asyncio.wrap_future(release)
-        except Exception:  # noqa: BLE001  claims expire by themselves (store.CLAIM_TTL)
-            pass

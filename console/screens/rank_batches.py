@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Header, OptionList
@@ -81,7 +82,7 @@ class RankBatchesScreen(Screen[int | None]):
         self.choices: list[BatchChoice] = []
         self._making = False
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield Header(icon="≡")
         yield TextPanel(id="rank-batches-hint")
         yield BatchList(id="rank-batch-list")

@@ -7,6 +7,7 @@ Dismissed with the comment (enter; an empty line clears it) or with None
 from __future__ import annotations
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
@@ -34,7 +35,7 @@ class CommentScreen(ModalScreen[str | None]):
         super().__init__()
         self.existing = existing or ""
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         with Vertical(id="comment-box"):
             yield Static(Text("Comment on this item", style="bold"))
             # Not selected on focus: a key typed into an existing comment adds to it, not replaces it.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
@@ -77,7 +78,7 @@ class RankHelpScreen(ModalScreen[None]):
         Binding("k,up", "scroll_up", show=False),
     ]
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()

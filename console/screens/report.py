@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from rich.console import Group
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Header, Static
@@ -34,7 +35,7 @@ class ReportScreen(LiveScreen):
         super().__init__(id=f"report-{run_id}")
         self.run_id = run_id
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield Header(icon="≡")
         with VerticalScroll(id="report-scroll"):
             yield Static(Text("reading the run…", style="dim"), id="report-body")

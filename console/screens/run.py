@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import asyncio
 
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Header, TabbedContent, TabPane
 
-from console.view_models import ChartGroup
-from console.view_models import RunChanges
-from console.view_models import RunModel
-from console.view_models import SampleGroup
-from console.view_models import chart_capacity
-from console.view_models import current_stage
-from console.view_models import load_samples
-from console.view_models import main_key
-from console.view_models import stage_eta
+from console.view_models import (
+    ChartGroup,
+    RunChanges,
+    RunModel,
+    SampleGroup,
+    chart_capacity,
+    current_stage,
+    load_samples,
+    main_key,
+    stage_eta,
+)
+
 from ..literal import printable
 from ..widgets.chart import ChartLine, LineChart
 from ..widgets.checkpoints_table import CheckpointsTable
@@ -69,15 +73,14 @@ class RunScreen(LiveScreen):
         self.sample_group_id: str | None = None
         self._lock = asyncio.Lock()
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield Header(icon="≡")
         yield RunHeader(id="run-header")
         yield PipelineView(id="pipeline")
         with TabbedContent(initial=self.initial_tab, id="tabs"):
-            with TabPane("Charts", id="charts"):
-                with Horizontal(id="chart-pane"):
-                    yield MetricPicker(id="picker")
-                    yield LineChart(id="chart")
+            with TabPane("Charts", id="charts"), Horizontal(id="chart-pane"):
+                yield MetricPicker(id="picker")
+                yield LineChart(id="chart")
             with TabPane("Metrics", id="metrics"):
                 yield MetricsTable(id="metrics-table")
             with TabPane("Log", id="log"):
@@ -86,10 +89,9 @@ class RunScreen(LiveScreen):
                 yield ConfigView(id="config-view")
             with TabPane("Checkpoints", id="checkpoints"):
                 yield CheckpointsTable(root=self.rlhf.engine.workspace.root, id="checkpoints-table")
-            with TabPane("Samples", id="samples"):
-                with Horizontal(id="samples-pane"):
-                    yield MetricPicker(id="sample-picker")
-                    yield SamplesView(id="samples-view")
+            with TabPane("Samples", id="samples"), Horizontal(id="samples-pane"):
+                yield MetricPicker(id="sample-picker")
+                yield SamplesView(id="samples-view")
         yield KeyBar()
 
     def on_mount(self) -> None:

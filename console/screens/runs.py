@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Header, Input, Static
 
@@ -43,7 +44,7 @@ class RunsScreen(LiveScreen):
         self.rows: list[RunRow] = []
         self._listed = False  # the first read lists the runs only; sparklines come next
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield Header(icon="≡")
         yield Input(placeholder="filter: words in the name, status or stage (esc clears)", id="filter",
                     compact=True)
@@ -78,8 +79,13 @@ class RunsScreen(LiveScreen):
 
     async def _painted(self) -> None:
         """Until the screen has been refreshed (painted) with what was just shown."""
-        shown = asyncio.get_running_loop().create_future()
-        self.call_after_refresh(lambda: shown.done() or shown.set_result(None))
+        shown: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def painted() -> None:
+            if not shown.done():
+                shown.set_result(None)
+
+        self.call_after_refresh(painted)
         await shown
 
     def is_quiet(self) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
@@ -23,11 +24,15 @@ from .keys import SCROLL_KEYS
 
 
 class AnswerLike(Protocol):
-    """What a column shows of a response (engine.runtime.jobs.Answer has it)."""
+    """What a column shows of a response (engine.runtime.jobs.Answer has it).
+    Read-only properties, so that frozen dataclasses match."""
 
-    response: str
-    tokens: int
-    finished: bool
+    @property
+    def response(self) -> str: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def finished(self) -> bool: ...
 
 
 def render_answers(answers: Sequence[AnswerLike]) -> Text:
@@ -75,7 +80,7 @@ class AnswerColumn(VerticalScroll, can_focus=True):
         self.title_text = ""
         self.answers: tuple[AnswerLike, ...] = ()
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield self._body
 
     def show(self, title: str, answers: Sequence[AnswerLike]) -> None:

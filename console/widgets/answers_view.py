@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.containers import Container
 from textual.widgets import Static
 
@@ -39,7 +40,7 @@ class AnswersView(Container):
     }
     """
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield Static(Text(EMPTY), id="answers-empty", markup=False)
         yield AnswerColumn(id="answers-a")
         yield AnswerColumn(id="answers-b")

@@ -19,8 +19,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from console.view_models import duration
-from console.view_models import fmt_value
+from console.view_models import duration, fmt_value
+
 from ..literal import printable
 
 #: line colours: ANSI names, so 16-colour terminals get distinct ones too
@@ -137,6 +137,14 @@ class LineChart(Widget):
 
     def _series(self) -> list[tuple[int, ChartLine, list[tuple[float, float]], list[tuple[float, float]] | None]]:
         """Per line: (index, line, raw xy, smoothed xy or None), in plot units."""
+        def usable(xs: Sequence[float], values: Sequence[float]) -> list[tuple[float, float]]:
+            points = []
+            for x, y in zip(xs, values):
+                if not math.isfinite(y) or (self.log_scale and y <= 0):
+                    continue
+                points.append((x, math.log10(y) if self.log_scale else y))
+            return points
+
         prepared = []
         origin = min((min(line.wall_times) for line in self.lines if line.wall_times), default=0.0)
         for index, line in enumerate(self.lines):
@@ -147,16 +155,7 @@ class LineChart(Widget):
                 xs = list(line.steps)
             raw = list(line.values)
             smooth = ema(raw, self.smoothing) if self.smoothing else None
-
-            def usable(values: Sequence[float]) -> list[tuple[float, float]]:
-                points = []
-                for x, y in zip(xs, values):
-                    if not math.isfinite(y) or (self.log_scale and y <= 0):
-                        continue
-                    points.append((x, math.log10(y) if self.log_scale else y))
-                return points
-
-            prepared.append((index, line, usable(raw), usable(smooth) if smooth is not None else None))
+            prepared.append((index, line, usable(xs, raw), usable(xs, smooth) if smooth is not None else None))
         return prepared
 
     def _draw(self, width: int, height: int) -> Text:
@@ -220,7 +219,7 @@ class LineChart(Widget):
             text.append(label.rjust(label_w), style="dim")
             text.append("┤" if row in labels else "│", style="dim")
             run_style: str | None = None
-            run = []
+            run: list[str] = []
             for col in range(plot_w):
                 mask = masks[row][col]
                 style = styles[row][col] if mask else None
@@ -252,7 +251,7 @@ class LineChart(Widget):
 
     def _legend(self, series: Sequence[tuple[int, ChartLine, list, list | None]]) -> Text:
         legend = Text(no_wrap=True, overflow="ellipsis")
-        for index, line, raw, smooth in series:
+        for index, line, _raw, _smooth in series:
             colour = line.style or PALETTE[index % len(PALETTE)]
             marker = "╍╍" if self.app.no_color and index % 2 == 1 else "━━"
             last = line.last if line.last is not None else (line.values[-1] if line.values else None)

@@ -8,8 +8,8 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
-from console.view_models import MISSING
-from console.view_models import config_text
+from console.view_models import MISSING, config_text
+
 from ..literal import printable
 from .cells import fit_widths
 from .keys import CURSOR_KEYS

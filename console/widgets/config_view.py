@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
@@ -64,7 +65,7 @@ class ConfigView(VerticalScroll, can_focus=True):
         self._text = Static("", markup=False)
         self._shown: int | None = None
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield self._text
 
     def show(self, run: RunRead) -> None:

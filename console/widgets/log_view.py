@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.widgets import Log
 
 from console.view_models import LogRow
+
 from ..literal import printable
 from .keys import SCROLL_KEYS
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.widgets import DataTable
 
-from console.view_models import KeySeries
-from console.view_models import fmt_value
+from console.view_models import KeySeries, fmt_value
+
 from ..literal import printable
 from .cells import fit_widths
 from .keys import CURSOR_KEYS

@@ -8,6 +8,7 @@ view. The item's place in the batch is the border title.
 from __future__ import annotations
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
@@ -37,7 +38,7 @@ class PromptPanel(VerticalScroll, can_focus=True, inherit_bindings=False):
         self._body = Static(Text(), markup=False)
         self.text = ""  # the prompt as shown (printable)
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield self._body
 
     def show(self, title: str, prompt: str) -> None:

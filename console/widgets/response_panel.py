@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual.binding import Binding
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
@@ -24,9 +25,8 @@ from textual.widgets import Static
 from ..literal import printable
 from .keys import SCROLL_KEYS
 
-
 #: a VerticalScroll's keys without left/right (and j/k/g/G), for panels on the rank screen
-VERTICAL_SCROLL_KEYS = [
+VERTICAL_SCROLL_KEYS: list[BindingType] = [
     Binding("up", "scroll_up", show=False),
     Binding("down", "scroll_down", show=False),
     Binding("pageup", "page_up", show=False),
@@ -75,7 +75,7 @@ class ResponsePanel(VerticalScroll, can_focus=True, inherit_bindings=False):
         self.label = ""
         self.text = ""  # the response as shown (printable), for tests and the bench
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield self._body
 
     def show(self, label: str, text: str, meta: dict[str, Any], *, note: str = "", chosen: bool = False) -> None:

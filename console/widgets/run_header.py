@@ -6,14 +6,9 @@ from datetime import datetime
 
 from rich.text import Text
 
+from console.view_models import STATUS_STYLES, ago, current_stage, duration, first_line, status_label
 from engine import RunDetail
 
-from console.view_models import STATUS_STYLES
-from console.view_models import ago
-from console.view_models import current_stage
-from console.view_models import duration
-from console.view_models import first_line
-from console.view_models import status_label
 from ..literal import printable
 from .text_panel import TextPanel
 

@@ -14,12 +14,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from console.view_models import STATUS_STYLES
-from console.view_models import RunRow
-from console.view_models import ago
-from console.view_models import duration
-from console.view_models import fmt_value
-from console.view_models import status_label
+from console.view_models import STATUS_STYLES, RunRow, ago, duration, fmt_value, status_label
+
 from ..literal import printable
 from .cells import progress_cell, sparkline
 from .keys import CURSOR_KEYS

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
@@ -75,7 +76,7 @@ class SamplesView(VerticalScroll, can_focus=True):
         super().__init__(id=id)
         self._body = Static(render_samples(()), markup=False)
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield self._body
 
     def show(self, samples: Sequence[Any], *, title: str = "") -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, Select, Static
 
@@ -39,7 +40,7 @@ class SpecForm(VerticalScroll):
         super().__init__(id=id)
         self.fields = list(fields)
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         for index, field in enumerate(self.fields):
             with Horizontal(classes="field"):
                 yield Label(Text(printable(field.label)))

@@ -30,7 +30,8 @@ def _gauge(label: str, fraction: float | None, detail: str, width: int) -> Text:
 
 def render_snapshot(snapshot: SystemSnapshot, width: int) -> Text:
     gauge = 10 if width < 100 else 20
-    cpu = _gauge("CPU", snapshot.cpu_percent / 100, f"{snapshot.cpu_percent:3.0f}% of {snapshot.cpu_count} cores", gauge)
+    cpu_text = f"{snapshot.cpu_percent:3.0f}% of {snapshot.cpu_count} cores"
+    cpu = _gauge("CPU", snapshot.cpu_percent / 100, cpu_text, gauge)
     memory = snapshot.memory_used / snapshot.memory_total if snapshot.memory_total else None
     mem = _gauge("MEM", memory, f"{human_bytes(snapshot.memory_used)} / {human_bytes(snapshot.memory_total)}", gauge)
     text = Text.assemble(cpu, "   ", mem, no_wrap=True, overflow="ellipsis")
@@ -46,7 +47,8 @@ def render_snapshot(snapshot: SystemSnapshot, width: int) -> Text:
         text.append("\n")
         text.append_text(_gauge(f"GPU{gpu.index}", util, util_text, gauge))
         text.append("   ")
-        text.append_text(_gauge("mem", used, f"{human_bytes(gpu.memory_used)} / {human_bytes(gpu.memory_total)}", gauge))
+        memory_text = f"{human_bytes(gpu.memory_used)} / {human_bytes(gpu.memory_total)}"
+        text.append_text(_gauge("mem", used, memory_text, gauge))
         text.append(f"  {printable(gpu.name)}", style="dim")
     return text
 
