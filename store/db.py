@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .errors import WorkspaceError
 
 if TYPE_CHECKING:
+    from alembic.config import Config
     from sqlalchemy import Engine
 
 # The newest migration in store/migrations/versions. A test checks that this
@@ -93,7 +94,7 @@ def current_revision(db_path: Path) -> str | None:
     return row[0] if row else None
 
 
-def alembic_config(db_path: Path):  # -> alembic.config.Config, imported lazily
+def alembic_config(db_path: Path) -> Config:  # alembic imported lazily: only migrations need it
     from alembic.config import Config
 
     config = Config()

@@ -22,15 +22,27 @@ from __future__ import annotations
 
 import hashlib
 import random
-from itertools import combinations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import combinations
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, exists, func, insert, or_, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Engine,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from .errors import NotFound, StoreError
 from .models import (
@@ -43,17 +55,19 @@ from .models import (
     RankItemRead,
     Sample,
     SampleBatch,
+    table_of,
     utcnow,
 )
 
 #: a claim older than this no longer holds its item (a console killed mid-item)
 CLAIM_TTL = timedelta(minutes=15)
 
-_item = RankItem.__table__
-_judgement = Judgement.__table__
-_claim = ItemClaim.__table__
-_sample = Sample.__table__
-_prompt = Prompt.__table__
+_item = table_of(RankItem)
+_judgement = table_of(Judgement)
+_claim = table_of(ItemClaim)
+_sample = table_of(Sample)
+_prompt = table_of(Prompt)
+_batch = table_of(SampleBatch)
 
 
 class FeedbackError(StoreError):
@@ -224,7 +238,7 @@ class Feedback:
                     batch_id=batch_id, prompt_id=prompt_id, sample_ids=list(sample_ids),
                     position=start + offset, needed=needed, verdicts=0, created_at=now,
                 ))
-                ids.append(result.inserted_primary_key[0])
+                ids.append(_inserted_id(result))
         return ids
 
     def items_from_batch(
@@ -235,8 +249,8 @@ class Feedback:
         per pair of responses from different checkpoints (an arena). Does nothing
         for a batch that already has items. Returns the batch's item count."""
         with self.engine.connect() as connection:
-            if connection.execute(select(SampleBatch.__table__.c.id).where(
-                    SampleBatch.__table__.c.id == batch_id)).first() is None:
+            if connection.execute(select(_batch.c.id).where(
+                    _batch.c.id == batch_id)).first() is None:
                 raise NotFound(f"no sample batch with id {batch_id}")
             existing = connection.execute(
                 select(func.count()).select_from(_item).where(_item.c.batch_id == batch_id)
@@ -291,12 +305,12 @@ class Feedback:
         the search wraps around; `exclude` skips items already on their screen."""
         excluded = list(exclude)
         cutoff = utcnow() - CLAIM_TTL
-        mine = aliased(Judgement)
-        later = aliased(Judgement)
+        mine = _judgement.alias()
+        later = _judgement.alias()
         already = exists().where(
-            mine.item_id == _item.c.id, mine.annotator == annotator,
-            mine.outcome != JudgementOutcome.UNDONE.value,
-            ~exists().where(later.supersedes == mine.id),
+            mine.c.item_id == _item.c.id, mine.c.annotator == annotator,
+            mine.c.outcome != JudgementOutcome.UNDONE.value,
+            ~exists().where(later.c.supersedes == mine.c.id),
         )
         others_claims = (
             select(func.count()).select_from(_claim)
@@ -336,29 +350,28 @@ class Feedback:
         leaves the store as it was. Returns the batch id."""
         if not items:
             raise FeedbackError(f"{name}: nothing to import")
-        batch = SampleBatch.__table__
         with self._write() as connection:
             now = utcnow()
-            batch_id = connection.execute(insert(batch).values(
+            batch_id = _inserted_id(connection.execute(insert(_batch).values(
                 name=name, settings=settings, sources=sorted({r.model for i in items for r in i.responses if r.model}),
                 run_id=None, stage_id=None, created_at=now,
-            )).inserted_primary_key[0]
+            )))
             prompt_ids: dict[str, int] = {}
             for position, item in enumerate(items):
                 prompt_id = self._prompt_id(connection, item.prompt, item.prompt_meta, prompt_ids, source=name)
                 sample_ids = [
-                    connection.execute(insert(_sample).values(
+                    _inserted_id(connection.execute(insert(_sample).values(
                         prompt_id=prompt_id, batch_id=batch_id, run_id=None, stage_id=None, step=None,
                         checkpoint=response.model, response=response.text, meta=response.meta, created_at=now,
-                    )).inserted_primary_key[0]
+                    )))
                     for response in item.responses
                 ]
                 outcome = JudgementOutcome(item.outcome)
                 verdict = int(outcome.is_verdict)
-                item_id = connection.execute(insert(_item).values(
+                item_id = _inserted_id(connection.execute(insert(_item).values(
                     batch_id=batch_id, prompt_id=prompt_id, sample_ids=sample_ids, position=position,
                     needed=1, verdicts=verdict, created_at=now,
-                )).inserted_primary_key[0]
+                )))
                 connection.execute(insert(_judgement).values(
                     item_id=item_id, batch_id=batch_id, annotator=item.annotator, outcome=outcome.value,
                     shown=sample_ids, ranking=[
@@ -375,9 +388,9 @@ class Feedback:
         if digest not in known:
             found = connection.execute(select(_prompt.c.id).where(_prompt.c.text_hash == digest)).scalar()
             if found is None:
-                found = connection.execute(insert(_prompt).values(
+                found = _inserted_id(connection.execute(insert(_prompt).values(
                     text=text, text_hash=digest, source=source, reference=None, meta=meta, created_at=utcnow(),
-                )).inserted_primary_key[0]
+                )))
             known[digest] = int(found)
         return known[digest]
 
@@ -427,12 +440,12 @@ class Feedback:
         superseding `undone` row); returns the withdrawn judgement, whose item the
         console shows again, or None when there is nothing to undo."""
         with self._write() as connection:
-            later = aliased(Judgement)
+            later = _judgement.alias()
             row = connection.execute(
                 select(_judgement)
                 .where(_judgement.c.batch_id == batch_id, _judgement.c.annotator == annotator,
                        _judgement.c.outcome != JudgementOutcome.UNDONE.value,
-                       ~exists().where(later.supersedes == _judgement.c.id))
+                       ~exists().where(later.c.supersedes == _judgement.c.id))
                 .order_by(_judgement.c.id.desc()).limit(1)
             ).first()
             if row is None:
@@ -482,20 +495,20 @@ class Feedback:
         """The verdicts that stand (not superseded, not undone), with prompt and
         response texts, selected by batch, annotator (exact names, or prefixes
         such as `judge:`) and date."""
-        later = aliased(Judgement)
+        later = _judgement.alias()
         query = (
             select(_judgement, _prompt.c.text.label("prompt_text"), _item.c.prompt_id)
             .join(_item, _item.c.id == _judgement.c.item_id)
             .join(_prompt, _prompt.c.id == _item.c.prompt_id)
             .where(_judgement.c.outcome != JudgementOutcome.UNDONE.value,
-                   ~exists().where(later.supersedes == _judgement.c.id))
+                   ~exists().where(later.c.supersedes == _judgement.c.id))
             .order_by(_judgement.c.id)
         )
         if not include_skipped:
             query = query.where(_judgement.c.outcome != JudgementOutcome.SKIPPED.value)
         if batch_ids is not None:
             query = query.where(_judgement.c.batch_id.in_(list(batch_ids)))
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
         if annotators is not None:
             conditions.append(_judgement.c.annotator.in_(list(annotators)))
         for prefix in annotator_prefixes or ():
@@ -524,7 +537,7 @@ class Feedback:
     # --- progress -------------------------------------------------------------
 
     def progress(self, *, batch_id: int, annotator: str | None = None) -> Progress:
-        later = aliased(Judgement)
+        later = _judgement.alias()
         with self.engine.connect() as connection:
             items, total, done = connection.execute(
                 select(func.count(), func.coalesce(func.sum(_item.c.needed), 0),
@@ -534,7 +547,7 @@ class Feedback:
             live = and_(_judgement.c.batch_id == batch_id,
                         _judgement.c.outcome != JudgementOutcome.UNDONE.value,
                         _judgement.c.outcome != JudgementOutcome.SKIPPED.value,
-                        ~exists().where(later.supersedes == _judgement.c.id))
+                        ~exists().where(later.c.supersedes == _judgement.c.id))
             mine = 0
             if annotator is not None:
                 mine = connection.execute(
@@ -548,12 +561,11 @@ class Feedback:
     def rank_batches(self) -> list[RankBatch]:
         """Every sample batch, newest first, with its ranking progress (0 items:
         not made rankable yet)."""
-        batch = SampleBatch.__table__
         query = (
-            select(batch.c.id, batch.c.name, batch.c.run_id, batch.c.created_at, func.count(_item.c.id),
+            select(_batch.c.id, _batch.c.name, _batch.c.run_id, _batch.c.created_at, func.count(_item.c.id),
                    func.sum(_item.c.needed), func.sum(func.min(_item.c.verdicts, _item.c.needed)))
-            .outerjoin(_item, _item.c.batch_id == batch.c.id)
-            .group_by(batch.c.id).order_by(batch.c.id.desc())
+            .outerjoin(_item, _item.c.batch_id == _batch.c.id)
+            .group_by(_batch.c.id).order_by(_batch.c.id.desc())
         )
         with self.engine.connect() as connection:
             return [
@@ -565,26 +577,25 @@ class Feedback:
     def find_batch(self, ref: str | int | None) -> int:
         """A sample batch by id or name (the newest of that name); with no ref, the
         newest batch that still has items to judge, else the newest batch."""
-        batch = SampleBatch.__table__
         with self.engine.connect() as connection:
             if ref is None:
                 open_batch = connection.execute(
                     select(_item.c.batch_id).where(_item.c.verdicts < _item.c.needed)
                     .order_by(_item.c.batch_id.desc()).limit(1)
                 ).scalar()
-                newest = connection.execute(select(func.max(batch.c.id))).scalar()
+                newest = connection.execute(select(func.max(_batch.c.id))).scalar()
                 found = open_batch or newest
                 if found is None:
                     raise NotFound("no sample batches yet: a `sample` stage makes one, `rlhf prefs import` another")
                 return int(found)
             text = str(ref)
-            query = select(batch.c.id).where(
-                batch.c.id == int(text) if text.isdigit() else batch.c.name == text
-            ).order_by(batch.c.id.desc()).limit(1)
+            query = select(_batch.c.id).where(
+                _batch.c.id == int(text) if text.isdigit() else _batch.c.name == text
+            ).order_by(_batch.c.id.desc()).limit(1)
             found = connection.execute(query).scalar()
             if found is None:
                 names = [f"{i} ({n})" for i, n in connection.execute(
-                    select(batch.c.id, batch.c.name).order_by(batch.c.id.desc()).limit(5))]
+                    select(_batch.c.id, _batch.c.name).order_by(_batch.c.id.desc()).limit(5))]
                 raise NotFound(f"no sample batch {text!r} (newest: {', '.join(names) or 'none yet'})")
             return int(found)
 
@@ -597,11 +608,11 @@ class Feedback:
         return RankItemRead.model_validate(row._mapping)
 
     def _live(self, connection: Connection, item_id: int, annotator: str) -> JudgementRead | None:
-        later = aliased(Judgement)
+        later = _judgement.alias()
         row = connection.execute(
             select(_judgement)
             .where(_judgement.c.item_id == item_id, _judgement.c.annotator == annotator,
-                   ~exists().where(later.supersedes == _judgement.c.id))
+                   ~exists().where(later.c.supersedes == _judgement.c.id))
             .order_by(_judgement.c.id.desc()).limit(1)
         ).first()
         if row is None or row._mapping["outcome"] == JudgementOutcome.UNDONE.value:
@@ -622,12 +633,12 @@ class Feedback:
         previous: JudgementRead | None,
     ) -> JudgementRead:
         """Insert a judgement row and keep the item's verdict count in step."""
-        values = dict(
+        values: dict[str, Any] = dict(
             item_id=item.id, batch_id=item.batch_id, annotator=annotator, outcome=outcome.value, shown=shown,
             ranking=ranking, comment=comment, flags=flags, seconds=seconds,
             supersedes=previous.id if previous else None, created_at=utcnow(),
         )
-        new_id = connection.execute(insert(_judgement).values(**values)).inserted_primary_key[0]
+        new_id = _inserted_id(connection.execute(insert(_judgement).values(**values)))
         delta = int(outcome.is_verdict) - int(previous is not None and JudgementOutcome(previous.outcome).is_verdict)
         if delta:
             connection.execute(update(_item).where(_item.c.id == item.id).values(verdicts=_item.c.verdicts + delta))
@@ -665,10 +676,18 @@ class Feedback:
         )
 
 
-def _ranking_from(outcome: JudgementOutcome, shown: list[int]) -> list[int]:
+def _inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key the one row an INSERT wrote was given."""
+    key = result.inserted_primary_key
+    if key is None:  # only for statements that are not a single-row INSERT
+        raise StoreError("an INSERT returned no primary key")
+    return int(key[0])
+
+
+def _ranking_from(outcome: JudgementOutcome, shown: list[int]) -> list[RankingEntry]:
     """Best first, for the outcomes that say which is better; empty otherwise."""
     if outcome is JudgementOutcome.A_BETTER:
-        return shown
+        return list(shown)
     if outcome is JudgementOutcome.B_BETTER:
         return list(reversed(shown))
     return []

@@ -13,13 +13,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, Text
+from sqlalchemy import JSON, Column, Index, String, Table, Text
 from sqlmodel import Field, SQLModel
 
 # The statuses and the clock live in a module without SQLAlchemy (the console's first
 # screen reads them); re-exported here, where every table uses them.
 from .status import JudgementOutcome, RunStatus, StageStatus, utcnow
-
 
 # --- runs -------------------------------------------------------------------
 
@@ -361,6 +360,12 @@ class RewardScoreRead(RewardScoreBase):
     id: int
 
 
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model, for the bulk statements that skip the ORM."""
+    # SQLModel's metaclass sets __table__ on table=True classes; its type stubs do not declare it.
+    return model.__table__  # type: ignore[attr-defined]
+
+
 __all__ = [
     "Artifact",
     "ArtifactRead",
@@ -368,29 +373,30 @@ __all__ = [
     "CheckpointRead",
     "Event",
     "EventRead",
-    "LogLine",
-    "LogLineRead",
-    "Metric",
-    "MetricRead",
     "ItemClaim",
     "Judgement",
     "JudgementOutcome",
     "JudgementRead",
+    "LogLine",
+    "LogLineRead",
+    "Metric",
+    "MetricRead",
     "Prompt",
     "PromptRead",
     "RankItem",
     "RankItemRead",
     "RewardScore",
     "RewardScoreRead",
+    "Run",
+    "RunRead",
+    "RunStatus",
     "Sample",
     "SampleBatch",
     "SampleBatchRead",
     "SampleRead",
-    "Run",
-    "RunRead",
-    "RunStatus",
     "Stage",
     "StageRead",
     "StageStatus",
+    "table_of",
     "utcnow",
 ]

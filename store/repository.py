@@ -9,17 +9,15 @@ makes 100k metric points a sub-second write.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from .errors import NotFound
+from .errors import NotFound, StoreError
 from .feedback import Feedback, text_hash
-from .scores import RewardScores
 from .models import (
     Artifact,
     ArtifactRead,
@@ -42,8 +40,10 @@ from .models import (
     Stage,
     StageRead,
     StageStatus,
+    table_of,
     utcnow,
 )
+from .scores import RewardScores
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +143,11 @@ class Store:
             )
             session.add(run)
             session.flush()
+            run_id = _saved_id(run)
             for stage in stages:
                 session.add(
                     Stage(
-                        run_id=run.id,
+                        run_id=run_id,
                         name=stage.name,
                         kind=stage.kind,
                         position=stage.position,
@@ -154,7 +155,7 @@ class Store:
                         config=dict(stage.config),
                     )
                 )
-            session.add(Event(run_id=run.id, kind="RunQueued", data={"name": run.name}))
+            session.add(Event(run_id=run_id, kind="RunQueued", data={"name": run.name}))
             session.commit()
             session.refresh(run)
             return RunRead.model_validate(run)
@@ -164,7 +165,7 @@ class Store:
         taken = set(
             session.exec(
                 select(Run.name).where(
-                    (Run.name == base) | col(Run.name).like(f"{base}-%")
+                    (col(Run.name) == base) | col(Run.name).like(f"{base}-%")
                 )
             )
         )
@@ -211,7 +212,7 @@ class Store:
         Used wherever two processes may race to record an outcome (the run
         process finishing vs. a reader marking it crashed)."""
         with Session(self.engine) as session:
-            result = session.execute(
+            result = session.exec(
                 update(Run)
                 .where(col(Run.id) == run_id)
                 .where(col(Run.status).in_([str(s) for s in expected]))
@@ -277,7 +278,7 @@ class Store:
                 select(Metric.stage_id, Metric.key)
                 .where(Metric.run_id == run_id)
                 .distinct()
-                .order_by(Metric.stage_id, Metric.key)
+                .order_by(col(Metric.stage_id), col(Metric.key))
             )
             return [(s, k) for s, k in session.exec(query)]
 
@@ -323,9 +324,9 @@ class Store:
                 ).one()
                 if n > max_points:  # then lo and hi are set; lo == hi gives one bucket
                     width = (hi - lo + 1) / max_points
-                    bucket = func.cast((Metric.step - lo) / width, Metric.step.type)
+                    bucket = func.cast((col(Metric.step) - lo) / width, table_of(Metric).c.step.type)
                     rows = session.exec(
-                        select(
+                        select(  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
                             func.avg(Metric.step),
                             func.avg(Metric.value),
                             func.min(Metric.value),
@@ -338,7 +339,7 @@ class Store:
                     )
                     return [SeriesPoint(*row) for row in rows]
             rows = session.exec(
-                select(Metric.step, Metric.value, Metric.value, Metric.value, Metric.wall_time)
+                select(Metric.step, Metric.value, Metric.value, Metric.value, Metric.wall_time)  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
                 .where(*where)
                 .order_by(Metric.step, Metric.id)
             )
@@ -348,7 +349,7 @@ class Store:
         """Latest, min and max of every key of every stage of a run."""
         with Session(self.engine) as session:
             stats = session.exec(
-                select(
+                select(  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
                     Metric.stage_id,
                     Metric.key,
                     func.count(),
@@ -359,7 +360,7 @@ class Store:
                 )
                 .where(Metric.run_id == run_id)
                 .group_by(Metric.stage_id, Metric.key)
-                .order_by(Metric.stage_id, Metric.key)
+                .order_by(col(Metric.stage_id), col(Metric.key))
             ).all()
             ends = [row[5] for row in stats] + [row[6] for row in stats]
             by_id = {m.id: m for m in session.exec(select(Metric).where(col(Metric.id).in_(ends)))}
@@ -512,7 +513,7 @@ class Store:
         hashes = [text_hash(p["text"]) for p in prompts]
         with Session(self.engine) as session:
             known = {
-                row.text_hash: row.id
+                row.text_hash: _saved_id(row)
                 for row in session.exec(select(Prompt).where(col(Prompt.text_hash).in_(set(hashes))))
             }
             for prompt, digest in zip(prompts, hashes):
@@ -523,7 +524,7 @@ class Store:
                     )
                     session.add(row)
                     session.flush()
-                    known[digest] = row.id
+                    known[digest] = _saved_id(row)
             session.commit()
         return [known[h] for h in hashes]
 
@@ -593,7 +594,7 @@ class Store:
                 query = query.limit(limit)
             return [
                 SampleView(
-                    id=sample.id, prompt_id=sample.prompt_id, prompt=prompt_text,
+                    id=_saved_id(sample), prompt_id=sample.prompt_id, prompt=prompt_text,
                     response=sample.response, run_id=sample.run_id, stage_id=sample.stage_id,
                     batch_id=sample.batch_id, step=sample.step, checkpoint=sample.checkpoint,
                     meta=dict(sample.meta),
@@ -605,10 +606,10 @@ class Store:
         """Training steps at which a stage stored samples."""
         with Session(self.engine) as session:
             query = (
-                select(Sample.step).where(Sample.stage_id == stage_id, col(Sample.step).is_not(None))
-                .distinct().order_by(Sample.step)
+                select(col(Sample.step)).where(Sample.stage_id == stage_id, col(Sample.step).is_not(None))
+                .distinct().order_by(col(Sample.step))
             )
-            return list(session.exec(query))
+            return [step for step in session.exec(query) if step is not None]  # none are: the query skips them
 
     # --- helpers ------------------------------------------------------------
 
@@ -616,7 +617,7 @@ class Store:
         if not fields:
             return
         with Session(self.engine) as session:
-            result = session.execute(
+            result = session.exec(
                 update(table).where(col(table.id) == row_id).values(**fields)
             )
             session.commit()
@@ -624,3 +625,13 @@ class Store:
                 raise NotFound(f"no {table.__name__.lower()} with id {row_id}")
 
 
+class _Row(Protocol):
+    id: int | None
+
+
+def _saved_id(row: _Row) -> int:
+    """The id of a row read from the database or flushed to it (the database
+    sets it; only a row never written has none)."""
+    if row.id is None:
+        raise StoreError(f"a {type(row).__name__} row that was never written has no id")
+    return row.id

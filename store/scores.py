@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Engine, insert, select
 
-from .models import RewardScore, RewardScoreRead, utcnow
+from .models import RewardScore, RewardScoreRead, table_of, utcnow
 
-_score = RewardScore.__table__
+_score = table_of(RewardScore)
 
 #: SQLite limits the parameters of one statement: ids are looked up in chunks
 _CHUNK = 500

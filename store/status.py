@@ -7,7 +7,7 @@ first screen, `store.reads`) does not pay for the ORM's import.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 
 

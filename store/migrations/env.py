@@ -1,6 +1,7 @@
 """Alembic environment for the workspace database (batch mode for SQLite)."""
 
 from alembic import context
+from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
 from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -8,7 +9,7 @@ from store import models  # noqa: F401  (registers the tables on SQLModel.metada
 target_metadata = SQLModel.metadata
 
 
-def run_migrations(connection) -> None:
+def run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -24,6 +25,9 @@ if connection is not None:
 else:  # `alembic` command line, e.g. autogenerating a new revision
     from sqlalchemy import create_engine
 
-    engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+    url = context.config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise SystemExit("alembic: set sqlalchemy.url (the workspace database) in the alembic config")
+    engine = create_engine(url)
     with engine.begin() as connection:
         run_migrations(connection)

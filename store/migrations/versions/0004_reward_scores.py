@@ -5,10 +5,9 @@ Revises: 0003
 Create Date: 2026-11-21 22:43:16.058354
 """
 
-from alembic import op
 import sqlalchemy as sa
-import sqlmodel
-
+import sqlmodel.sql.sqltypes
+from alembic import op
 
 revision = '0004'
 down_revision = '0003'
