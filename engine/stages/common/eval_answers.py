@@ -1,16 +1,26 @@
-"""`EvalSampler`: a training stage answers fixed prompts while it trains.
+"""Eval answers: a training stage answers fixed prompts while it trains.
 
-Shared by the stages that train a policy (SFT, DPO): the model answers the
-same prompts before the first step, every `every` steps and after the last,
-and the answers go to the store as samples with their step and the
-checkpoint holding those weights, so a person watches answers change. When
-the prompts are demo-task prompts (engine/demo/task.py) the rule-based judge
-scores each answer, and the mean is the metric `eval/judge_score`.
+Shared by every stage that trains a policy: the model answers the same
+prompts before the first step, every `sample_every` steps and after the
+last, and the answers go to the store as samples with their step and the
+checkpoint holding those weights, so a person watches answers change.
+
+A judge (engine/feedback/judges.py, loaded by name) scores each answer to a
+prompt it can score, and the mean is the metric `eval/judge_score` (with
+`eval/judge_exact`, the share of perfect scores). The default judge is the
+demo's, which scores only demo-task prompts, so on the default eval prompts
+(`builtin:demo-prompts`) every answer is judged.
+
+`EvalAnswers` does the answering and recording for any training loop (PPO
+calls it from its own loop, and adds the reward model's score);
+`EvalAnswersCallback` calls it at the Trainer's steps (SFT, DPO, RLOO, GRPO).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,68 +33,140 @@ from transformers import (
     TrainingArguments,
 )
 
-from engine.demo import task as demo_task
-from engine.stages.common.callbacks import CHECKPOINT_PREFIX
-from engine.stages.common.callbacks import StageCallback
+from engine.feedback.judges import Judge, load_judge
+from engine.spec.fields import EvalAnswerSettings
+from engine.stages.common.callbacks import CHECKPOINT_PREFIX, StageCallback
 from engine.stages.common.context import StageContext
 from engine.stages.common.data_loading import load_prompts
-from engine.stages.common.generation import SamplingSettings
-from engine.stages.common.generation import generate
+from engine.stages.common.generation import SamplingSettings, generate
+
+#: The judge of eval answers. The demo's scores only the prompts it can parse,
+#: so it judges the demo's prompts and leaves a user's own prompts unjudged.
+EVAL_JUDGE = "demo"
+
+#: scores of (prompts, responses) besides the judge's, e.g. a reward model's
+ExtraScorer = Callable[[list[str], list[str]], list[float]]
 
 
-class EvalSampler(TrainerCallback):
-    """Answers the fixed eval prompts before the first step, every `every`
-    steps and after the last, and stores the answers as samples.
+class EvalAnswers:
+    """The fixed eval prompts, answered on request (`answer`) and stored as
+    samples, each with its step and the checkpoint holding those weights.
 
-    Each sample records its step and the checkpoint holding those weights:
-    the parent model at step 0 (its folder, or `builtin:NAME` / `hub:ID`),
-    `checkpoint-STEP` when the Trainer saves one at that step (it does at
-    the last step), otherwise none.
-    Demo-task prompts get the judge's score in the sample's meta, and their
-    mean is logged as `eval/judge_score` (with `eval/judge_exact`, the share
-    of exact answers)."""
+    Prompts the judge can score get its score in the sample's meta, and
+    their mean is logged as `eval/judge_score` (with `eval/judge_exact`)."""
+
+    def __init__(self, ctx: StageContext, tokenizer: PreTrainedTokenizerBase, prompts: list[dict[str, Any]],
+                 settings: SamplingSettings, *, judge: Judge | None, source: str | None = None) -> None:
+        self.ctx = ctx
+        self.tokenizer = tokenizer
+        self.texts = [p["text"] for p in prompts]
+        self.source = source  # where the prompts came from, for the resolved config
+        self.settings = settings
+        self.judge = judge
+        # None where the judge cannot score a prompt: a score for it would be made up.
+        self.readings = [judge.reads(t) if judge is not None else None for t in self.texts]
+        self.judged = sum(r is not None for r in self.readings)
+        self.prompt_ids = ctx.add_prompts([{**p, "meta": reading or {}}
+                                           for p, reading in zip(prompts, self.readings)]) \
+            if prompts and ctx.is_main_process else []
 
     @classmethod
-    def for_stage(cls, ctx: StageContext, tokenizer: PreTrainedTokenizerBase, *, start_checkpoint: str | None,
-                  **columns: str | None) -> EvalSampler:
-        """The sampler a training stage's spec asks for: its `eval_prompts`
-        (the first `eval_prompt_count`, read with `columns` such as
-        prompt_field), answered every `sample_every` steps at
-        `sample_temperature`, up to `sample_max_new_tokens` tokens."""
-        spec = ctx.spec
+    def for_stage(cls, ctx: StageContext, tokenizer: PreTrainedTokenizerBase, *, judge: str | None = EVAL_JUDGE,
+                  **columns: str) -> EvalAnswers:
+        """The eval answers a training stage's spec asks for: its
+        `eval_prompts` (the first `eval_prompt_count`, read with `columns`
+        such as prompt_field), answered at `sample_temperature`, up to
+        `sample_max_new_tokens` tokens, scored by the judge named `judge`."""
+        spec = _settings(ctx)
         prompts: list[dict[str, Any]] = []
         if spec.eval_prompt_count > 0:
             prompts = load_prompts(ctx.resolve(spec.eval_prompts), cache_dir=ctx.cache_dir,
                                    count=spec.eval_prompt_count, **columns)
         settings = SamplingSettings(
-            temperature=spec.sample_temperature, max_new_tokens=spec.sample_max_new_tokens, seed=spec.seed
+            temperature=spec.sample_temperature, max_new_tokens=spec.sample_max_new_tokens, seed=ctx.spec.seed
         )
-        sampler = cls(ctx, tokenizer, prompts, settings, every=spec.sample_every, start_checkpoint=start_checkpoint)
-        sampler.source = spec.eval_prompts if prompts else None
-        return sampler
+        return cls(ctx, tokenizer, prompts, settings, judge=load_judge(judge) if judge else None,
+                   source=spec.eval_prompts if prompts else None)
 
     def describe(self) -> dict[str, Any]:
         """What the resolved config records about the eval prompts."""
         return {"source": self.source, "count": len(self.texts), "judged": self.judged,
                 "sampling": self.settings.to_dict()}
 
-    def __init__(self, ctx: StageContext, tokenizer: PreTrainedTokenizerBase, prompts: list[dict[str, Any]],
-                 settings: SamplingSettings, *, every: int, start_checkpoint: str | None) -> None:
-        self.ctx = ctx
-        self.tokenizer = tokenizer
-        self.texts = [p["text"] for p in prompts]
-        self.source: str | None = None  # where the prompts came from, when known (for_stage)
-        self.settings = settings
+    def answer(self, model: PreTrainedModel, step: int, checkpoint: str | None, *,
+               autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+               reward_model: ExtraScorer | None = None, sample_meta: dict[str, Any] | None = None) -> None:
+        """Answer every eval prompt with `model` and store the answers at
+        `step`; call it on the main process only. `autocast` wraps the
+        model's work (mixed precision); `reward_model`'s scores go to each
+        sample's meta as `rm_score` and their mean to `eval/rm_score`;
+        `sample_meta` is added to every sample's meta."""
+        if not self.texts:
+            return
+        started = time.perf_counter()
+        with autocast():
+            answers = [a for [a] in generate(model, self.tokenizer, self.texts, self.settings)]
+        seconds = round((time.perf_counter() - started) / len(answers), 4)
+        rm_scores: list[float] | None = None
+        if reward_model is not None:
+            with autocast():
+                rm_scores = reward_model(self.texts, [a.text for a in answers])
+        samples, judged = [], []
+        for index, (prompt_id, text, reading, answer) in enumerate(
+                zip(self.prompt_ids, self.texts, self.readings, answers)):
+            meta: dict[str, Any] = {**answer.meta(), "seconds": seconds, **(sample_meta or {})}
+            if rm_scores is not None:
+                meta["rm_score"] = round(rm_scores[index], 4)
+            if reading is not None and self.judge is not None:
+                [meta["score"]] = self.judge.score(text, [answer.text])
+                judged.append(meta["score"])
+            samples.append({"prompt_id": prompt_id, "response": answer.text, "meta": meta})
+        self.ctx.log_samples(samples, step=step, checkpoint=checkpoint)
+        metrics: dict[str, float] = {}
+        if rm_scores is not None:
+            metrics["eval/rm_score"] = sum(rm_scores) / len(rm_scores)
+        if judged:
+            metrics["eval/judge_score"] = sum(judged) / len(judged)
+            metrics["eval/judge_exact"] = sum(s == 1.0 for s in judged) / len(judged)
+        if metrics:
+            self.ctx.log_metrics(step, metrics)
+        if judged:
+            self.ctx.log(f"step {step}: judge score {metrics['eval/judge_score']:.3f} on {len(judged)} eval "
+                         f"prompts ({metrics['eval/judge_exact']:.0%} exact)")
+
+
+def _settings(ctx: StageContext) -> EvalAnswerSettings:
+    if not isinstance(ctx.spec, EvalAnswerSettings):
+        raise TypeError(f"a {type(ctx.spec).__name__} has no eval prompts' settings (EvalAnswerSettings)")
+    return ctx.spec
+
+
+class EvalAnswersCallback(TrainerCallback):
+    """Answers the eval prompts before the first step, every `every` steps
+    and after the last, as a Trainer callback.
+
+    Each sample records its step and the checkpoint holding those weights:
+    the parent model at step 0 (its folder, or `builtin:NAME` / `hub:ID`),
+    `checkpoint-STEP` when the Trainer saves one at that step (it does at
+    the last step), otherwise none."""
+
+    def __init__(self, answers: EvalAnswers, *, every: int, start_checkpoint: str | None) -> None:
+        self.answers = answers
         self.every = every
         self.start_checkpoint = start_checkpoint
         self.stage_callback: StageCallback | None = None
-        # Only prompts the judge can parse are scored: a score for any other
-        # prompt would be made up.
-        self.tasks = [demo_task.parse_task(t) for t in self.texts]
-        self.judged = sum(t is not None for t in self.tasks)
-        self.prompt_ids = ctx.add_prompts([{**p, "meta": {"kind": t.kind} if t else {}}
-                                           for p, t in zip(prompts, self.tasks)]) \
-            if prompts and ctx.is_main_process else []
+
+    @classmethod
+    def for_stage(cls, ctx: StageContext, tokenizer: PreTrainedTokenizerBase, *, start_checkpoint: str | None,
+                  **columns: str) -> EvalAnswersCallback:
+        """The callback a training stage's spec asks for: `EvalAnswers.for_stage`,
+        answered every `sample_every` steps."""
+        return cls(EvalAnswers.for_stage(ctx, tokenizer, **columns), every=_settings(ctx).sample_every,
+                   start_checkpoint=start_checkpoint)
+
+    def describe(self) -> dict[str, Any]:
+        """What the resolved config records about the eval prompts."""
+        return self.answers.describe()
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        model: PreTrainedModel | None = None, **kwargs: Any) -> None:
@@ -105,22 +187,5 @@ class EvalSampler(TrainerCallback):
 
     def _answer(self, model: PreTrainedModel | None, state: TrainerState, step: int,
                 checkpoint: str | None) -> None:
-        if not self.texts or model is None or not state.is_world_process_zero:
-            return
-        started = time.perf_counter()
-        answers = generate(model, self.tokenizer, self.texts, self.settings)
-        seconds = time.perf_counter() - started
-        samples, scores = [], []
-        for prompt_id, text, task, [answer] in zip(self.prompt_ids, self.texts, self.tasks, answers):
-            meta: dict[str, Any] = {**answer.meta(), "seconds": round(seconds / len(self.texts), 4)}
-            if task is not None:
-                meta["score"] = demo_task.judge_score(text, answer.text)
-                scores.append(meta["score"])
-            samples.append({"prompt_id": prompt_id, "response": answer.text, "meta": meta})
-        self.ctx.log_samples(samples, step=step, checkpoint=checkpoint)
-        if scores:
-            mean = sum(scores) / len(scores)
-            exact = sum(s == 1.0 for s in scores) / len(scores)
-            self.ctx.log_metrics(step, {"eval/judge_score": mean, "eval/judge_exact": exact})
-            self.ctx.log(f"step {step}: judge score {mean:.3f} on {len(scores)} eval prompts "
-                         f"({exact:.0%} exact)")
+        if model is not None and state.is_world_process_zero:
+            self.answers.answer(model, step, checkpoint)

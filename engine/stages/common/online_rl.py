@@ -36,7 +36,7 @@ The pieces, and why they look as they do:
 - Resumable through `callbacks.train_resumably`: a cancel saves a
   checkpoint at the current step and stops; a resumed run restores weights,
   optimizer, RNG states and its place in the prompt order.
-- The fixed eval prompts are answered as in SFT and DPO (`EvalSampler`,
+- The fixed eval prompts are answered as in SFT and DPO (`EvalAnswersCallback`,
   `eval/judge_score` on demo-task prompts).
 
 Metrics. trl's own go through `callbacks.metric_name` (`train/reward`,
@@ -56,6 +56,8 @@ from __future__ import annotations
 # First: silences tqdm, which reads its switch when it is first imported.
 from engine.stages.common import setup as runtime
 
+# isort: split
+
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -73,30 +75,21 @@ from transformers import (
     TrainerState,
     TrainingArguments,
 )
-
 from trl.trainer.utils import RepeatSampler
 
 from engine.errors import StageFailed, UserInputError
 from engine.feedback.judges import Judge, load_judge
-from engine.stages.common.online_rl_spec import OnlineRLSpec
-from engine.stages.common.models import count_parameters
-from engine.stages.common.models import load_model_for_training
-from engine.stages.common.tokenizer import CHAT_TEMPLATE
-from engine.stages.common.tokenizer import describe_tokenizer
-from engine.stages.common.tokenizer import load_stage_tokenizer
-from engine.stages.common.tokenizer import load_tokenizer
-from engine.stages.common.callbacks import attach_stage_callback
-from engine.stages.common.callbacks import train_resumably
-from engine.stages.common.context import Source
-from engine.stages.common.context import StageContext
-from engine.stages.common.prologue import begin
-from engine.stages.common.context import checkpoint_name
+from engine.stages.common.callbacks import attach_stage_callback, train_resumably
+from engine.stages.common.context import Source, StageContext, checkpoint_name
 from engine.stages.common.data_loading import load_prompts
-from engine.stages.common.eval_answers import EvalSampler
+from engine.stages.common.eval_answers import EvalAnswersCallback
 from engine.stages.common.generation import format_prompt
-from engine.stages.common.inference import dtype_for
-from engine.stages.common.inference import max_positions
+from engine.stages.common.inference import dtype_for, max_positions
+from engine.stages.common.models import count_parameters, load_model_for_training
+from engine.stages.common.online_rl_spec import OnlineRLSpec
+from engine.stages.common.prologue import begin
 from engine.stages.common.saving import save_final
+from engine.stages.common.tokenizer import CHAT_TEMPLATE, describe_tokenizer, load_stage_tokenizer, load_tokenizer
 
 #: the reward model's name in trl's metric keys (train/rewards/reward_model/mean)
 REWARD_MODEL_NAME = "reward_model"
@@ -136,7 +129,7 @@ def run(ctx: StageContext, flavour: Flavour) -> None:
     ctx.flush()
 
 
-def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour) -> tuple[Any, EvalSampler]:
+def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour) -> tuple[Any, EvalAnswersCallback]:
     """Everything up to `train()`: tokenizer, prompts, policy, rewards, config,
     trainer, and the callback that answers the eval prompts (not attached yet)."""
     spec = ctx.spec
@@ -187,7 +180,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
 
     # -- trainer ---------------------------------------------------------------
     schedule = runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir)
-    schedule["eval_strategy"] = "no"  # no held-out loss: the eval prompts are answered by EvalSampler
+    schedule["eval_strategy"] = "no"  # no held-out loss: the eval prompts are answered by EvalAnswersCallback
     args = flavour.config_class(
         **schedule,
         num_generations=spec.num_generations,
@@ -218,8 +211,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     # -- answers to the eval prompts -------------------------------------------
-    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(policy_source),
-                                    prompt_field=spec.prompt_field)
+    sampler = EvalAnswersCallback.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(policy_source),
+                                            prompt_field=spec.prompt_field)
 
     ctx.set_resolved_config(
         {
@@ -240,7 +233,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
                     "source": f"{reward_source.kind}:{reward_source.value}",
                     "class": type(reward_funcs[0]).__name__,
                     "parameters": count_parameters(reward_funcs[0]),
-                    "tokenizer": describe_tokenizer(reward_tokenizers[0], reward_source),  # type: ignore[arg-type]
+                    "tokenizer": describe_tokenizer(reward_tokenizers[0], reward_source),
                     "shares_policy_tokenizer":
                         reward_tokenizers[0].get_vocab() == tokenizer.get_vocab(),  # type: ignore[union-attr]
                 },
@@ -282,7 +275,7 @@ def load_reward_model(source: Source, ctx: StageContext, *,
     with the chat template the reward stage framed its pairs in."""
     try:
         model = AutoModelForSequenceClassification.from_pretrained(source.value, dtype=dtype, use_safetensors=True)
-    except Exception as exc:  # noqa: BLE001  a missing, partial or corrupt folder raises many types
+    except Exception as exc:  # a missing, partial or corrupt folder raises many types
         raise StageFailed(f"cannot load a reward model from {source.value}: {exc}") from exc
     architectures = model.config.architectures or []
     if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
@@ -349,11 +342,11 @@ class StepTimer:
 
     step_seconds: dict[str, float]
 
-    def _generate(self, prompts: list) -> Any:  # type: ignore[type-arg]
+    def _generate(self, prompts: list[Any]) -> Any:
         with self._timed("generation"):
             return super()._generate(prompts)  # type: ignore[misc]
 
-    def _generate_and_score_completions(self, inputs: list) -> Any:  # type: ignore[type-arg]
+    def _generate_and_score_completions(self, inputs: list[Any]) -> Any:
         with self._timed("generate_and_score"):
             return super()._generate_and_score_completions(inputs)  # type: ignore[misc]
 

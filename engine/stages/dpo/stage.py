@@ -36,6 +36,8 @@ from __future__ import annotations
 # First: silences tqdm, which reads its switch when it is first imported.
 from engine.stages.common import setup as runtime
 
+# isort: split
+
 import copy
 import warnings
 from collections.abc import Iterator
@@ -53,23 +55,15 @@ from transformers import (
 from trl import DPOConfig, DPOTrainer
 
 from engine.errors import StageFailed
-from engine.stages.dpo.spec import DPOSpec
-from engine.stages.common.models import count_parameters
-from engine.stages.common.models import load_model_for_training
-from engine.stages.common.tokenizer import describe_tokenizer
-from engine.stages.common.tokenizer import load_stage_tokenizer
-from engine.stages.common.callbacks import attach_stage_callback
-from engine.stages.common.callbacks import train_resumably
-from engine.stages.common.context import StageContext
+from engine.stages.common.callbacks import attach_stage_callback, train_resumably
+from engine.stages.common.context import StageContext, checkpoint_name
+from engine.stages.common.eval_answers import EvalAnswersCallback
+from engine.stages.common.models import count_parameters, load_model_for_training
+from engine.stages.common.preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
 from engine.stages.common.prologue import begin
-from engine.stages.common.context import checkpoint_name
-from engine.stages.common.eval_answers import EvalSampler
-from engine.stages.common.preference_data import PreferenceData
-from engine.stages.common.preference_data import PreferenceExample
-from engine.stages.common.preference_data import load_preference_data
-from engine.stages.common.preference_data import to_dataset
-from engine.stages.common.saving import parent_weights
-from engine.stages.common.saving import save_final
+from engine.stages.common.saving import parent_weights, save_final
+from engine.stages.common.tokenizer import describe_tokenizer, load_stage_tokenizer
+from engine.stages.dpo.spec import DPOSpec
 
 
 def run(ctx: StageContext) -> None:
@@ -98,7 +92,7 @@ def run(ctx: StageContext) -> None:
 
 def build_trainer(
     ctx: StageContext, hardware: runtime.Runtime
-) -> tuple[DPOTrainer, EvalSampler, HeldOutLogpMargin | None]:
+) -> tuple[DPOTrainer, EvalAnswersCallback, HeldOutLogpMargin | None]:
     """Everything up to `train()`: pairs, tokenizer, policy, reference, config,
     trainer, and the callbacks that measure the held-out log-prob margin (None
     without held-out pairs) and answer the eval prompts (neither attached yet)."""
@@ -208,7 +202,7 @@ def build_trainer(
                                    batch_size=args.per_device_eval_batch_size)
 
     # -- answers to the eval prompts -------------------------------------------
-    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(model_source))
+    sampler = EvalAnswersCallback.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(model_source))
 
     ctx.set_resolved_config(
         {

@@ -51,6 +51,8 @@ from __future__ import annotations
 # First: silences tqdm, which reads its switch when it is first imported.
 from engine.stages.common import setup as runtime
 
+# isort: split
+
 import copy
 import json
 import random
@@ -65,31 +67,20 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
-from engine.demo import task as demo_task
 from engine.errors import StageCancelled, StageFailed
 from engine.runtime.launcher import CHECKPOINT_DONE_MARKER
-from engine.stages.ppo.spec import PPOSpec
-from engine.stages.ppo import ppo_math
-from engine.stages.common.models import count_parameters
-from engine.stages.common.models import load_model_for_training
-from engine.stages.common.tokenizer import CHAT_TEMPLATE
-from engine.stages.common.tokenizer import describe_tokenizer
-from engine.stages.common.tokenizer import load_stage_tokenizer
-from engine.stages.common.tokenizer import load_tokenizer
 from engine.stages.common.callbacks import CHECKPOINT_PREFIX
-from engine.stages.common.context import Source
-from engine.stages.common.context import StageContext
+from engine.stages.common.context import Source, StageContext
+from engine.stages.common.data_loading import instruction_examples, load_prompts, load_records
+from engine.stages.common.eval_answers import EvalAnswers
+from engine.stages.common.generation import SamplingSettings, format_prompt, generate_tokens
+from engine.stages.common.inference import dtype_for, max_positions
+from engine.stages.common.models import count_parameters, load_model_for_training
 from engine.stages.common.prologue import begin
-from engine.stages.common.data_loading import instruction_examples
 from engine.stages.common.saving import save_final
-from engine.stages.common.data_loading import load_prompts
-from engine.stages.common.data_loading import load_records
-from engine.stages.common.generation import SamplingSettings
-from engine.stages.common.generation import format_prompt
-from engine.stages.common.generation import generate
-from engine.stages.common.generation import generate_tokens
-from engine.stages.common.inference import dtype_for
-from engine.stages.common.inference import max_positions
+from engine.stages.common.tokenizer import CHAT_TEMPLATE, describe_tokenizer, load_stage_tokenizer, load_tokenizer
+from engine.stages.ppo import ppo_math
+from engine.stages.ppo.spec import PPOSpec
 
 #: what a checkpoint folder holds besides the policy (a plain HF folder, or an adapter)
 VALUE_FOLDER = "value"
@@ -111,7 +102,7 @@ def run(ctx: StageContext) -> None:
 
     # -- prompts ---------------------------------------------------------------
     rows = read_prompts(ctx, spec, tokenizer, models.policy_source)
-    evaluator = EvalAnswers(ctx, spec, tokenizer)
+    evaluator = EvalAnswers.for_stage(ctx, tokenizer, prompt_field=spec.prompt_field)
     ptx_texts = read_ptx_texts(ctx, spec, tokenizer) if spec.ptx_coef > 0 else []
 
     # -- optimizer -------------------------------------------------------------
@@ -142,7 +133,7 @@ def run(ctx: StageContext) -> None:
     if accelerator.num_processes == 1 and ctx.should_stop():
         raise StageCancelled("cancelled before the first update")
     if done == 0:
-        evaluator.answer(accelerator, models, 0, models.parent_name)
+        answer_eval_prompts(evaluator, accelerator, models, 0, models.parent_name)
 
     # -- the updates -------------------------------------------------------------
     settings = SamplingSettings(temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens)
@@ -190,7 +181,7 @@ def run(ctx: StageContext) -> None:
             # The last update's weights are the ones final/ receives below.
             holder = checkpoint if checkpoint else ctx.final_dir if update == spec.updates else None
             store_rollout_samples(ctx, accelerator, batch, scored, rewards, update, holder, spec)
-            evaluator.answer(accelerator, models, update, str(holder) if holder else None)
+            answer_eval_prompts(evaluator, accelerator, models, update, str(holder) if holder else None)
             ctx.log(f"update {update}/{spec.updates}: reward-model score {metrics['ppo/rm_score']:.3f}, "
                     f"KL {metrics['ppo/kl']:.3f}, beta {beta:.4g}, length {metrics['ppo/response_length']:.1f}")
         if stopping:
@@ -227,7 +218,7 @@ class Models:
     def reference_logits(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.reference is not None:
             return self.reference(*args, **kwargs).logits
-        with self.policy.disable_adapter():  # type: ignore[attr-defined]  # a peft model
+        with self.policy.disable_adapter():  # a peft model
             return self.policy(*args, **kwargs).logits
 
 
@@ -239,7 +230,7 @@ def load_models(ctx: StageContext, spec: PPOSpec, device: torch.device, resume: 
 
     # -- the policy's tokenizer -------------------------------------------------
     policy_source = ctx.resolve(spec.from_)  # type: ignore[arg-type]  # required by the spec
-    tokenizer_source, tokenizer = load_stage_tokenizer(
+    _tokenizer_source, tokenizer = load_stage_tokenizer(
         policy_source, ctx.resolve_optional(spec.tokenizer), ctx.cache_dir, log=ctx.log)
     if tokenizer.eos_token_id is None:
         raise StageFailed("the policy's tokenizer has no eos token: a response could never end")
@@ -318,7 +309,7 @@ def _load_classifier(where: str, *, dtype: torch.dtype) -> PreTrainedModel:
     or a saved value network."""
     try:
         model = AutoModelForSequenceClassification.from_pretrained(where, dtype=dtype, use_safetensors=True)
-    except Exception as exc:  # noqa: BLE001  a missing, partial or corrupt folder raises many types
+    except Exception as exc:  # a missing, partial or corrupt folder raises many types
         raise StageFailed(f"cannot load a reward model from {where}: {exc}") from exc
     architectures = model.config.architectures or []
     if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
@@ -729,58 +720,19 @@ def store_rollout_samples(ctx: StageContext, accelerator: Accelerator, batch: Ro
     )
 
 
-class EvalAnswers:
-    """The eval prompts, answered before the first update, every sample_every
-    updates and after the last (greedy by default), stored as samples with
-    the reward model's score; demo-task prompts are also scored by the judge:
+def answer_eval_prompts(evaluator: EvalAnswers, accelerator: Accelerator, models: Models, update: int,
+                        checkpoint: str | None) -> None:
+    """The eval prompts answered by the policy (greedy by default), stored as
+    samples with the reward model's score beside the judge's:
     `eval/judge_score` beside `eval/rm_score` is where reward hacking shows
-    (the reward model's score rising while the judge's falls).
-
-    (What eval_samples.EvalSampler does for the Trainer-based stages, plus
-    the reward model's score; that one is a Trainer callback, and this loop
-    has no Trainer.)"""
-
-    def __init__(self, ctx: StageContext, spec: PPOSpec, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.ctx = ctx
-        self.tokenizer = tokenizer
-        self.settings = SamplingSettings(temperature=spec.sample_temperature,
-                                         max_new_tokens=spec.sample_max_new_tokens, seed=spec.seed)
-        rows: list[dict[str, Any]] = []
-        if spec.eval_prompt_count > 0:
-            rows = load_prompts(ctx.resolve(spec.eval_prompts), cache_dir=ctx.cache_dir,
-                                count=spec.eval_prompt_count, prompt_field=spec.prompt_field)
-        self.source = spec.eval_prompts if rows else None
-        self.texts = [r["text"] for r in rows]
-        self.tasks = [demo_task.parse_task(t) for t in self.texts]
-        self.judged = sum(t is not None for t in self.tasks)
-        self.prompt_ids = ctx.add_prompts([{**r, "meta": {"kind": t.kind} if t else {}}
-                                           for r, t in zip(rows, self.tasks)]) \
-            if rows and ctx.is_main_process else []
-
-    def answer(self, accelerator: Accelerator, models: Models, update: int, checkpoint: str | None) -> None:
-        if not self.texts or not accelerator.is_main_process:
-            return
-        started = time.perf_counter()
-        with accelerator.autocast():
-            answers = [a for [a] in generate(models.policy, self.tokenizer, self.texts, self.settings)]
-        seconds = round((time.perf_counter() - started) / len(answers), 4)
-        with accelerator.autocast():
-            rm_scores = reward_model_scores(models, self.texts, [a.text for a in answers], batch_size=16).tolist()
-        samples, judged = [], []
-        for prompt_id, text, task, answer, rm_score in zip(self.prompt_ids, self.texts, self.tasks, answers,
-                                                           rm_scores):
-            meta: dict[str, Any] = {**answer.meta(), "seconds": seconds, "kind": "eval",
-                                    "rm_score": round(rm_score, 4)}
-            if task is not None:
-                meta["score"] = demo_task.judge_score(text, answer.text)
-                judged.append(meta["score"])
-            samples.append({"prompt_id": prompt_id, "response": answer.text, "meta": meta})
-        self.ctx.log_samples(samples, step=update, checkpoint=checkpoint)
-        metrics = {"eval/rm_score": sum(rm_scores) / len(rm_scores)}
-        if judged:
-            metrics["eval/judge_score"] = sum(judged) / len(judged)
-            metrics["eval/judge_exact"] = sum(s == 1.0 for s in judged) / len(judged)
-        self.ctx.log_metrics(update, metrics)
+    (the reward model's score rising while the judge's falls)."""
+    if not accelerator.is_main_process:
+        return
+    evaluator.answer(
+        models.policy, update, checkpoint, autocast=accelerator.autocast, sample_meta={"kind": "eval"},
+        reward_model=lambda prompts, responses: reward_model_scores(models, prompts, responses,
+                                                                    batch_size=16).tolist(),
+    )
 
 
 def _resolved_config(spec: PPOSpec, models: Models, accelerator: Accelerator, rows: list[dict[str, Any]],
@@ -809,7 +761,7 @@ def _resolved_config(spec: PPOSpec, models: Models, accelerator: Accelerator, ro
         },
         "tokenizer": describe_tokenizer(models.tokenizer, models.policy_source),
         "prompts": {"source": spec.prompts, "count": len(rows)},
-        "eval_prompts": {"source": evaluator.source, "count": len(evaluator.texts), "judged": evaluator.judged},
+        "eval_prompts": evaluator.describe(),
         "ptx_examples": len(ptx_texts),
     }
 

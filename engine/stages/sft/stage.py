@@ -16,9 +16,10 @@ While it trains, the model answers a fixed set of eval prompts every
 `sample_every` steps (and before the first step and after the last), greedy
 by default; the answers go to the store as samples with their step and the
 checkpoint holding those exact weights, so a person watches answers change.
-When the prompts are demo-task prompts (engine/demo/task.py) the rule-based
-judge scores each answer, and the mean is the metric `eval/judge_score`;
-prompts the judge cannot parse get no score rather than a made-up one.
+A judge scores each answer (engine/stages/common/eval_answers.py: the demo's
+rule-based judge, on demo-task prompts), and the mean is the metric
+`eval/judge_score`; prompts the judge cannot parse get no score rather than a
+made-up one.
 
 The output folder `final/` loads with plain transformers: for LoRA it holds
 the merged model, and `final/adapter/` the adapter alone (peft loads it onto
@@ -35,6 +36,8 @@ from __future__ import annotations
 # First: silences tqdm, which reads its switch when it is first imported.
 from engine.stages.common import setup as runtime
 
+# isort: split
+
 import importlib.util
 import os
 import warnings
@@ -46,23 +49,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from engine.errors import StageFailed
-from engine.stages.sft.spec import SFTSpec
-from engine.stages.common.models import count_parameters
-from engine.stages.common.models import load_model_for_training
-from engine.stages.common.tokenizer import describe_tokenizer
-from engine.stages.common.tokenizer import load_stage_tokenizer
-from engine.stages.common.callbacks import attach_stage_callback
-from engine.stages.common.callbacks import train_resumably
-from engine.stages.common.context import Source
-from engine.stages.common.context import checkpoint_name
-from engine.stages.common.context import StageContext
+from engine.stages.common.callbacks import attach_stage_callback, train_resumably
+from engine.stages.common.context import Source, StageContext, checkpoint_name
+from engine.stages.common.data_loading import instruction_examples, load_records, split_examples
+from engine.stages.common.eval_answers import EvalAnswersCallback
+from engine.stages.common.models import count_parameters, load_model_for_training
 from engine.stages.common.prologue import begin
-from engine.stages.common.data_loading import instruction_examples
-from engine.stages.common.data_loading import load_records
-from engine.stages.common.data_loading import split_examples
-from engine.stages.common.eval_answers import EvalSampler
-from engine.stages.common.saving import parent_weights
-from engine.stages.common.saving import save_final
+from engine.stages.common.saving import parent_weights, save_final
+from engine.stages.common.tokenizer import describe_tokenizer, load_stage_tokenizer
+from engine.stages.sft.spec import SFTSpec
 
 
 def run(ctx: StageContext) -> None:
@@ -105,7 +100,7 @@ def check_quantization(spec: SFTSpec, hardware: runtime.Runtime) -> None:
         )
 
 
-def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrainer, EvalSampler]:
+def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrainer, EvalAnswersCallback]:
     """Everything up to `train()`: tokenizer, data, model, config, trainer,
     and the callback that answers the eval prompts (not attached yet)."""
     spec = ctx.spec
@@ -181,8 +176,9 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     # -- answers to the eval prompts -------------------------------------------
-    sampler = EvalSampler.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(model_source), prompt_field=spec.prompt_field,
-                                    messages_field=spec.messages_field, text_field=spec.text_field)
+    sampler = EvalAnswersCallback.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(model_source),
+                                            prompt_field=spec.prompt_field, messages_field=spec.messages_field,
+                                            text_field=spec.text_field)
 
     ctx.set_resolved_config(
         {
