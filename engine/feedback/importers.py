@@ -4,10 +4,11 @@
     result = read_feedback("hh.jsonl", format="hh")
     store_them(result.pairs or result.judgements or result.unpaired)
 
-Files: JSON Lines (`.jsonl`, `.json`, `.ndjson`: one object per line, blank
-lines skipped) and parquet (`.parquet`, read with pyarrow, imported only when
-needed) for every format; CSV (`.csv`) for the judgement table only, the one
-format whose CSV this package writes.
+Files, read by record_files.py (the reader the stages' data loading shares):
+JSON Lines (`.jsonl`, `.json`, `.ndjson`: one object per line, blank lines
+skipped, or one JSON array of objects) and parquet (`.parquet`, read with
+pyarrow, imported only when needed) for every format; CSV (`.csv`, or `.tsv`)
+for the judgement table only, the one format whose CSV this package writes.
 
 Formats, by the fields of a record (other fields are ignored):
 
@@ -34,12 +35,12 @@ Formats, by the fields of a record (other fields are ignored):
 Imported pairs are grouped by `content_key(prompt)`: files have no prompt
 ids. Nothing is returned unless every record is good: a bad record raises
 `FeedbackFormatError` listing `FILE:LINE: what is wrong; what was expected`
-for every bad line (parquet: `FILE:row N:`), the first 20 in the message.
+for every bad line (parquet: `FILE:row N:`; a JSON array: `FILE:item N:`), the
+first 20 in the message.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from engine.errors import FeedbackFormatError, UserInputError
+from engine.feedback.record_files import JSON_SUFFIXES, TABLE_SUFFIXES, RecordFileError, read_record_file
 from engine.feedback.records import (
     Judgement,
     Message,
@@ -65,7 +67,8 @@ from engine.feedback.records import (
 
 ImportFormat = Literal["auto", "trl", "hh", "ranked", "kto", "judgements"]
 IMPORT_FORMATS: tuple[str, ...] = get_args(ImportFormat)
-JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+#: the suffixes of JSON Lines files (exporters.py writes them)
+JSONL_SUFFIXES = JSON_SUFFIXES
 #: judgement-table fields that CSV cells hold as JSON (they are lists or conversations)
 JSON_CELLS = ("prompt", "responses", "ranking")
 
@@ -102,7 +105,7 @@ def read_feedback(path: str | os.PathLike[str], *, format: ImportFormat = "auto"
             )
         format = "judgements"
 
-    rows = list(_rows(source, container))
+    rows = list(_rows(source))
     records = [(where, row) for where, row in rows if not isinstance(row, _Problem)]
     if not rows:
         raise FeedbackFormatError([f"{source}: no records; expected one record per line (or row)"])
@@ -153,78 +156,23 @@ def detect_format(record: dict[str, Any]) -> str | None:
 
 def _container(source: Path) -> str:
     suffix = source.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
+    if suffix in JSON_SUFFIXES:
         return "jsonl"
-    if suffix in (".parquet", ".csv"):
-        return suffix[1:]
-    raise UserInputError(f"{source}: unknown file type {suffix or '(none)'}; expected .jsonl, .json, .parquet or .csv")
+    if suffix in TABLE_SUFFIXES:
+        return "parquet" if suffix == ".parquet" else "csv"
+    raise UserInputError(f"{source}: unknown file type {suffix or '(none)'}; "
+                         "expected .jsonl, .json, .ndjson, .parquet, .csv or .tsv")
 
 
-def _rows(source: Path, container: str) -> Iterator[tuple[str, dict[str, Any] | _Problem]]:
-    """(where, record or its problem) for each record, `where` being FILE:LINE."""
-    if container == "jsonl":
-        yield from _jsonl_rows(source)
-    elif container == "parquet":
-        yield from _parquet_rows(source)
-    else:
-        yield from _csv_rows(source)
-
-
-def _jsonl_rows(source: Path) -> Iterator[tuple[str, dict[str, Any] | _Problem]]:
-    with open(source, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            where = f"{source}:{number}"
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                yield where, _Problem(f"not UTF-8 text ({error.reason} at byte {error.start}); expected UTF-8 JSON")
-                continue
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as error:
-                yield where, _Problem(
-                    f"not valid JSON ({error.msg} at column {error.colno}); expected one JSON object per line"
-                )
-                continue
-            if not isinstance(value, dict):
-                yield where, _Problem(f"a JSON {type(value).__name__}; expected a JSON object per line")
-                continue
-            yield where, value
-
-
-def _parquet_rows(source: Path) -> Iterator[tuple[str, dict[str, Any] | _Problem]]:
+def _rows(source: Path) -> Iterator[tuple[str, dict[str, Any] | _Problem]]:
+    """(where, record or its problem) for each record, `where` being FILE:LINE
+    (FILE:row N in parquet, FILE:item N in a JSON array)."""
     try:
-        import pyarrow.parquet as parquet  # deferred: only parquet files need it
-    except ImportError:
-        raise UserInputError(f"{source}: reading parquet needs pyarrow (pip install pyarrow)") from None
-    try:
-        table = parquet.read_table(source)
-    except Exception as error:  # pyarrow raises several types for a damaged file
-        raise FeedbackFormatError([f"{source}: not a readable parquet file ({error}); expected parquet"]) from None
-    for number, row in enumerate(table.to_pylist(), start=1):
-        yield f"{source}:row {number}", row
-
-
-def _csv_rows(source: Path) -> Iterator[tuple[str, dict[str, Any] | _Problem]]:
-    try:
-        with open(source, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            last_line = reader.line_num
-            for row in reader:
-                where = f"{source}:{last_line + 1}"  # a record may span lines: name its first
-                last_line = reader.line_num
-                if None in row:
-                    yield where, _Problem(f"more cells than the {len(reader.fieldnames or [])} columns of the header")
-                elif any(value is None for value in row.values()):
-                    yield where, _Problem(f"fewer cells than the {len(reader.fieldnames or [])} columns of the header")
-                else:
-                    yield where, row
-    except UnicodeDecodeError as error:
-        raise FeedbackFormatError([f"{source}: not UTF-8 text ({error.reason}); expected a UTF-8 CSV file"]) from None
-    except csv.Error as error:
-        raise FeedbackFormatError([f"{source}: not a readable CSV file ({error})"]) from None
+        for row in read_record_file(source):
+            where = f"{source}:{row.number}" if row.unit == "line" else f"{source}:{row.where}"
+            yield where, row.record if row.record is not None else _Problem(row.problem)
+    except RecordFileError as error:
+        raise FeedbackFormatError([str(error)]) from None
 
 
 # --- one record of each format -------------------------------------------------------

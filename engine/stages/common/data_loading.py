@@ -2,11 +2,14 @@
 
 A corpus is a list of documents (strings). Sources:
 
-- `builtin:stdlib-docs`; the demo task's `builtin:demo-instructions` and
-  `builtin:demo-prompts` (rows: their `text_field` column, e.g. `prompt`);
+- `builtin:stdlib-docs`; the catalogue's data sets of rows, such as the demo
+  task's `builtin:demo-instructions` and `builtin:demo-prompts` (read through
+  the provider their catalogue entry names; their `text_field` column, e.g.
+  `prompt`);
 - a file: `.txt`/`.md` (one document per blank-line-separated paragraph),
-  `.jsonl`, `.json` (a list of objects, or JSON lines), `.parquet`, `.csv`,
-  `.tsv` (the `text_field` column);
+  or a file of records read by engine/feedback/record_files.py (`.jsonl`,
+  `.json`, `.ndjson`: JSON lines or an array of objects; `.parquet`, `.csv`,
+  `.tsv`): the `text_field` column;
 - a folder written by `datasets`' `save_to_disk` (its `train` split when it
   holds several), or a folder of files of the kinds above;
 - a hub dataset id (its `train` split; needs a network).
@@ -28,13 +31,11 @@ prompts a model is asked while it trains.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
 import random
 import re
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,14 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from engine.demo import task as demo_task
 from engine.errors import StageFailed
+from engine.feedback.record_files import RECORD_SUFFIXES, RecordFileError, read_record_file
+from engine.spec.catalog import load_provider, record_providers
 from engine.stages.common import stdlib_corpus as corpus
 from engine.stages.common.context import Source
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
-SUFFIXES = (*TEXT_SUFFIXES, ".jsonl", ".json", ".parquet", ".csv", ".tsv")
+SUFFIXES = (*TEXT_SUFFIXES, *RECORD_SUFFIXES)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 
@@ -65,12 +67,12 @@ def load_texts(
 ) -> list[str]:
     """The documents of a corpus, in the source's order, empty ones left out."""
     if source.kind == "builtin":
-        if source.value in _BUILTIN_RECORDS:  # the demo task's rows: their `text_field` column
+        if source.value in record_providers():  # a data set of rows: their `text_field` column
             name = f"builtin:{source.value}"
             docs: Iterable[str] = (_field(row, text_field, name, f"row {number}")
-                                   for number, row in enumerate(_BUILTIN_RECORDS[source.value](), 1))
+                                   for number, row in enumerate(load_provider(source.value)(), 1))
         elif source.value != corpus.NAME:
-            known = ", ".join([corpus.NAME, *_BUILTIN_RECORDS])
+            known = ", ".join([corpus.NAME, *record_providers()])
             raise StageFailed(f"unknown built-in corpus {source.value!r} (known: {known})")
         else:
             docs = corpus.load_stdlib_docs(cache_dir)
@@ -90,36 +92,35 @@ def _non_empty(docs: Iterable[str]) -> Iterator[str]:
 
 
 def _read_path(path: Path, text_field: str) -> Iterator[str]:
-    if path.is_dir():
-        if _is_saved_dataset(path):
-            yield from _read_saved_dataset(path, text_field)
-            return
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
-        if not files:
-            raise StageFailed(
-                f"{path}: neither a dataset saved with save_to_disk nor a folder of "
-                f"{', '.join(SUFFIXES)} files"
-            )
-        for file in files:
-            yield from _read_file(file, text_field)
-    elif path.is_file():
-        yield from _read_file(path, text_field)
-    else:
+    if _is_saved_dataset(path):
+        yield from _read_saved_dataset(path, text_field)
+        return
+    for file in _files_at(path):
+        yield from _read_file(file, text_field)
+
+
+def _files_at(path: Path) -> list[Path]:
+    """The file, or the readable files of a folder (not a saved dataset), in name order."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
         raise StageFailed(f"{path}: no such file or folder")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+    if not files:
+        raise StageFailed(
+            f"{path}: neither a dataset saved with save_to_disk nor a folder of "
+            f"{', '.join(SUFFIXES)} files"
+        )
+    return files
 
 
 def _read_file(path: Path, text_field: str) -> Iterator[str]:
-    suffix = path.suffix.lower()
-    if suffix in TEXT_SUFFIXES:
+    if path.suffix.lower() in TEXT_SUFFIXES:
         yield from _read_paragraphs(path)
-    elif suffix in (".jsonl", ".json"):
-        yield from _read_json(path, text_field)
-    elif suffix == ".parquet":
-        yield from _read_parquet(path, text_field)
-    elif suffix in (".csv", ".tsv"):
-        yield from _read_csv(path, text_field, delimiter="\t" if suffix == ".tsv" else ",")
-    else:
-        raise StageFailed(f"{path}: unsupported file type (supported: {', '.join(SUFFIXES)})")
+        return
+    # A parquet file then reads only the text column.
+    for where, record in _read_records(path, columns=[text_field]):
+        yield _field(record, text_field, path, where)
 
 
 def _read_paragraphs(path: Path) -> Iterator[str]:
@@ -128,27 +129,18 @@ def _read_paragraphs(path: Path) -> Iterator[str]:
         yield paragraph.strip()
 
 
-def _read_json(path: Path, text_field: str) -> Iterator[str]:
-    """JSON lines, or one JSON array of objects (many `.json` files are really JSON lines)."""
-    with path.open(encoding="utf-8") as lines:
-        first = next((line for line in lines if line.strip()), "")
-    if first.lstrip().startswith("["):
-        for number, row in enumerate(_parse_json(path.read_text(encoding="utf-8"), path, "the file"), 1):
-            yield _field(row, text_field, path, f"item {number}")
-        return
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                yield _field(_parse_json(line, path, f"line {number}"), text_field, path, f"line {number}")
-
-
-def _parse_json(text: str, path: Path, where: str) -> Any:
+def _read_records(path: Path, *, columns: Sequence[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) for each record of a file of records (the reader the
+    feedback importers share); StageFailed at the first that cannot be read."""
+    if path.suffix.lower() not in RECORD_SUFFIXES:
+        raise StageFailed(f"{path}: unsupported file type (supported: {', '.join(SUFFIXES)})")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StageFailed(
-            f"{path}: {where} is not valid JSON ({exc}); expected JSON lines or an array of objects"
-        ) from None
+        for row in read_record_file(path, columns=columns):
+            if row.record is None:
+                raise StageFailed(f"{path}: {row.where} is {row.problem}")
+            yield row.where, row.record
+    except RecordFileError as error:
+        raise StageFailed(str(error)) from None
 
 
 def _field(row: object, text_field: str, path: object, where: str) -> str:
@@ -159,39 +151,23 @@ def _field(row: object, text_field: str, path: object, where: str) -> str:
     return _as_text(row[text_field], path, text_field)
 
 
-def _read_parquet(path: Path, text_field: str) -> Iterator[str]:
-    import pyarrow.parquet as pq  # installed with datasets
-
-    columns = pq.read_schema(path).names
-    if text_field not in columns:
-        raise _missing_column(path, text_field, columns)
-    # Reading one column of a columnar file skips the bytes of all the others.
-    for value in pq.read_table(path, columns=[text_field]).column(0).to_pylist():
-        yield _as_text(value, path, text_field)
-
-
-def _read_csv(path: Path, text_field: str, *, delimiter: str) -> Iterator[str]:
-    # Documents are long; the csv module refuses fields over 128 KiB by default.
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        if text_field not in (reader.fieldnames or []):
-            raise _missing_column(path, text_field, list(reader.fieldnames or []))
-        for row in reader:
-            yield _as_text(row[text_field], path, text_field)
-
-
-def _is_saved_dataset(folder: Path) -> bool:
+def _is_saved_dataset(path: Path) -> bool:
     # save_to_disk writes state.json (a Dataset) or dataset_dict.json (a DatasetDict).
-    return (folder / "state.json").exists() or (folder / "dataset_dict.json").exists()
+    return path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists())
 
 
-def _read_saved_dataset(folder: Path, text_field: str) -> Iterator[str]:
+def _load_saved_dataset(folder: Path) -> Any:
+    """A folder written by save_to_disk: the dataset, or the train split of a DatasetDict."""
     import datasets
 
     loaded = datasets.load_from_disk(str(folder))
     if isinstance(loaded, datasets.DatasetDict):
         loaded = _train_split(loaded, folder)
+    return loaded
+
+
+def _read_saved_dataset(folder: Path, text_field: str) -> Iterator[str]:
+    loaded = _load_saved_dataset(folder)
     if text_field not in loaded.column_names:
         raise _missing_column(folder, text_field, loaded.column_names)
     for value in loaded[text_field]:
@@ -282,7 +258,7 @@ def pack_blocks(
     eos = tokenizer.eos_token_id
     if eos is None:
         raise StageFailed("the tokenizer has no eos token to mark where one document ends")
-    pieces = [np.asarray(ids + [eos], dtype=np.int32) for ids in tokenize_documents(texts, tokenizer)]
+    pieces = [np.asarray([*ids, eos], dtype=np.int32) for ids in tokenize_documents(texts, tokenizer)]
     stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
     n_blocks = len(stream) // block_size
     return torch.from_numpy(stream[: n_blocks * block_size].reshape(n_blocks, block_size))
@@ -321,11 +297,6 @@ def collate_blocks(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 # Every format is normalised to {prompt, completion}, {messages} or {text}.
 
 FORMATS = ("prompt_completion", "messages", "alpaca", "text")
-#: built-in data sets of rows (the demo task's); stdlib-docs gives {"text"} rows
-_BUILTIN_RECORDS = {
-    "demo-instructions": demo_task.demo_instructions,
-    "demo-prompts": demo_task.demo_prompts,
-}
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                    "system": "system", "model": "assistant"}
 
@@ -335,12 +306,14 @@ def load_records(
 ) -> list[dict[str, Any]]:
     """The rows of a data set, every column kept, in the source's order."""
     if source.kind == "builtin":
-        if source.value in _BUILTIN_RECORDS:
-            rows: Iterable[dict[str, Any]] = _BUILTIN_RECORDS[source.value]()
+        # The catalogue's data sets of rows (the demo task's), through their
+        # providers; stdlib-docs gives {"text"} rows.
+        if source.value in record_providers():
+            rows: Iterable[dict[str, Any]] = load_provider(source.value)()
         elif source.value == corpus.NAME:
             rows = ({"text": t} for t in corpus.load_stdlib_docs(cache_dir))
         else:
-            known = ", ".join([*_BUILTIN_RECORDS, corpus.NAME])
+            known = ", ".join([*record_providers(), corpus.NAME])
             raise StageFailed(f"unknown built-in data set {source.value!r} (known: {known})")
     elif source.kind == "path":
         rows = _read_record_path(Path(source.value))
@@ -353,66 +326,20 @@ def load_records(
 
 
 def _read_record_path(path: Path) -> Iterator[dict[str, Any]]:
-    if path.is_dir():
-        if _is_saved_dataset(path):
-            import datasets
-
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                loaded = _train_split(loaded, path)
-            yield from loaded
-            return
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
-        if not files:
-            raise StageFailed(
-                f"{path}: neither a dataset saved with save_to_disk nor a folder of "
-                f"{', '.join(SUFFIXES)} files"
-            )
-        for file in files:
-            yield from _read_record_file(file)
-    elif path.is_file():
-        yield from _read_record_file(path)
-    else:
-        raise StageFailed(f"{path}: no such file or folder")
+    if _is_saved_dataset(path):
+        yield from _load_saved_dataset(path)
+        return
+    for file in _files_at(path):
+        yield from _read_record_file(file)
 
 
 def _read_record_file(path: Path) -> Iterator[dict[str, Any]]:
-    suffix = path.suffix.lower()
-    if suffix in TEXT_SUFFIXES:
+    if path.suffix.lower() in TEXT_SUFFIXES:
         for paragraph in _read_paragraphs(path):
             yield {"text": paragraph}
-    elif suffix in (".jsonl", ".json"):
-        yield from _read_json_rows(path)
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq  # installed with datasets
-
-        yield from pq.read_table(path).to_pylist()
-    elif suffix in (".csv", ".tsv"):
-        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-        with path.open(encoding="utf-8", newline="") as handle:
-            yield from csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
     else:
-        raise StageFailed(f"{path}: unsupported file type (supported: {', '.join(SUFFIXES)})")
-
-
-def _read_json_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as lines:
-        first = next((line for line in lines if line.strip()), "")
-    if first.lstrip().startswith("["):
-        rows = _parse_json(path.read_text(encoding="utf-8"), path, "the file")
-        numbered: Iterable[tuple[int, Any]] = enumerate(rows, 1)
-        where = "item"
-    else:
-        def parsed() -> Iterator[tuple[int, Any]]:
-            with path.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if line.strip():
-                        yield number, _parse_json(line, path, f"line {number}")
-        numbered, where = parsed(), "line"
-    for number, row in numbered:
-        if not isinstance(row, dict):
-            raise StageFailed(f"{path}: {where} {number} is not a JSON object")
-        yield row
+        for _where, record in _read_records(path):
+            yield record
 
 
 def _read_hub_records(dataset_id: str, max_records: int | None) -> Iterator[dict[str, Any]]:
