@@ -186,7 +186,7 @@ async def generated_answers(engine: Engine, run: int | str) -> list[Answer]:
 
 def _checkpoint_of(ref: str) -> str:
     """What a sample records as its checkpoint for a canonical model reference
-    (engine.stages.sample.stage.checkpoint_name, without importing torch)."""
+    (engine.stages.common.context.checkpoint_name, without importing torch)."""
     scheme, _, value = ref.partition(":")
     return value if scheme == "path" else ref
 

@@ -122,15 +122,6 @@ def test_unknown_kind_lists_known_kinds(specs):
     )
 
 
-@pytest.mark.parametrize("kind", STILL_PLANNED)
-def test_planned_kind_is_not_unknown(specs, kind):
-    line = specs.problem(f'[stages.x]\nkind = "{kind}"\n')
-    assert line.endswith(
-        f"stage 'x', field 'kind': kind '{kind}' is not available in this version "
-        f"(coming: {COMING})"
-    )
-
-
 def test_unknown_field_suggests_the_right_one(specs):
     line = specs.problem('[stages.pretrain]\nkind = "pretrain"\nmax_step = 3\n')
     assert line.endswith(
