@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.spec.catalog import BUILTINS
 from engine.errors import SpecError, UserInputError
 from engine.spec import PLANNED_KINDS, STAGE_KINDS, load_spec, parse_spec
+from engine.spec.catalog import BUILTINS
 from engine.stages.registry import is_builtin
 
 # The lists in messages grow as stage kinds and built-ins are added. Kinds
