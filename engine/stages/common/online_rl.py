@@ -88,7 +88,7 @@ from engine.stages.common.inference import dtype_for, max_positions
 from engine.stages.common.models import count_parameters, load_model_for_training
 from engine.stages.common.online_rl_spec import OnlineRLSpec
 from engine.stages.common.prologue import begin
-from engine.stages.common.saving import save_final
+from engine.stages.common.saving import save_trained
 from engine.stages.common.tokenizer import CHAT_TEMPLATE, describe_tokenizer, load_stage_tokenizer, load_tokenizer
 
 #: the reward model's name in trl's metric keys (train/rewards/reward_model/mean)
@@ -123,10 +123,7 @@ def run(ctx: StageContext, flavour: Flavour) -> None:
     step = train_resumably(trainer, ctx, callback, max_steps=spec.max_steps)
 
     # -- save ------------------------------------------------------------------
-    if trainer.is_world_process_zero():
-        save_final(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, ctx.final_dir)
-    ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
-    ctx.flush()
+    save_trained(trainer, ctx, step)
 
 
 def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour) -> tuple[Any, EvalAnswersCallback]:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from engine.errors import StageFailed
 from engine.stages.common.context import StageContext
@@ -48,6 +48,19 @@ def save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folde
     if folder.exists():
         shutil.rmtree(folder)
     os.rename(tmp, folder)
+
+
+def save_trained(trainer: Trainer, ctx: StageContext, step: int, *,
+                 tokenizer: PreTrainedTokenizerBase | None = None, base: str | None = None) -> None:
+    """How a Trainer-based stage ends: its model saved as final/ by the main
+    process (`save_final`, with the trainer's tokenizer unless `tokenizer`
+    is given; `base`: the parent weights a quantized LoRA merges into),
+    recorded as the final checkpoint at `step`, and the metrics flushed."""
+    if trainer.is_world_process_zero():
+        saved_tokenizer = tokenizer if tokenizer is not None else trainer.processing_class
+        save_final(trainer.accelerator.unwrap_model(trainer.model), saved_tokenizer, ctx.final_dir, base=base)
+    ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
+    ctx.flush()
 
 
 def _merge_into_full_precision(adapter: Path, base: str | None) -> PreTrainedModel:

@@ -61,7 +61,7 @@ from engine.stages.common.eval_answers import EvalAnswersCallback
 from engine.stages.common.models import count_parameters, load_model_for_training
 from engine.stages.common.preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
 from engine.stages.common.prologue import begin
-from engine.stages.common.saving import parent_weights, save_final
+from engine.stages.common.saving import parent_weights, save_trained
 from engine.stages.common.tokenizer import describe_tokenizer, load_stage_tokenizer
 from engine.stages.dpo.spec import DPOSpec
 
@@ -83,11 +83,7 @@ def run(ctx: StageContext) -> None:
     step = train_resumably(trainer, ctx, callback, max_steps=spec.max_steps)
 
     # -- save ------------------------------------------------------------------
-    if trainer.is_world_process_zero():
-        save_final(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class,
-                   ctx.final_dir, base=parent_weights(ctx))
-    ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
-    ctx.flush()
+    save_trained(trainer, ctx, step, base=parent_weights(ctx))
 
 
 def build_trainer(

@@ -17,27 +17,21 @@ from __future__ import annotations
 # First: silences tqdm, which reads its switch when it is first imported.
 from engine.stages.common import setup as runtime
 
+# isort: split
+
 from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from engine.errors import StageFailed
-from engine.stages.pretrain.spec import PretrainSpec
-from engine.stages.common.models import count_parameters
-from engine.stages.common.models import load_model_for_training
-from engine.stages.common.tokenizer import describe_tokenizer
-from engine.stages.common.tokenizer import load_stage_tokenizer
-from engine.stages.common.callbacks import attach_stage_callback
-from engine.stages.common.callbacks import train_resumably
-from engine.stages.common.context import Source
-from engine.stages.common.context import StageContext
+from engine.stages.common.callbacks import attach_stage_callback, train_resumably
+from engine.stages.common.context import Source, StageContext
+from engine.stages.common.data_loading import BlockDataset, collate_blocks, load_texts, pack_blocks, split_documents
+from engine.stages.common.models import count_parameters, load_model_for_training
 from engine.stages.common.prologue import begin
-from engine.stages.common.saving import save_final
-from engine.stages.common.data_loading import BlockDataset
-from engine.stages.common.data_loading import collate_blocks
-from engine.stages.common.data_loading import load_texts
-from engine.stages.common.data_loading import pack_blocks
-from engine.stages.common.data_loading import split_documents
+from engine.stages.common.saving import save_trained
+from engine.stages.common.tokenizer import describe_tokenizer, load_stage_tokenizer
+from engine.stages.pretrain.spec import PretrainSpec
 
 
 def run(ctx: StageContext) -> None:
@@ -122,10 +116,7 @@ def run(ctx: StageContext) -> None:
     step = train_resumably(trainer, ctx, callback, max_steps=spec.max_steps)
 
     # -- save ------------------------------------------------------------------
-    if trainer.is_world_process_zero():
-        save_final(trainer.accelerator.unwrap_model(trainer.model), tokenizer, ctx.final_dir)
-    ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
-    ctx.flush()
+    save_trained(trainer, ctx, step, tokenizer=tokenizer)
 
 
 def _resolved_config(

@@ -41,6 +41,8 @@ from __future__ import annotations
 # First: silences tqdm, which reads its switch when it is first imported.
 from engine.stages.common import setup as runtime
 
+# isort: split
+
 import math
 import re
 import warnings
@@ -65,21 +67,14 @@ from trl import RewardConfig, RewardTrainer
 
 from engine.errors import StageFailed
 from engine.feedback.records import is_person
-from engine.stages.reward.spec import RewardSpec
-from engine.stages.common.models import count_parameters
-from engine.stages.common.models import preset_config
-from engine.stages.common.tokenizer import describe_tokenizer
-from engine.stages.common.tokenizer import load_stage_tokenizer
-from engine.stages.common.callbacks import attach_stage_callback
-from engine.stages.common.callbacks import train_resumably
-from engine.stages.common.context import Source
-from engine.stages.common.context import StageContext
+from engine.stages.common.callbacks import attach_stage_callback, train_resumably
+from engine.stages.common.context import Source, StageContext
+from engine.stages.common.models import count_parameters, preset_config
+from engine.stages.common.preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
 from engine.stages.common.prologue import begin
-from engine.stages.common.preference_data import PreferenceData
-from engine.stages.common.preference_data import PreferenceExample
-from engine.stages.common.preference_data import load_preference_data
-from engine.stages.common.preference_data import to_dataset
-from engine.stages.common.saving import save_final
+from engine.stages.common.saving import save_trained
+from engine.stages.common.tokenizer import describe_tokenizer, load_stage_tokenizer
+from engine.stages.reward.spec import RewardSpec
 
 
 def run(ctx: StageContext) -> None:
@@ -98,10 +93,7 @@ def run(ctx: StageContext) -> None:
     step = train_resumably(trainer, ctx, callback, max_steps=spec.max_steps)
 
     # -- save ------------------------------------------------------------------
-    if trainer.is_world_process_zero():
-        save_final(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, ctx.final_dir)
-    ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
-    ctx.flush()
+    save_trained(trainer, ctx, step)
 
 
 def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[RewardTrainer, HeldOutAgreement | None]:

@@ -55,7 +55,7 @@ from engine.stages.common.data_loading import instruction_examples, load_records
 from engine.stages.common.eval_answers import EvalAnswersCallback
 from engine.stages.common.models import count_parameters, load_model_for_training
 from engine.stages.common.prologue import begin
-from engine.stages.common.saving import parent_weights, save_final
+from engine.stages.common.saving import parent_weights, save_trained
 from engine.stages.common.tokenizer import describe_tokenizer, load_stage_tokenizer
 from engine.stages.sft.spec import SFTSpec
 
@@ -75,11 +75,7 @@ def run(ctx: StageContext) -> None:
     step = train_resumably(trainer, ctx, callback, max_steps=spec.max_steps)
 
     # -- save ------------------------------------------------------------------
-    if trainer.is_world_process_zero():
-        save_final(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class,
-                   ctx.final_dir, base=parent_weights(ctx))
-    ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
-    ctx.flush()
+    save_trained(trainer, ctx, step, base=parent_weights(ctx))
 
 
 def check_quantization(spec: SFTSpec, hardware: runtime.Runtime) -> None:
