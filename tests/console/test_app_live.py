@@ -187,7 +187,10 @@ async def test_a_dropped_terminal_leaves_the_run_going(live_engine, tmp_path) ->
     run = await live_engine.submit(fake_spec(tmp_path, "survivor", **LONG))
     process, master = _tui(live_engine.workspace.root)
     try:
-        assert b"survivor" in _read_until(master, b"survivor", 30)
+        # Hang up only once the console shows the run going: it can paint the run
+        # while the supervisor is still claiming it (queued), and this test is about
+        # a running run outliving the terminal.
+        assert b"survivor" in _read_until(master, b"running", 30)
         os.killpg(process.pid, signal.SIGHUP)  # what an SSH disconnect sends the terminal's processes
         process.wait(timeout=30)
     finally:
