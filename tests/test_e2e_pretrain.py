@@ -40,22 +40,20 @@ eval_batches = 4
 """
 
 
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built-in tokenizer and corpus are built once for the whole module."""
-    return tmp_path_factory.mktemp("rlhf-cache")
-
-
 @pytest.fixture
-def env(tmp_path: Path, shared_cache: Path) -> dict[str, str]:
+def env(tmp_path: Path, builtin_cache: Path) -> dict[str, str]:
     return {
         **os.environ,
         "RLHF_WORKSPACE": str(tmp_path / "ws"),
-        "RLHF_CACHE_DIR": str(shared_cache),
+        "RLHF_CACHE_DIR": str(builtin_cache),  # the built-in tokenizer and corpus, built once a session
         "RLHF_DEVICES": "cpu",
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "RLHF_CANCEL_GRACE": "60",
+        # One torch thread per process: on 2 cores shared with the test's own `rlhf`
+        # calls (or anything else), two threads of a ~1M-parameter model mostly wait
+        # for each other (measured 0.1 s a step with one, 0.4-3.8 s with two).
+        "OMP_NUM_THREADS": "1",
     }
 
 
@@ -125,7 +123,8 @@ def test_pretraining_lowers_eval_loss_and_writes_a_plain_hf_model(tmp_path: Path
 
 
 def test_kill_9_of_the_stage_shows_crashed_and_resume_continues_exactly(tmp_path: Path, env: dict[str, str]) -> None:
-    spec = spec_file(tmp_path, "crashy", max_steps=300, eval_every=1000, save_every=10)
+    steps_in_all = 200  # the stage is still training seconds after its first checkpoint (step 10)
+    spec = spec_file(tmp_path, "crashy", max_steps=steps_in_all, eval_every=1000, save_every=10)
     assert rlhf("run", str(spec), "--detach", env=env).returncode == 0
 
     # Kill the stage process the hard way between two checkpoints, at a moment
@@ -133,12 +132,22 @@ def test_kill_9_of_the_stage_shows_crashed_and_resume_continues_exactly(tmp_path
     # steps must run again after the resume. Steps are fast and progress lands
     # only about once a second, so the test freezes the process (SIGSTOP) to
     # look, lets it go on (SIGCONT) until the moment is right, then kills it.
-    pid = wait_until(lambda: status("crashy", env)["stages"][0]["pid"], 120, "the stage process", poll=0.05)
+    # It starts looking once the first checkpoint is on disk, and until then
+    # polls the disk, not `rlhf`: frozen through each look (an `rlhf metrics`
+    # process, a second or more), the stage started up at a tenth of its speed
+    # (2.5 minutes to its first checkpoint).
     checkpoints_on_disk = Path(env["RLHF_WORKSPACE"])
+
+    def saved_steps() -> list[int]:
+        return [int(n) for p in checkpoints_on_disk.rglob("checkpoint-*") if (n := p.name.rpartition("-")[2]).isdigit()]
+
+    wait_until(saved_steps, 180, "the first checkpoint", poll=0.05)
+    pid = status("crashy", env)["stages"][0]["pid"]
+    assert pid, "the stage process"
 
     def frozen_past_a_checkpoint() -> bool:
         os.kill(pid, signal.SIGSTOP)
-        saved = [int(n) for p in checkpoints_on_disk.rglob("checkpoint-*") if (n := p.name.rpartition("-")[2]).isdigit()]
+        saved = saved_steps()
         found = rlhf("metrics", "crashy", "--key", "train/learning_rate", "--json", env=env)
         logged = [p["step"] for one in json.loads(found.stdout or "[]") for p in one["points"]]
         if saved and logged and max(logged) > max(saved):
@@ -162,11 +171,11 @@ def test_kill_9_of_the_stage_shows_crashed_and_resume_continues_exactly(tmp_path
 
     detail = status("crashy", env)
     assert detail["status"] == "succeeded" and detail["attempt"] == 2
-    assert detail["stages"][0]["step"] == 300
+    assert detail["stages"][0]["step"] == steps_in_all
     lr = series("crashy", "train/learning_rate", env)
     steps = [step for step, _ in lr]
     assert steps.count(1) == 1, "training restarted from step 0 instead of the checkpoint"
-    assert steps[-1] == 300
+    assert steps[-1] == steps_in_all
     # Steps between the checkpoint and the kill ran twice: the scheduler and the
     # data order came back exactly, so the second pass matches the first.
     repeated = [step for step in set(steps) if steps.count(step) == 2]
@@ -197,7 +206,10 @@ def test_a_detached_run_survives_sighup_of_the_shell_that_started_it(tmp_path: P
 
 
 def test_cancel_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, env: dict[str, str]) -> None:
-    spec = spec_file(tmp_path, "stop", max_steps=40, eval_every=100, save_every=1000)
+    # 120 steps: the cancel lands while it trains (one thread did 40 steps in about the
+    # time `rlhf status` and `rlhf cancel` take, ~20, and a cancel after the end tests nothing)
+    steps_in_all = 120
+    spec = spec_file(tmp_path, "stop", max_steps=steps_in_all, eval_every=1000, save_every=1000)
     assert rlhf("run", str(spec), "--detach", env=env).returncode == 0
     wait_until(lambda: status("stop", env)["stages"][0]["step"] >= 8, 180, "step 8")
 
@@ -211,7 +223,7 @@ def test_cancel_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, env: dict
 
     assert rlhf("resume", "stop", env=env).returncode == 0
     detail = status("stop", env)
-    assert detail["status"] == "succeeded" and detail["stages"][0]["step"] == 40
+    assert detail["status"] == "succeeded" and detail["stages"][0]["step"] == steps_in_all
     steps = [s for s, _ in series("stop", "train/loss", env)]
     assert steps.count(1) == 1 and steps.count(stopped_at + 1) == 1
 

@@ -26,9 +26,9 @@ MakeContext = Callable[..., StageContext]
 
 
 @pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the session: the corpus and tokenizer are built once."""
-    return tmp_path_factory.mktemp("cache")
+def shared_cache(builtin_cache: Path) -> Path:
+    """One cache for the session (tests/conftest.py): the corpus and tokenizer are built once."""
+    return builtin_cache
 
 
 @pytest.fixture
