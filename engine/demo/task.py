@@ -109,7 +109,7 @@ WORDS = (
     "bird", "book", "fish", "frog", "lamp", "milk", "moon", "rain", "ship", "snow", "star", "tree",
 )
 #: longer words too, so that letter counts are not always 3 or 4
-COUNT_WORDS = WORDS + ("apple", "green", "house", "water", "garden", "rabbit", "window", "yellow")
+COUNT_WORDS = (*WORDS, "apple", "green", "house", "water", "garden", "rabbit", "window", "yellow")
 ADD_MAX = 5  # add: a + b with a, b in 1..ADD_MAX
 SORT_MAX = 5  # sort: three different numbers from 1..SORT_MAX
 REPEAT_TIMES = (2, 3)
@@ -550,8 +550,11 @@ def _closeness(kind: str | None, text: str, answer: str, prompt: str) -> float:
 
 _NUMBER_WORDS = {
     w: i for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+        [
+            "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+            "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+            "twenty",
+        ]
     )
 }
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from engine.errors import UserInputError
 from engine.feedback.pairs import induced_pairs
@@ -40,6 +40,8 @@ from engine.feedback.records import PAIRWISE_OUTCOMES, Judgement
 PairLabel = Literal["a_better", "b_better", "tie", "both_bad"]
 #: (prompt_key, first response id, second response id), ids sorted
 ItemKey = tuple[str, str, str]
+#: what `agreement` is told an item is (any hashable key: an ItemKey, a prompt id)
+ItemT = TypeVar("ItemT", bound=Hashable)
 
 _FLIPPED = {"a_better": "b_better", "b_better": "a_better", "tie": "tie", "both_bad": "both_bad"}
 
@@ -145,7 +147,7 @@ def _item_agreement(row: Sequence[int]) -> float:
 
 
 def agreement(
-    labels: Mapping[Hashable, Mapping[str, Hashable]],
+    labels: Mapping[ItemT, Mapping[str, Hashable]],
     *,
     method: Literal["auto", "cohen", "fleiss"] = "auto",
 ) -> Agreement:

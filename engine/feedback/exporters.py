@@ -67,7 +67,7 @@ def write_trl(
     with_margin = any(pair.margin is not None for pair in pairs)
     rows = []
     for pair in pairs:
-        row = {
+        row: dict[str, Any] = {
             "prompt": _form(pair.prompt, "user", convert),
             "chosen": _form(pair.chosen, "assistant", convert),
             "rejected": _form(pair.rejected, "assistant", convert),
@@ -123,12 +123,11 @@ def write_judgements(judgements: Iterable[Judgement], path: str | os.PathLike[st
     ]
     if target.suffix.lower() != ".csv":
         return _write(rows, target, {})
-    with atomic_path(target) as temporary:
-        with open(temporary, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=JUDGEMENT_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({name: _cell(name, value) for name, value in row.items()})
+    with atomic_path(target) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=JUDGEMENT_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({name: _cell(name, value) for name, value in row.items()})
     return target
 
 

@@ -89,10 +89,7 @@ def games_from_judgements(judgements: Iterable[Judgement]) -> list[Game]:
     games = []
     for judgement in judgements:
         models = [response.model for response in judgement.responses]
-        if judgement.outcome == "both_bad":
-            tiers = ((0, 1),)
-        else:
-            tiers = judgement.tiers()
+        tiers = ((0, 1),) if judgement.outcome == "both_bad" else judgement.tiers()
         if tiers is None:
             continue
         for better, worse, distance in induced_pairs(tiers):

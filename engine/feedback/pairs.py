@@ -42,7 +42,7 @@ def induced_pairs(ranking: Ranking) -> list[tuple[int, int, int]]:
     """Every pair of a ranking as `(better, worse, tiers_apart)`, best first.
     `tiers_apart` is 0 for a tied pair, whose order is then just the listed one.
     A strict order of K gives K(K-1)/2 pairs, all with tiers_apart >= 1."""
-    pairs = []
+    pairs: list[tuple[int, int, int]] = []
     for position, tier in enumerate(ranking):
         pairs.extend((x, y, 0) for x, y in combinations(tier, 2))
         for distance, lower in enumerate(ranking[position + 1:], start=1):
@@ -63,22 +63,28 @@ def preference_pairs(
         raise UserInputError(f"tie policy {ties!r}; expected one of {', '.join(TIE_POLICIES)}")
     groups: dict[str, list[PreferencePair]] = {}
     for judgement in judgements:
-        tiers = judgement.tiers()
-        if tiers is None:
-            continue
-        texts = [response.text for response in judgement.responses]
-        out = groups.setdefault(judgement.prompt_key, [])
-
-        def pair(chosen: int, rejected: int, margin: float | None) -> PreferencePair:
-            return PreferencePair(judgement.prompt_key, judgement.prompt, texts[chosen], texts[rejected], margin)
-
-        for better, worse, distance in induced_pairs(tiers):
-            if distance > 0:
-                out.append(pair(better, worse, distance * margin_per_rank if ties == "margin" else None))
-            elif ties == "margin":
-                out.append(pair(better, worse, 0.0))
-                out.append(pair(worse, better, 0.0))
+        groups.setdefault(judgement.prompt_key, []).extend(_pairs_of(judgement, ties, margin_per_rank))
     return [pair for group in groups.values() for pair in group]
+
+
+def _pairs_of(judgement: Judgement, ties: TiePolicy, margin_per_rank: float) -> list[PreferencePair]:
+    """The preference pairs of one judgement (see `preference_pairs`)."""
+    tiers = judgement.tiers()
+    if tiers is None:
+        return []
+    texts = [response.text for response in judgement.responses]
+
+    def pair(chosen: int, rejected: int, margin: float | None) -> PreferencePair:
+        return PreferencePair(judgement.prompt_key, judgement.prompt, texts[chosen], texts[rejected], margin)
+
+    pairs = []
+    for better, worse, distance in induced_pairs(tiers):
+        if distance > 0:
+            pairs.append(pair(better, worse, distance * margin_per_rank if ties == "margin" else None))
+        elif ties == "margin":
+            pairs.append(pair(better, worse, 0.0))
+            pairs.append(pair(worse, better, 0.0))
+    return pairs
 
 
 def group_by_prompt(pairs: Iterable[PreferencePair]) -> dict[str, list[PreferencePair]]:
@@ -104,17 +110,19 @@ def unpaired_examples(judgements: Iterable[Judgement]) -> list[UnpairedExample]:
     """
     groups: dict[str, list[UnpairedExample]] = {}
     for judgement in judgements:
-        out = groups.setdefault(judgement.prompt_key, [])
-
-        def example(index: int, label: bool) -> UnpairedExample:
-            return UnpairedExample(judgement.prompt_key, judgement.prompt, judgement.responses[index].text, label)
-
-        if judgement.outcome == "both_bad":
-            out.extend(example(index, False) for index in range(len(judgement.responses)))
-            continue
-        tiers = judgement.tiers()
-        if tiers is None or len(tiers) < 2:
-            continue
-        out.extend(example(index, True) for index in tiers[0])
-        out.extend(example(index, False) for index in tiers[-1])
+        groups.setdefault(judgement.prompt_key, []).extend(_examples_of(judgement))
     return [example for group in groups.values() for example in group]
+
+
+def _examples_of(judgement: Judgement) -> list[UnpairedExample]:
+    """KTO's examples from one judgement (see `unpaired_examples`)."""
+
+    def example(index: int, label: bool) -> UnpairedExample:
+        return UnpairedExample(judgement.prompt_key, judgement.prompt, judgement.responses[index].text, label)
+
+    if judgement.outcome == "both_bad":
+        return [example(index, False) for index in range(len(judgement.responses))]
+    tiers = judgement.tiers()
+    if tiers is None or len(tiers) < 2:
+        return []
+    return [example(index, True) for index in tiers[0]] + [example(index, False) for index in tiers[-1]]

@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args
+from typing import Any, Literal, get_args
 
 from engine.errors import FeedbackFormatError
 
@@ -39,7 +39,7 @@ class Message:
 #: a conversation: messages in order
 Conversation = tuple[Message, ...]
 #: a prompt or a response: plain text, or a conversation (TRL's "conversational" form)
-Text = Union[str, Conversation]
+Text = str | Conversation
 #: a ranking, best first: tiers of indices into the responses; a tier of several is a tie
 Ranking = tuple[tuple[int, ...], ...]
 

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store import MetricSummary, StageRead, Store
-
+from engine.feedback.leaderboard import Game, Rating, games_from_judgements, leaderboard
 from engine.feedback.records import is_person
 from engine.feedback.stored.selection import Selection, selected_judgements
-from engine.feedback.leaderboard import Game, Rating, games_from_judgements, leaderboard
+from store import MetricSummary, StageRead, Store
 
 #: per stage kind: (label, metric key, how to show it) in the order shown
 HEADLINES: dict[str, tuple[tuple[str, str, str], ...]] = {

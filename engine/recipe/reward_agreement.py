@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.feedback.records import is_person
 from store import Store
 from store.feedback import RankingEntry, ranking_tiers
-
-from engine.feedback.records import is_person
 
 
 @dataclass(frozen=True)

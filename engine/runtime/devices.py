@@ -84,6 +84,11 @@ class SlotLease:
     devices: list[Device]
     _files: list[IO[bytes]] = field(default_factory=list, repr=False)
 
+    def hold(self, device: Device, handle: IO[bytes]) -> None:
+        """Add a slot whose lock file `handle` holds locked; the lease closes it on release."""
+        self.devices.append(device)
+        self._files.append(handle)
+
     def release(self) -> None:
         for handle in self._files:
             try:
@@ -111,8 +116,7 @@ def try_acquire(locks_dir: Path, kind: str, count: int) -> SlotLease | None:
         except BlockingIOError:
             handle.close()
             continue
-        lease.devices.append(Device(kind, index))
-        lease._files.append(handle)
+        lease.hold(Device(kind, index), handle)
         if len(lease.devices) == count:
             return lease
     lease.release()

@@ -8,10 +8,10 @@ started on another host that share the workspace fall back to the heartbeat.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from datetime import timedelta
-
 from typing import TYPE_CHECKING
 
 import psutil
@@ -104,7 +104,5 @@ def process_tree(pid: int) -> list[psutil.Process]:
 
 def signal_tree(processes: list[psutil.Process], signum: int) -> None:
     for process in processes:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             process.send_signal(signum)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass

@@ -7,6 +7,7 @@ and to a plain log file beside the stage's outputs, for `tail -f` people.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -65,10 +66,8 @@ class LogCapture:
         for line in lines:
             self._file.write(f"{line['time']:%H:%M:%S} {line['stream']}: {line['message']}\n")
         self._file.flush()
-        try:
+        with contextlib.suppress(Exception):  # the file still has them; never kill the run over logs
             self._store.add_logs(lines)
-        except Exception:  # noqa: BLE001  the file still has them; never kill the run over logs
-            pass
 
     def close(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout

@@ -22,22 +22,14 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
-from store import RunStatus, StageRead, StageStatus, Workspace, open_workspace, utcnow
-
-from engine.runtime.devices import SlotLease
-from engine.runtime.devices import devices_for
-from engine.runtime.devices import try_acquire
-from engine.stages.registry import load_stage_plugins, stage_kind
-from engine.runtime.launcher import child_env
-from engine.runtime.launcher import find_resume_checkpoint
-from engine.runtime.launcher import worker_command
-from engine.runtime.liveness import HEARTBEAT_SECONDS
-from engine.runtime.liveness import HOST
-from engine.runtime.liveness import process_tree
-from engine.runtime.liveness import signal_tree
-from engine.runtime.liveness import supervisor_alive
+from engine.runtime.devices import SlotLease, devices_for, try_acquire
+from engine.runtime.launcher import child_env, find_resume_checkpoint, worker_command
+from engine.runtime.liveness import HEARTBEAT_SECONDS, HOST, process_tree, signal_tree, supervisor_alive
 from engine.runtime.log_capture import LogCapture
+from engine.stages.registry import load_stage_plugins, stage_kind
+from store import RunStatus, StageRead, StageStatus, Workspace, open_workspace, utcnow
 
 CANCEL_GRACE_SECONDS = float(os.environ.get("RLHF_CANCEL_GRACE", "60"))
 WAIT_POLL_SECONDS = 0.5
@@ -215,6 +207,8 @@ class Supervisor:
             cwd=stage_dir, env=child_env(env), close_fds=True,
         )
         self.store.update_stage(stage.id, pid=self.child.pid)
+        # Never None: both were opened as pipes above.
+        assert self.child.stdout is not None and self.child.stderr is not None
         capture.attach(self.child.stdout, "stdout")
         capture.attach(self.child.stderr, "stderr")
         if self.cancelling:  # cancel arrived between the check above and the start
@@ -258,9 +252,9 @@ class Supervisor:
         )
 
 
-def _first_device_kind(spec: dict) -> str:
+def _first_device_kind(spec: dict[str, Any]) -> str:
     """The kind of device a run's first stage asks for."""
-    first = next(iter(spec.get("stages", {}).values()), {})
+    first: dict[str, Any] = next(iter(spec.get("stages", {}).values()), {})
     return devices_for(first.get("device", "auto"), first.get("processes", 1))[0]
 
 

@@ -11,6 +11,7 @@ runs this; only rank 0 reports metrics and success.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -18,12 +19,11 @@ import threading
 import traceback
 from pathlib import Path
 
-from store import StageStatus, open_workspace, utcnow
-
 from engine.errors import StageCancelled, StageFailed
 from engine.runtime.liveness import supervisor_alive
 from engine.stages.common.context import StageContext
 from engine.stages.registry import load_stage_plugins, stage_kind
+from store import StageStatus, open_workspace, utcnow
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -38,7 +38,7 @@ def _watch_supervisor(ctx: StageContext) -> None:
         return
 
     def watch() -> None:
-        while not ctx._stop.wait(1.0):
+        while not ctx.wait_for_stop(1.0):
             if not supervisor_alive(int(pid)):
                 ctx.request_stop()
                 return
@@ -130,10 +130,8 @@ def leave_process_group() -> None:
     dist = sys.modules.get("torch.distributed")  # only if the stage used torch at all
     if dist is None or not dist.is_available() or not dist.is_initialized():
         return
-    try:
+    with contextlib.suppress(Exception):  # the outcome is recorded already; exiting matters more
         dist.destroy_process_group()
-    except Exception:  # noqa: BLE001  the outcome is recorded already; exiting matters more
-        pass
 
 
 if __name__ == "__main__":

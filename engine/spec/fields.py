@@ -23,11 +23,11 @@ Torch-free: imported by the CLI and the console.
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
-
 
 # -- field types ------------------------------------------------------------------
 # Settings several stages share, defined once so that they read (and validate)
@@ -115,7 +115,7 @@ def _written_order(cls: type[StageSpec]) -> list[str]:
     for klass in reversed(cls.__mro__):
         if not (isinstance(klass, type) and issubclass(klass, StageSpec)):
             continue
-        order.update(dict.fromkeys(klass.__dict__.get("__annotations__", {})))
+        order.update(dict.fromkeys(inspect.get_annotations(klass)))
         for base in klass.__bases__:
             if issubclass(base, BaseModel) and not issubclass(base, StageSpec):
                 order.update(dict.fromkeys(base.model_fields))
@@ -126,7 +126,8 @@ class FromRequired(BaseModel):
     """A stage whose `from` must be given. Its None default only gives code
     that lists a kind's defaults (the console's templates) a value to read: a
     missing `from` is validated as None, and None is "required". Stages with
-    more to check of `from` override `_required`."""
+    more to check of `from` override `_required`, or add a validator of their own
+    beside it where `from` takes more than a string (sample's list of models)."""
 
     @model_validator(mode="before")
     @classmethod

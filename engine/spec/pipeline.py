@@ -34,8 +34,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import SpecError
-from engine.spec.refs import STAGE_NAME, Ref, RefError, resolve_ref
 from engine.spec.fields import StageSpec
+from engine.spec.refs import STAGE_NAME, Ref, RefError, resolve_ref
+
 # As a module, read at call time (tests patch registry.PLANNED_KINDS).
 from engine.stages import registry
 
@@ -322,8 +323,8 @@ class _Loader:
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
                 # A field of a nested table ([stages.NAME.lora]) is named by its path: `lora.r`.
-                key = ".".join(str(part) for part in error["loc"]) or None
-                report(_human_error(error, cls, key), key)
+                field_key = ".".join(str(part) for part in error["loc"]) or None
+                report(_human_error(error, cls, field_key), field_key)
             return None, refs
         return (spec if ok else None), refs
 
@@ -552,16 +553,17 @@ def _literal_choices(cls: type[StageSpec], key: str | None) -> list[str]:
 
 def _model_at(cls: type[BaseModel], path: str) -> type[BaseModel] | None:
     """The model of a nested table (`lora` -> LoraSpec); `cls` itself for ""."""
-    model: type[BaseModel] | None = cls
+    model = cls
     for part in filter(None, path.split(".")):
         field_info = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
         if field_info is None:
             return None
         annotation = field_info.annotation
         members = typing.get_args(annotation) or (annotation,)
-        model = next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)), None)
-        if model is None:
+        nested = next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)), None)
+        if nested is None:
             return None
+        model = nested
     return model
 
 

@@ -131,7 +131,7 @@ def resolve_ref(
 
 
 def _builtin(name: str, section: str) -> Ref:
-    one, several = section_words(section)
+    _, several = section_words(section)
     allowed = _in_section(section)
     entry = BUILTINS.get(name)
     if entry is None:

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-
-from store import Feedback, ItemView, JudgementOutcome
-from store.feedback import RankingEntry
+from collections.abc import Callable, Sequence
 
 from engine.errors import UserInputError
 from engine.feedback.judges import Judge
+from store import Feedback, ItemView, JudgementOutcome
+from store.feedback import RankingEntry
 
 
-def verdict(judge: Judge, item: ItemView) -> tuple[JudgementOutcome, list[RankingEntry]]:
+def verdict(judge: Judge, item: ItemView) -> tuple[JudgementOutcome, Sequence[RankingEntry]]:
     """The judge's outcome for an item and its ranking (sample ids, best first).
 
     Responses the judge scores the same share a place (a list of their ids):

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from store import ImportedItem, ImportedResponse, Store
-
 from engine.errors import UserInputError
 from engine.feedback.importers import ImportFormat, ImportResult, read_feedback
 from engine.feedback.records import Text, text_to_json
+from store import ImportedItem, ImportedResponse, Store
 
 
 def import_file(store: Store, path: str | Path, *, format: ImportFormat = "auto",

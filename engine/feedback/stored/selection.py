@@ -14,14 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
-
-from store import LiveJudgement, NotFound, Store
-from store.feedback import ranking_tiers
 
 from engine.errors import UserInputError
-from engine.feedback.records import AnnotatorKind, Judgement, Response, is_person
-
+from engine.feedback.records import AnnotatorKind, Judgement, Ranking, Response, is_person
+from store import LiveJudgement, NotFound, Store
+from store.feedback import ranking_tiers
 
 
 @dataclass(frozen=True)
@@ -42,10 +39,10 @@ def to_record(live: LiveJudgement) -> Judgement:
         Response(id=str(sid), text=live.responses[sid].text, model=live.responses[sid].checkpoint)
         for sid in live.shown
     )
-    ranking = None
+    ranking: Ranking | None = None
     if live.outcome == "ranking":
         place = {sid: index for index, sid in enumerate(live.shown)}
-        ranking = [[place[sid] for sid in tier] for tier in ranking_tiers(live.ranking)]
+        ranking = tuple(tuple(place[sid] for sid in tier) for tier in ranking_tiers(live.ranking))
     return Judgement(
         prompt_key=str(live.prompt_id), prompt=live.prompt, responses=responses, outcome=live.outcome,  # type: ignore[arg-type]
         ranking=ranking, annotator=live.annotator, id=str(live.id),

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from store import Store, utcnow
-
 from engine.spec.fields import StageSpec
+from store import Store, utcnow
 
 FLUSH_SECONDS = 1.0
 CANCEL_POLL_SECONDS = 1.0
@@ -224,6 +223,11 @@ class StageContext:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def wait_for_stop(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds for a stop request made in this process
+        (`request_stop` or a signal; the store's flag is not polled here): True once one came."""
+        return self._stop.wait(timeout)
 
     def should_stop(self) -> bool:
         """True once a cancel was asked for (SIGTERM or the store's flag).

@@ -1,4 +1,5 @@
-"""The child process of `rlhf export`: `python -m engine.stages.common.export_weights CHECKPOINT --out DIR [--merge-lora]`.
+"""The child process of `rlhf export`:
+`python -m engine.stages.common.export_weights CHECKPOINT --out DIR [--merge-lora]`.
 
 Started by `engine.runtime.export_job.run_export`, which checks the input first; the
 checks run again here, so the module is safe to call by hand too. It reads
@@ -15,6 +16,8 @@ from __future__ import annotations
 # First: silences tqdm, which reads its switch when it is first imported.
 from engine.stages.common import setup as runtime
 
+# isort: split
+
 import argparse
 import json
 import shutil
@@ -26,13 +29,8 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from engine.errors import StageFailed, UserInputError
-from engine.runtime.export_job import ADAPTER_CONFIG
-from engine.runtime.export_job import ADAPTER_WEIGHTS
-from engine.runtime.export_job import EXIT_BAD_INPUT
-from engine.runtime.export_job import RESULT_PREFIX
-from engine.runtime.export_job import inspect_checkpoint
-from engine.stages.common.inference import base_source
-from engine.stages.common.inference import load_merged_adapter
+from engine.runtime.export_job import ADAPTER_CONFIG, ADAPTER_WEIGHTS, EXIT_BAD_INPUT, RESULT_PREFIX, inspect_checkpoint
+from engine.stages.common.inference import base_source, load_merged_adapter
 
 #: the size above which weights are split into several files (with an index), as on the hub
 MAX_SHARD_SIZE = "5GB"
@@ -92,7 +90,7 @@ def _load_model(folder: Path, trust_remote_code: bool) -> Any:
         return AutoModelForCausalLM.from_pretrained(
             folder, dtype="auto", use_safetensors=True, trust_remote_code=trust_remote_code
         )
-    except Exception as exc:  # noqa: BLE001  a partial or corrupt folder raises many types
+    except Exception as exc:  # a partial or corrupt folder raises many types
         raise StageFailed(f"cannot load a causal language model from {folder}: {exc}") from exc
 
 

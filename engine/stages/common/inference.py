@@ -18,14 +18,11 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.errors import StageFailed, UserInputError
-from engine.runtime.export_job import CheckpointInfo
-from engine.runtime.export_job import adapter_base
-from engine.runtime.export_job import inspect_checkpoint
-from engine.stages.common.models import MAX_POSITIONS
-from engine.stages.common.models import load_model_for_training
+from engine.runtime.export_job import CheckpointInfo, adapter_base, inspect_checkpoint
+from engine.stages.common.context import Source
+from engine.stages.common.models import MAX_POSITIONS, load_model_for_training
 from engine.stages.common.tokenizer import NAME as BUILTIN_TOKENIZER
 from engine.stages.common.tokenizer import load_tokenizer
-from engine.stages.common.context import Source
 
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
 
@@ -47,9 +44,12 @@ def load_tokenizer_for(source: Source, cache_dir: Path) -> PreTrainedTokenizerBa
     if source.kind == "builtin":
         return load_tokenizer(Source("builtin", BUILTIN_TOKENIZER), cache_dir)
     info = checkpoint_info(source)
-    if info is not None and info.kind == "adapter":
-        if not any((info.path / name).exists() for name in _TOKENIZER_FILES):
-            return load_tokenizer(base_source(info), cache_dir)
+    if (
+        info is not None
+        and info.kind == "adapter"
+        and not any((info.path / name).exists() for name in _TOKENIZER_FILES)
+    ):
+        return load_tokenizer(base_source(info), cache_dir)
     return load_tokenizer(source, cache_dir)
 
 
@@ -109,7 +109,7 @@ def load_merged_adapter(
             # Training added tokens (the adapter then saves the resized embeddings).
             base.resize_token_embeddings(saved)
         model = PeftModel.from_pretrained(base, str(info.path))
-    except Exception as exc:  # noqa: BLE001  safetensors and peft raise many types; say which file
+    except Exception as exc:  # safetensors and peft raise many types; say which file
         raise StageFailed(f"cannot apply the adapter {info.path} to its base {info.base}: {exc}") from exc
     return model.merge_and_unload()
 
@@ -119,7 +119,7 @@ def _from_pretrained(where: str, *, dtype: torch.dtype | str, trust_remote_code:
         return AutoModelForCausalLM.from_pretrained(
             where, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
         )
-    except Exception as exc:  # noqa: BLE001  a missing, partial or corrupt folder raises many types
+    except Exception as exc:  # a missing, partial or corrupt folder raises many types
         raise StageFailed(f"cannot load a causal language model from {where}: {exc}") from exc
 
 

@@ -32,17 +32,17 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from engine.errors import UserInputError
-from engine.feedback.stored.selection import Selection, selected_judgements
 from engine.feedback.importers import read_feedback
 from engine.feedback.pairs import preference_pairs
 from engine.feedback.records import Message, PreferencePair, Text
-from engine.stages.common.preference_spec import PreferenceDataSpec
+from engine.feedback.stored.selection import Selection, selected_judgements
 from engine.stages.common.context import StageContext
+from engine.stages.common.preference_spec import PreferenceDataSpec
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def _time(value: str | None) -> datetime | None:
     if value is None:
         return None
     moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _unit_hash(key: str, seed: int) -> str:

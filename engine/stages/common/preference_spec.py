@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.spec.fields import StageSpec
 
+
 class PreferenceDataSpec(StageSpec):
     """Fields of the stages that learn from preferences (reward, DPO): which
     judgements and files they read, how ties count, and the held-out split.

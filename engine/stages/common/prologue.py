@@ -12,6 +12,8 @@ from __future__ import annotations
 # First: silences tqdm, which reads its switch when it is first imported.
 from engine.stages.common import setup as runtime
 
+# isort: split
+
 import warnings
 from typing import TypeVar
 

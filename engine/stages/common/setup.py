@@ -14,14 +14,14 @@ import os
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import torch  # noqa: E402
+import torch
 
-from engine.errors import StageFailed  # noqa: E402
-from engine.spec.fields import StageSpec  # noqa: E402
+from engine.errors import StageFailed
+from engine.spec.fields import StageSpec
 
 
 def silence_libraries() -> None:

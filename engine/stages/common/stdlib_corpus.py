@@ -50,6 +50,7 @@ _SKIPPED_DIRS = frozenset(
     }
 )
 _DOCUMENTED_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_Documented = ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
 
 
 def corpus_path(cache_dir: Path) -> Path:
@@ -119,7 +120,7 @@ def _docstrings_in(source_file: Path) -> Iterator[str]:
             yield inspect.cleandoc(doc)
 
 
-def _in_source_order(tree: ast.AST) -> Iterator[ast.AST]:
+def _in_source_order(tree: ast.AST) -> Iterator[_Documented]:
     """Modules, classes and functions, depth first (ast.walk is breadth first).
 
     Expressions are not descended into: no def or class can hide in one, and

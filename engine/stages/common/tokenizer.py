@@ -27,8 +27,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from engine.errors import StageFailed
-from engine.stages.common.context import Source
 from engine.stages.common import stdlib_corpus as corpus
+from engine.stages.common.context import Source
 
 NAME = "bpe-4k"
 VOCAB_SIZE = 4096
@@ -86,6 +86,7 @@ def load_stage_tokenizer(model: Source, named: Source | None, cache_dir: Path, *
 
 def load_tokenizer(source: Source, cache_dir: Path) -> PreTrainedTokenizerBase:
     """A tokenizer from a built-in name, a local folder or a hub id."""
+    folder: Path | str  # a built-in's folder, or a local folder or hub id as given
     if source.kind == "builtin":
         if source.value != NAME:
             raise StageFailed(f"unknown built-in tokenizer {source.value!r} (known: {NAME})")

@@ -20,6 +20,7 @@ from engine.spec.fields import (
 )
 from engine.stages.common.preference_spec import PreferenceDataSpec
 
+
 class DPOSpec(PreferenceDataSpec, FromRequired, CheckpointSettings, EvalAnswerSettings):
     """Direct preference optimisation: the policy learns from chosen/rejected pairs (trl's DPOTrainer).
 

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from engine.stages.common.online_rl_spec import OnlineRLSpec
 
+
 class GRPOSpec(OnlineRLSpec):
     """GRPO: group-relative policy optimisation on K completions per prompt (trl's GRPOTrainer).
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 # First: online_rl imports runtime, which silences tqdm before trl can load it.
 from engine.stages.common import online_rl
 
+# isort: split
+
 from typing import Any
 
 from trl import GRPOConfig, GRPOTrainer
 
-from engine.stages.grpo.spec import GRPOSpec
 from engine.stages.common.context import StageContext
+from engine.stages.grpo.spec import GRPOSpec
 
 
 class StageGRPOTrainer(online_rl.StepTimer, online_rl.ResumablePromptOrder, GRPOTrainer):

@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.spec.fields import EvalAnswerSettings, FromRequired, KeepCheckpoints, LoraSpec, StageSpec, WeightDecay
 
+
 class PPOSpec(StageSpec, FromRequired, EvalAnswerSettings):
     """RLHF with PPO: the policy learns to please a reward model, on a KL leash to where it started.
 

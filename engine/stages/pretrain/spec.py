@@ -16,6 +16,7 @@ from engine.spec.fields import (
     WeightDecay,
 )
 
+
 class PretrainSpec(StageSpec, CheckpointSettings):
     """Causal-LM next-token training, from scratch or continued from a checkpoint."""
 

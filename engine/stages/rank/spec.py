@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.spec.fields import StageSpec
 
+
 class RankSpec(StageSpec):
     """Judgements on a sample batch: by people in the console, or by an automatic judge.
 

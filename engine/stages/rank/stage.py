@@ -23,14 +23,13 @@ import shutil
 import time
 from collections import Counter
 
-from store import Feedback, NotFound
-
 from engine.errors import StageCancelled, StageFailed
 from engine.feedback.judges import load_judge
 from engine.feedback.stored.auto_rank import auto_rank
-from engine.stages.rank.spec import RankSpec
 from engine.stages.common.context import StageContext
 from engine.stages.common.prologue import stage_spec
+from engine.stages.rank.spec import RankSpec
+from store import Feedback, NotFound
 
 #: how often a stage waiting for people looks at the batch's progress
 POLL_SECONDS = 2.0

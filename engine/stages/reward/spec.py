@@ -19,6 +19,7 @@ from engine.spec.fields import (
 )
 from engine.stages.common.preference_spec import PreferenceDataSpec
 
+
 class RewardSpec(PreferenceDataSpec, FromRequired, CheckpointSettings):
     """A reward model: a scalar score per response, learned from chosen/rejected pairs (trl's RewardTrainer).
 

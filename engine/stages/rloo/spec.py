@@ -8,6 +8,7 @@ from pydantic import Field
 
 from engine.stages.common.online_rl_spec import OnlineRLSpec
 
+
 class RLOOSpec(OnlineRLSpec):
     """RLOO: REINFORCE with a leave-one-out baseline, on K completions per prompt (trl's RLOOTrainer).
 

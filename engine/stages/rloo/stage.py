@@ -16,12 +16,14 @@ from __future__ import annotations
 # First: online_rl imports runtime, which silences tqdm before trl can load it.
 from engine.stages.common import online_rl
 
+# isort: split
+
 from typing import Any
 
 from trl import RLOOConfig, RLOOTrainer
 
-from engine.stages.rloo.spec import RLOOSpec
 from engine.stages.common.context import StageContext
+from engine.stages.rloo.spec import RLOOSpec
 
 
 class StageRLOOTrainer(online_rl.StepTimer, online_rl.ResumablePromptOrder, RLOOTrainer):

@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.spec.fields import FromRequired, StageSpec
 
+
 class SampleSpec(StageSpec, FromRequired):
     """K responses to each prompt from one or several models, stored as one batch to rank.
 
@@ -35,7 +36,8 @@ class SampleSpec(StageSpec, FromRequired):
                     "a datasets folder or a hub id; or an array of prompts written inline",
     )
     prompt_field: str = Field(
-        "prompt", description="column holding the prompt (else a conversation's first user turn, or alpaca's instruction)"
+        "prompt",
+        description="column holding the prompt (else a conversation's first user turn, or alpaca's instruction)",
     )
     max_prompts: int | None = Field(None, ge=1, description="use at most this many prompts (the first ones)")
     responses_per_prompt: int = Field(
@@ -43,7 +45,9 @@ class SampleSpec(StageSpec, FromRequired):
         description="K, responses to each prompt in all; ranking wants 2 to 9, 1 gives a plain answer",
     )
     temperature: float = Field(0.8, ge=0, le=100, description="sampling temperature; 0 = greedy")
-    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling: keep the tokens holding this much probability")
+    top_p: float = Field(
+        0.95, gt=0, le=1, description="nucleus sampling: keep the tokens holding this much probability"
+    )
     max_new_tokens: int = Field(64, ge=1, le=32768, description="longest response, in tokens")
     batch_size: int = Field(
         32, ge=1,
@@ -73,9 +77,8 @@ class SampleSpec(StageSpec, FromRequired):
 
     @field_validator("from_")
     @classmethod
-    def _required(cls, value: str | list[str] | None) -> str | list[str]:
-        if value is None:
-            raise PydanticCustomError("missing", "required")
+    def _distinct_models(cls, value: str | list[str] | None) -> str | list[str] | None:
+        # None is FromRequired._required's to reject.
         if isinstance(value, list):
             twice = next((v for i, v in enumerate(value) if v in value[:i]), None)
             if twice is not None:

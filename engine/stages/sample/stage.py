@@ -28,6 +28,8 @@ from __future__ import annotations
 # First: silences tqdm, which reads its switch when it is first imported.
 from engine.stages.common.prologue import begin
 
+# isort: split
+
 import gc
 import json
 import os
@@ -40,19 +42,11 @@ from typing import Any
 import torch
 
 from engine.errors import StageCancelled, StageFailed
-from engine.stages.sample.spec import SampleSpec
-from engine.stages.common.context import Source
-from engine.stages.common.context import StageContext
-from engine.stages.common.context import checkpoint_name
+from engine.stages.common.context import Source, StageContext, checkpoint_name
 from engine.stages.common.data_loading import load_prompts
-from engine.stages.common.generation import Generated
-from engine.stages.common.generation import SamplingSettings
-from engine.stages.common.generation import format_prompt
-from engine.stages.common.generation import generate
-from engine.stages.common.inference import dtype_for
-from engine.stages.common.inference import load_for_generation
-from engine.stages.common.inference import load_tokenizer_for
-from engine.stages.common.inference import max_positions
+from engine.stages.common.generation import Generated, SamplingSettings, format_prompt, generate
+from engine.stages.common.inference import dtype_for, load_for_generation, load_tokenizer_for, max_positions
+from engine.stages.sample.spec import SampleSpec
 
 
 def run(ctx: StageContext) -> None:
@@ -238,14 +232,14 @@ def _open_batch(ctx: StageContext, spec: SampleSpec, settings: SamplingSettings,
             done[(sample.prompt_id, sample.checkpoint or "")] += 1
         return batch_id, done
     name = spec.batch_name or f"{ctx.store.get_run(ctx.run_id).name}/{ctx.stage_name}"
-    batch_id = ctx.create_sample_batch(
+    created = ctx.create_sample_batch(
         name=name,
         settings={**settings.to_dict(), "responses_per_prompt": spec.responses_per_prompt},
         sources=checkpoints,
     )
-    if batch_id is None:  # pragma: no cover - the sample stage runs in one process
+    if created is None:  # pragma: no cover - the sample stage runs in one process
         raise StageFailed("the sample stage must run in the main process")
-    return batch_id, done
+    return created, done
 
 
 def _call_metrics(generated: list[Generated], seconds: float) -> dict[str, float]:

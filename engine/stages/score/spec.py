@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.spec.fields import FromRequired, StageSpec
 
+
 class ScoreSpec(StageSpec, FromRequired):
     """Reward scores for the responses of a sample batch, stored beside them.
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 # First: silences tqdm, which reads its switch when it is first imported.
 from engine.stages.common.prologue import begin
 
+# isort: split
+
 import json
 import os
 import shutil
@@ -31,15 +33,11 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.errors import StageCancelled, StageFailed
-from engine.recipe.reward_agreement import BatchScores
-from engine.recipe.reward_agreement import batch_scores
-from engine.stages.score.spec import ScoreSpec
-from engine.stages.common.tokenizer import CHAT_TEMPLATE
-from engine.stages.common.tokenizer import load_tokenizer
-from engine.stages.common.context import Source
-from engine.stages.common.context import StageContext
+from engine.recipe.reward_agreement import BatchScores, batch_scores
+from engine.stages.common.context import Source, StageContext, checkpoint_name
 from engine.stages.common.inference import dtype_for
-from engine.stages.common.context import checkpoint_name
+from engine.stages.common.tokenizer import CHAT_TEMPLATE, load_tokenizer
+from engine.stages.score.spec import ScoreSpec
 
 
 def run(ctx: StageContext) -> None:

@@ -19,6 +19,7 @@ from engine.spec.fields import (
     WeightDecay,
 )
 
+
 class SFTSpec(StageSpec, CheckpointSettings, EvalAnswerSettings):
     """Supervised fine-tuning on instructions and their answers (trl's SFTTrainer)."""
 
