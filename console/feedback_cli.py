@@ -28,19 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import Engine, RunFinished, UserInputError
-from engine.feedback import (
-    IMPORT_FORMATS,
-    TIE_POLICIES,
-    agreement_from_judgements,
-    games_from_judgements,
-    leaderboard,
-    preference_pairs,
-    unpaired_examples,
-    write_judgements,
-    write_kto,
-    write_trl,
-)
-from engine.feedback.atomic import atomic_path
+from engine.feedback.importers import IMPORT_FORMATS
+from engine.feedback.pairs import TIE_POLICIES
 from engine.feedback.records import is_person
 
 from . import headless
@@ -51,8 +40,9 @@ if TYPE_CHECKING:
     from engine.recipe.reward_agreement import Agreement, BatchScores
     from store import RankBatch
 
-# The store adapters (the ORM), the job specs (pydantic) and the reward agreement are
-# imported by the commands that use them: `rlhf tui` and `rlhf ls` import this module too.
+# The store adapters (the ORM), the job specs (pydantic), the feedback logic beyond the two
+# constants the parser needs, and the reward agreement are imported by the commands that use
+# them: `rlhf tui` and `rlhf ls` import this module too.
 
 EXIT_OK, EXIT_RUN_FAILED = 0, 1
 
@@ -180,6 +170,7 @@ async def cmd_prefs(engine: Engine, args: argparse.Namespace, out: Console) -> i
 
 
 async def _prefs_stats(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.feedback.agreement import agreement_from_judgements
     from engine.feedback.stored.selection import to_record
 
     def work() -> list[dict[str, Any]]:
@@ -252,6 +243,8 @@ async def _prefs_import(engine: Engine, args: argparse.Namespace, out: Console) 
 
 
 async def _prefs_export(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.feedback.exporters import write_judgements, write_kto, write_trl
+    from engine.feedback.pairs import preference_pairs, unpaired_examples
     from engine.feedback.stored.selection import Selection, selected_judgements
 
     def work() -> tuple[int, Path]:
@@ -277,6 +270,8 @@ async def _prefs_export(engine: Engine, args: argparse.Namespace, out: Console) 
 
 def _write_raw(engine: Engine, selection: Selection, target: Path) -> tuple[int, Path]:
     """Every judgement row, superseded and undone ones too, with its texts: the audit trail."""
+    from engine.feedback.atomic import atomic_path
+
     feedback = engine.reads.feedback
     batch_ids: list[int | None] = [feedback.find_batch(ref) for ref in selection.batches] or [None]  # None: every batch
     rows = [row for batch_id in batch_ids for row in feedback.judgements(batch_id=batch_id)
@@ -335,6 +330,7 @@ async def cmd_arena(engine: Engine, args: argparse.Namespace, out: Console) -> i
 
 
 async def _show_leaderboard(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.feedback.leaderboard import games_from_judgements, leaderboard
     from engine.feedback.stored.selection import Selection, selected_judgements
 
     def work() -> list[Any]:
