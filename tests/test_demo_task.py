@@ -10,16 +10,18 @@ from collections import Counter
 import pytest
 
 from engine.demo import task as demo_task
-from engine.demo.task import KINDS
-from engine.demo.task import Task
-from engine.demo.task import demo_instructions
-from engine.demo.task import demo_prompts
-from engine.demo.task import generate_tasks
-from engine.demo.task import judge_compare
-from engine.demo.task import judge_rank
-from engine.demo.task import judge_score
-from engine.demo.task import parse_task
-from engine.demo.task import split_of
+from engine.demo.task import (
+    KINDS,
+    Task,
+    demo_instructions,
+    demo_prompts,
+    generate_tasks,
+    judge_compare,
+    judge_rank,
+    judge_score,
+    parse_task,
+    split_of,
+)
 
 # --- generating -------------------------------------------------------------------
 

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.demo.pipeline import DEMO_SPEC
-from engine.demo.pipeline import _with_settings
+from engine.demo.pipeline import DEMO_SPEC, _with_settings
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 

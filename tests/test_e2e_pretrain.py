@@ -200,7 +200,9 @@ def test_a_detached_run_survives_sighup_of_the_shell_that_started_it(tmp_path: P
     os.killpg(shell.pid, signal.SIGHUP)
     assert shell.wait(timeout=10) != 0  # the shell and the attached CLI are gone
 
-    final = wait_until(lambda: (s := status("hup", env))["status"] not in ("queued", "running") and s, 240, "the run to end")
+    final = wait_until(
+        lambda: (s := status("hup", env))["status"] not in ("queued", "running") and s, 240, "the run to end"
+    )
     assert final["status"] == "succeeded", final
     assert final["stages"][0]["step"] == 30
 
@@ -254,7 +256,7 @@ def test_cancel_of_a_two_process_stage_leaves_no_process_behind(tmp_path: Path, 
 
     assert rlhf("cancel", "ddpstop", env=env).returncode == 0
     assert status("ddpstop", env)["status"] == "cancelled"
-    gone, alive = psutil.wait_procs(tree, timeout=15)
+    _, alive = psutil.wait_procs(tree, timeout=15)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
     saved = [c for c in status("ddpstop", env)["checkpoints"] if not c["is_final"]]
     assert saved and saved[-1]["step"] >= 3

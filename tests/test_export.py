@@ -12,14 +12,16 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from engine.errors import UserInputError  # noqa: E402
-from engine.runtime.export_job import inspect_checkpoint
-from engine.runtime.export_job import run_export  # noqa: E402
-from tests.tiny_models import save_lora_adapter, save_tiny_model  # noqa: E402
+from engine.errors import UserInputError
+from engine.runtime.export_job import (
+    inspect_checkpoint,
+    run_export,
+)
+from tests.tiny_models import save_lora_adapter, save_tiny_model
 
 PICKLES = (".bin", ".pt", ".pth", ".pkl")
 
@@ -146,7 +148,8 @@ def test_an_adapter_whose_base_is_gone_is_refused_before_loading(models, tmp_pat
     adapter = tmp_path / "orphan"
     adapter.mkdir()
     config = json.loads((models["adapter"] / "adapter_config.json").read_text())
-    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gone")}))
+    orphaned = {**config, "base_model_name_or_path": str(tmp_path / "gone")}
+    (adapter / "adapter_config.json").write_text(json.dumps(orphaned))
     (adapter / "adapter_model.safetensors").write_bytes((models["adapter"] / "adapter_model.safetensors").read_bytes())
     with pytest.raises(UserInputError, match=f"^{adapter}: its base model {tmp_path / 'gone'} does not exist$"):
         run_export(adapter, tmp_path / "out", merge_lora=True)
@@ -158,7 +161,8 @@ def test_corrupt_weights_fail_in_one_line_and_leave_nothing(models, tmp_path) ->
     broken = tmp_path / "broken"
     broken.mkdir()
     for file in models["trained"].iterdir():
-        (broken / file.name).write_bytes(file.read_bytes()[:1000] if file.suffix == ".safetensors" else file.read_bytes())
+        data = file.read_bytes()
+        (broken / file.name).write_bytes(data[:1000] if file.suffix == ".safetensors" else data)
     with pytest.raises(UserInputError, match=f"^cannot load a causal language model from {broken}: "):
         run_export(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -15,24 +15,22 @@ import math
 import signal
 import textwrap
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import Session
 
+from console.sysinfo import GpuSnapshot, SystemSnapshot
 from engine import Engine, parse_spec
-from engine.runtime.liveness import process_tree
-from engine.runtime.liveness import signal_tree
+from engine.runtime.liveness import process_tree, signal_tree
 from store import NewStage, RunStatus, StageStatus, Store, open_workspace, utcnow
 from store.models import Checkpoint
 
-from console.sysinfo import GpuSnapshot, SystemSnapshot
-
 from ..engine import fake_stage  # noqa: F401  registers kind "fake" in this process
 
-NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 HOSTILE = "[red]x[/red] [link=file:///etc/passwd]y[/link] \x1b[31mred\x1b[0m \x1b]0;title\x07 [bold]"
 
 

@@ -103,6 +103,10 @@ class RankHarness(App[None]):
                 self._changed.clear()
                 await self._changed.wait()
 
+    async def wait_for_more(self, rows: Sequence[object], than: int) -> None:
+        """Until `rows` (a list the screen's reports append to) holds more than `than`."""
+        await self.wait_for(lambda: len(rows) > than)
+
     async def settle(self, settled: int, timeout: float = 20.0) -> None:
         """Until more than `settled` actions have finished (read `self.settled` before the keys)."""
         await self.wait_for(lambda: self.settled > settled, timeout)
@@ -118,11 +122,11 @@ async def rank_until_done(store: Store, batch_id: int, annotator: str, seed: int
         while (item := app.shown[-1]) is not None:
             judged, shown = len(app.judged), len(app.shown)
             await pilot.press(rng.choice(keys))
-            await app.wait_for(lambda: len(app.judged) > judged)
+            await app.wait_for_more(app.judged, than=judged)
             row = app.judged[-1]
             assert row.item_id == item.id
             print(f"judged {row.id} {row.item_id} {row.outcome} {json.dumps(row.shown)}", flush=True)
-            await app.wait_for(lambda: len(app.shown) > shown)
+            await app.wait_for_more(app.shown, than=shown)
         print("done", flush=True)
 
 

@@ -95,7 +95,9 @@ async def test_space_marks_runs_and_c_compares_them(fixture_engine, fixture_ws) 
         await screen.next_refresh()
         await pilot.pause()
         chart = screen.query_one(LineChart)
-        assert [line.label for line in chart.lines] == [f"#{fixture_ws.ids['baseline']}", f"#{fixture_ws.ids['lr-high']}"]
+        assert [line.label for line in chart.lines] == [
+            f"#{fixture_ws.ids['baseline']}", f"#{fixture_ws.ids['lr-high']}"
+        ]
         assert all(line.values for line in chart.lines)
         assert screen.metric == ("pretrain", "train/loss")
         diff = screen.query_one(ConfigDiff)
@@ -135,7 +137,7 @@ async def test_enter_opens_a_run_with_its_pipeline_charts_and_tabs(fixture_engin
         assert screen.active_tab == "metrics"
         metrics = screen.query_one(MetricsTable)
         assert metrics.row_count == 8
-        row = [str(c) for c in metrics.get_row("%d:train/loss" % screen.model.detail.stages[1].id)]
+        row = [str(c) for c in metrics.get_row(f"{screen.model.detail.stages[1].id}:train/loss")]
         assert row[:2] == ["more", "train/loss"] and row[5] == "150"
         await pilot.press("3")
         assert screen.active_tab == "log"

@@ -7,18 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from console.view_models import MISSING
-from console.view_models import KeySeries
-from console.view_models import RunModel
-from console.view_models import RunsModel
-from console.view_models import chart_groups
-from console.view_models import config_diff
-from console.view_models import duration
-from console.view_models import load_samples
-from console.view_models import regrid
-from console.view_models import spark_values
 from console.forms import Template, build_spec, form_fields, kind_template, spec_text
 from console.sysinfo import LocalSampler, human_bytes, parse_nvidia_smi
+from console.view_models import (
+    MISSING,
+    KeySeries,
+    RunModel,
+    RunsModel,
+    chart_groups,
+    config_diff,
+    duration,
+    load_samples,
+    regrid,
+    spark_values,
+)
 from console.widgets.cells import bar, sparkline
 from console.widgets.chart import compact_number, ema
 from engine import SpecError

@@ -36,7 +36,10 @@ async def test_a_hostile_run_is_shown_literally_everywhere(fixture_engine, fixtu
         await pilot.pause()
         text = screen_text(app)
         # the log, the header's error line
-        assert "model says: [red]x[/red] [link=file:///etc/passwd]y[/link] \\e[31mred\\e[0m \\e]0;title\\x07 [bold]" in text
+        assert (
+            "model says: [red]x[/red] [link=file:///etc/passwd]y[/link] \\e[31mred\\e[0m \\e]0;title\\x07 [bold]"
+            in text
+        )
         assert "bad data: [red]x[/red] [link=file:///etc/passwd]y[/link]" in text
         assert "\\e[2J\\e[H" in text
         _assert_literal(app, text)

@@ -24,7 +24,6 @@ from console.widgets.runs_table import RunsTable
 from engine import Engine
 from engine.runtime.liveness import supervisor_alive
 from store import RunStatus, utcnow
-
 from tests.hangup import default_sighup
 
 from .conftest import fake_spec, make_app, screen_text, wait_until

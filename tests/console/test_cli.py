@@ -68,11 +68,16 @@ def test_a_failed_run_exits_1_with_its_error(tmp_path: Path, env: dict[str, str]
         ('[stages.work]\nkind = "fake"\nsteps = "3"\n', ["spec.toml", "'work'", "'steps'", "integer"]),
         ('[stages.a]\nkind = "pretrain"\nfrom = "nosuch"\n', ["spec.toml", "'a'", "'from'", "nosuch"]),
         ('[stages.a]\nkind = "pretrain"\ndata = "./missing.txt"\n', ["spec.toml", "'a'", "'data'", "missing.txt"]),
-        ('[stages.a]\nkind = "pretrain"\nfrom = "b"\n[stages.b]\nkind = "pretrain"\nfrom = "a"\n', ["spec.toml", "cycle"]),
+        (
+            '[stages.a]\nkind = "pretrain"\nfrom = "b"\n[stages.b]\nkind = "pretrain"\nfrom = "a"\n',
+            ["spec.toml", "cycle"],
+        ),
         ('[stages.a]\nkind = "pretrain"\nmax_steps = \n', ["spec.toml", "line 3"]),
     ],
 )
-def test_a_rejected_spec_exits_2_and_writes_nothing(tmp_path: Path, env: dict[str, str], body: str, expected: list[str]) -> None:
+def test_a_rejected_spec_exits_2_and_writes_nothing(
+    tmp_path: Path, env: dict[str, str], body: str, expected: list[str]
+) -> None:
     spec = write(tmp_path / "spec.toml", body)
     result = rlhf("run", str(spec), env=env)
 

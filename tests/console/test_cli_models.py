@@ -40,9 +40,13 @@ def test_generate_answers_with_two_checkpoints_side_by_side(tmp_path: Path, env:
 def test_export_writes_a_plain_folder_and_refuses_to_overwrite(tmp_path: Path, env: dict[str, str]) -> None:
     model = save_tiny_model(tmp_path / "model")
     out = tmp_path / "exported"
-    done = subprocess.run([RLHF, "export", str(model), "--out", str(out)], env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [RLHF, "export", str(model), "--out", str(out)], env=env, capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, done.stderr
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(os.listdir(out))
 
-    again = subprocess.run([RLHF, "export", str(model), "--out", str(out)], env=env, capture_output=True, text=True, timeout=240)
+    again = subprocess.run(
+        [RLHF, "export", str(model), "--out", str(out)], env=env, capture_output=True, text=True, timeout=240
+    )
     assert again.returncode == 2 and str(out) in again.stderr

@@ -23,8 +23,7 @@ from console.widgets.answers_view import AnswersView
 from console.widgets.checkpoints_table import CheckpointsTable
 from engine import Engine
 from engine.runtime.jobs import Answer
-from engine.runtime.liveness import process_tree
-from engine.runtime.liveness import signal_tree
+from engine.runtime.liveness import process_tree, signal_tree
 from store import NewStage, RunStatus
 
 from .conftest import HOSTILE, make_app, screen_segments, screen_text, wait_until

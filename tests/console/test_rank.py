@@ -15,8 +15,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func
+from sqlalchemy import select as sql_select
+from sqlalchemy import text as sql
 from textual.app import App
-from sqlalchemy import func, select as sql_select, text as sql
 
 from console.screens.rank import RankScreen
 from console.screens.rank_batches import RankBatchesScreen
@@ -432,7 +434,8 @@ def _check_consistent(store: Store, batch: int) -> None:
     matches its live verdicts."""
     with store.engine.connect() as connection:
         assert connection.execute(sql("PRAGMA integrity_check")).scalar_one() == "ok"
-        counts = dict(connection.execute(sql("SELECT id, verdicts FROM rankitem WHERE batch_id = :b"), {"b": batch}).all())
+        rows = connection.execute(sql("SELECT id, verdicts FROM rankitem WHERE batch_id = :b"), {"b": batch}).all()
+        counts = dict(rows)
     live: dict[int, int] = {}
     for judgement in store.feedback.live_judgements(batch_ids=[batch]):
         live[judgement.item_id] = live.get(judgement.item_id, 0) + 1

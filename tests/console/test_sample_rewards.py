@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from console.view_models import SampleGroup
-from console.view_models import load_samples
+from console.view_models import SampleGroup, load_samples
 from console.widgets.samples_view import render_samples
 from store import open_workspace
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, PipelineSpec, parse_spec
-from engine.runtime.liveness import process_tree
-from engine.runtime.liveness import signal_tree
+from engine.runtime.liveness import process_tree, signal_tree
 
 from . import fake_stage  # noqa: F401  registers kind "fake" in this process
 
@@ -35,7 +34,9 @@ def engine(tmp_path: Path, engine_env: None):
 
 def fake_pipeline(tmp_path: Path, name: str = "fake", **fields: object) -> PipelineSpec:
     """A one-stage pipeline of the fake kind."""
-    lines = "\n".join(f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}" for k, v in fields.items())
+    lines = "\n".join(
+        f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}" for k, v in fields.items()
+    )
     text = textwrap.dedent(f"""\
         name = "{name}"
         [stages.work]

@@ -17,8 +17,8 @@ from pydantic import Field
 
 from engine.errors import StageCancelled
 from engine.spec.fields import StageSpec
-from engine.stages.registry import register_stage
 from engine.stages.common.context import StageContext
+from engine.stages.registry import register_stage
 
 
 class FakeSpec(StageSpec):

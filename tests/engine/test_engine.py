@@ -133,7 +133,10 @@ async def test_cancel_right_after_submit_is_a_cancel_not_a_crash(engine: Engine,
 async def test_kill_9_shows_crashed_within_15s_and_resume_finishes(engine: Engine, tmp_path: Path, victim: str) -> None:
     run = await engine.submit(fake_pipeline(tmp_path, steps=60, step_seconds=0.05, save_every=10))
     await wait_for_step(engine, run.id, 23)
-    pid = (await engine.get_run(run.id)).pid if victim == "supervisor" else engine.store.list_stages(run_id=run.id)[0].pid
+    if victim == "supervisor":
+        pid = (await engine.get_run(run.id)).pid
+    else:
+        pid = engine.store.list_stages(run_id=run.id)[0].pid
 
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()

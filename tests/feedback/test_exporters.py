@@ -15,6 +15,7 @@ from engine.feedback import (
     PreferencePair,
     Response,
     content_key,
+    exporters,
     preference_pairs,
     read_feedback,
     unpaired_examples,
@@ -22,7 +23,6 @@ from engine.feedback import (
     write_kto,
     write_trl,
 )
-from engine.feedback import exporters
 
 CONVERSATION = ({"role": "system", "content": "be brief"}, {"role": "user", "content": "hi, \"you\"\nthere"})
 
@@ -160,7 +160,7 @@ def test_a_failed_export_keeps_the_previous_file(tmp_path, monkeypatch):
 def test_exports_are_readable_by_others_and_refuse_bad_targets(tmp_path):
     path = write_judgements(judgements(), tmp_path / "j.jsonl")
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    with pytest.raises(UserInputError, match="unknown file type .csv"):
+    with pytest.raises(UserInputError, match=r"unknown file type \.csv"):
         write_trl(preference_pairs(judgements()), tmp_path / "prefs.csv")
     with pytest.raises(UserInputError, match="no preference pairs to export"):
         write_trl([], tmp_path / "prefs.jsonl")

@@ -47,7 +47,7 @@ def test_trl_conversational_with_an_explicit_prompt(tmp_path):
 
 def test_trl_implicit_prompt_is_the_shared_leading_messages(tmp_path):
     shared = [{"role": "system", "content": "be kind"}, user("hi"), bot("hello"), user("tell a joke")]
-    path = jsonl(tmp_path / "i.jsonl", {"chosen": shared + [bot("a good joke")], "rejected": shared + [bot("no")]})
+    path = jsonl(tmp_path / "i.jsonl", {"chosen": [*shared, bot("a good joke")], "rejected": [*shared, bot("no")]})
     result = read_feedback(path)
     (pair,) = result.pairs
     assert result.format == "trl"
@@ -195,7 +195,7 @@ def test_undetectable_empty_and_unknown_files_are_refused(tmp_path):
         read_feedback(jsonl(tmp_path / "sft.jsonl", {"prompt": "p", "text": "t"}))
     with pytest.raises(FeedbackFormatError, match="no records"):
         read_feedback(jsonl(tmp_path / "empty.jsonl", ""))
-    with pytest.raises(UserInputError, match="unknown file type .txt"):
+    with pytest.raises(UserInputError, match=r"unknown file type \.txt"):
         read_feedback(jsonl(tmp_path / "prefs.txt", {"prompt": "p"}))
     with pytest.raises(UserInputError, match="no such file"):
         read_feedback(tmp_path / "missing.jsonl")

@@ -13,14 +13,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TQDM_DISABLE"] = "1"
 
-from collections.abc import Callable, Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from engine.spec.fields import StageSpec  # noqa: E402
-from engine.stages.common.context import StageContext  # noqa: E402
-from store import NewStage, Workspace, open_workspace  # noqa: E402
+from engine.spec.fields import StageSpec
+from engine.stages.common.context import StageContext
+from store import NewStage, Workspace, open_workspace
 
 MakeContext = Callable[..., StageContext]
 

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from engine.errors import StageCancelled
-from engine.stages.pretrain.spec import PretrainSpec
-from engine.stages.pretrain import stage as pretrain
 from engine.stages.common.context import StageContext
+from engine.stages.pretrain import stage as pretrain
+from engine.stages.pretrain.spec import PretrainSpec
 from store import open_workspace
 
 RANK = int(os.environ.get("RANK", "0"))

@@ -19,13 +19,12 @@ from engine.demo import task as demo_task
 from engine.errors import SpecError, StageCancelled, UserInputError
 from engine.spec import parse_spec
 from engine.spec.fields import LoraSpec
-from engine.stages.dpo.spec import DPOSpec
-from engine.stages.dpo import stage as dpo
 from engine.stages.common.callbacks import attach_stage_callback
 from engine.stages.common.context import StageContext
-from engine.stages.common.setup import Runtime
-from engine.stages.common.setup import choose_runtime
 from engine.stages.common.saving import save_final
+from engine.stages.common.setup import Runtime, choose_runtime
+from engine.stages.dpo import stage as dpo
+from engine.stages.dpo.spec import DPOSpec
 from tests.tiny_models import save_tiny_model
 
 #: what every DPO stage reports, besides the train/ and eval/ loss

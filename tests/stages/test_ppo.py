@@ -28,16 +28,13 @@ from transformers import (
 )
 
 from engine.errors import StageCancelled, StageFailed
-from engine.runtime.launcher import child_env
-from engine.runtime.launcher import find_resume_checkpoint
-from engine.runtime.launcher import worker_command
+from engine.runtime.launcher import child_env, find_resume_checkpoint, worker_command
 from engine.spec.fields import LoraSpec
-from engine.stages.ppo.spec import PPOSpec
-from engine.stages.ppo import stage as ppo
-from engine.stages.common.tokenizer import train_bpe
 from engine.stages.common.context import StageContext
-from engine.stages.common.generation import SamplingSettings
-from engine.stages.common.generation import format_prompt
+from engine.stages.common.generation import SamplingSettings, format_prompt
+from engine.stages.common.tokenizer import train_bpe
+from engine.stages.ppo import stage as ppo
+from engine.stages.ppo.spec import PPOSpec
 from store import NewStage, StageStatus
 from tests.tiny_models import tiny_model, tiny_tokenizer
 

@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import UserInputError
+from engine.stages.common.preference_data import load_preference_data, split_by_prompt, to_dataset
 from engine.stages.common.preference_spec import PreferenceDataSpec
-from engine.stages.common.preference_data import load_preference_data
-from engine.stages.common.preference_data import split_by_prompt
-from engine.stages.common.preference_data import to_dataset
 from store import Store
 
 

@@ -15,9 +15,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine.errors import StageCancelled
-from engine.stages.pretrain.spec import PretrainSpec
-from engine.stages.pretrain import stage as pretrain
 from engine.stages.common.context import StageContext
+from engine.stages.pretrain import stage as pretrain
+from engine.stages.pretrain.spec import PretrainSpec
 
 pytestmark = pytest.mark.slow
 

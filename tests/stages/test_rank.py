@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, RunFinished, SpecError, UserInputError, parse_spec
-from engine.demo.task import generate_tasks
-from engine.demo.task import judge_score
+from engine.demo.task import generate_tasks, judge_score
 from engine.feedback.judges import load_judge
 from engine.runtime.jobs import rank_spec
-from engine.runtime.liveness import process_tree
-from engine.runtime.liveness import signal_tree
+from engine.runtime.liveness import process_tree, signal_tree
 from store import JudgementOutcome, Store
 
 
@@ -116,8 +114,8 @@ def test_judges_are_loaded_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_store_judgements_become_records_in_shown_order(engine: Engine) -> None:
-    from engine.feedback.stored.selection import Selection, selected_judgements
     from engine.feedback.pairs import preference_pairs
+    from engine.feedback.stored.selection import Selection, selected_judgements
 
     batch = demo_batch(engine.store, prompts=2, k=3)
     engine.store.feedback.items_from_batch(batch_id=batch)
@@ -139,9 +137,9 @@ def test_responses_the_judge_scores_alike_share_a_place_and_state_no_preference(
     """Two different wrong answers score the same: the judge ranks them as a
     tie, so the ranking yields the 2 pairs it means, not C(3,2) = 3 with one
     invented; the reward-model agreement counts those 2 too."""
+    from engine.feedback.pairs import preference_pairs
     from engine.feedback.stored.auto_rank import auto_rank
     from engine.feedback.stored.selection import Selection, selected_judgements
-    from engine.feedback.pairs import preference_pairs
     from engine.recipe.reward_agreement import agreement
     from store.feedback import ranking_tiers
 

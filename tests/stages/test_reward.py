@@ -18,12 +18,12 @@ from engine.demo.task import generate_tasks
 from engine.errors import StageCancelled, UserInputError
 from engine.recipe.reward_agreement import batch_scores
 from engine.spec.fields import LoraSpec
-from engine.stages.reward.spec import RewardSpec
-from engine.stages.score.spec import ScoreSpec
-from engine.stages.reward import stage as reward
-from engine.stages.score import stage as score
 from engine.stages.common.context import StageContext
 from engine.stages.common.saving import save_final
+from engine.stages.reward import stage as reward
+from engine.stages.reward.spec import RewardSpec
+from engine.stages.score import stage as score
+from engine.stages.score.spec import ScoreSpec
 from store import Store, open_workspace
 
 from .conftest import MakeContext
@@ -291,7 +291,7 @@ def test_specs_say_what_is_missing_or_wrong(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # shares one ~20-40 s reward stage
 def test_the_score_stage_stores_scores_and_measures_agreement(trained, shared_cache: Path) -> None:
-    ws, trained_ctx, train_batch = trained
+    ws, trained_ctx, _ = trained
     store = ws.store
     # A new batch on prompts the reward model never saw, ranked like the training one.
     tasks = generate_tasks(9, seed=5, split="heldout")

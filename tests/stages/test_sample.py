@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StageCancelled
-from engine.stages.sample.spec import SampleSpec
-from engine.stages.sample import stage as sample
 from engine.stages.common.context import StageContext
+from engine.stages.sample import stage as sample
+from engine.stages.sample.spec import SampleSpec
 from tests.tiny_models import MAX_POSITIONS, save_lora_adapter, save_tiny_model
 
 # --- the plan (no model) -------------------------------------------------------------

@@ -87,7 +87,8 @@ def test_a_cycle_through_an_array_is_rejected(tmp_path: Path) -> None:
         ('from = 3\nprompts = {a = 1}',
          ["field 'from': expected a model (a stage name, builtin:NAME, a path or a hub id) or an array of models, "
           "got the integer 3",
-          "field 'prompts': expected a data set (builtin:NAME, a path or a hub id) or an array of prompts, got a table"]),
+          "field 'prompts': expected a data set (builtin:NAME, a path or a hub id) or an array of prompts, "
+          "got a table"]),
         ('from = []\nprompts = ["a", " "]',
          ["field 'from': expected at least one of the models", "field 'prompts': item 2 of the array is empty"]),
         ('from = ["builtin:llama-1m", "llama-1m"]\nprompts = ["x"]',

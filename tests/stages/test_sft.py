@@ -15,16 +15,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from engine.demo import task as demo_task
 from engine.errors import StageCancelled
 from engine.spec.fields import LoraSpec
-from engine.stages.sft.spec import SFTSpec
 from engine.stages.common import setup as runtime
-from engine.stages.sft import stage as sft
+from engine.stages.common.context import Source, StageContext
+from engine.stages.common.generation import SamplingSettings, generate
 from engine.stages.common.models import load_model_for_training
-from engine.stages.common.tokenizer import load_tokenizer
-from engine.stages.common.context import Source
-from engine.stages.common.context import StageContext
-from engine.stages.common.generation import SamplingSettings
-from engine.stages.common.generation import generate
 from engine.stages.common.saving import save_final
+from engine.stages.common.tokenizer import load_tokenizer
+from engine.stages.sft import stage as sft
+from engine.stages.sft.spec import SFTSpec
 
 pytestmark = pytest.mark.slow
 

@@ -15,12 +15,14 @@ import pytest
 
 from engine.errors import StageFailed
 from engine.stages.common.context import Source
-from engine.stages.common.data_loading import detect_format
-from engine.stages.common.data_loading import instruction_examples
-from engine.stages.common.data_loading import load_prompts
-from engine.stages.common.data_loading import load_records
-from engine.stages.common.data_loading import load_texts
-from engine.stages.common.data_loading import split_examples
+from engine.stages.common.data_loading import (
+    detect_format,
+    instruction_examples,
+    load_prompts,
+    load_records,
+    load_texts,
+    split_examples,
+)
 
 ROWS = [
     {"prompt": "What is 1 + 1?", "completion": "2", "id": 1},

@@ -12,13 +12,12 @@ import pytest
 
 from engine.errors import StageFailed
 from engine.spec.fields import LoraSpec
-from engine.stages.sft.spec import SFTSpec
 from engine.stages.common import setup as runtime
-from engine.stages.sft import stage as sft
-from engine.stages.common.tokenizer import CHAT_TEMPLATE
-from engine.stages.common.tokenizer import load_tokenizer
 from engine.stages.common.context import Source
 from engine.stages.common.generation import format_prompt
+from engine.stages.common.tokenizer import CHAT_TEMPLATE, load_tokenizer
+from engine.stages.sft import stage as sft
+from engine.stages.sft.spec import SFTSpec
 
 CPU = runtime.choose_runtime("cpu")
 END = "<|end|>"

@@ -12,9 +12,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine.errors import StageFailed
+from engine.stages.common import models, tokenizer
 from engine.stages.common import stdlib_corpus as corpus
-from engine.stages.common import models
-from engine.stages.common import tokenizer
 from engine.stages.common.context import Source
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,13 +13,9 @@ import pytest
 import torch
 
 from engine.errors import StageFailed
-from engine.stages.common.tokenizer import load_tokenizer
 from engine.stages.common.context import Source
-from engine.stages.common.data_loading import BlockDataset
-from engine.stages.common.data_loading import collate_blocks
-from engine.stages.common.data_loading import load_texts
-from engine.stages.common.data_loading import pack_blocks
-from engine.stages.common.data_loading import split_documents
+from engine.stages.common.data_loading import BlockDataset, collate_blocks, load_texts, pack_blocks, split_documents
+from engine.stages.common.tokenizer import load_tokenizer
 
 DOCS = ["The first document.", "A second, longer document\nwith two lines.", "Third."]
 

@@ -12,10 +12,9 @@ import torch
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from engine.errors import StageFailed
-from engine.stages.pretrain.spec import PretrainSpec
 from engine.stages.common import setup as runtime
-from engine.stages.common.callbacks import StageCallback
-from engine.stages.common.callbacks import metric_name
+from engine.stages.common.callbacks import StageCallback, metric_name
+from engine.stages.pretrain.spec import PretrainSpec
 
 requires_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answers")
 
@@ -70,7 +69,9 @@ def test_callback_reports_namespaced_metrics_and_perplexity(make_context, worksp
     callback.on_step_end(args, _state(1), control)
     callback.on_log(args, _state(1), control, logs={"loss": 2.5, "learning_rate": 1e-3, "grad_norm": 0.7, "epoch": 0.1})
     callback.on_log(args, _state(1), control, logs={"eval_loss": 2.0, "eval_runtime": 0.5, "epoch": 0.1})
-    callback.on_log(args, _state(1), control, logs={"train_runtime": 3.0, "train_loss": 2.2, "total_flos": 1e9, "epoch": 0.1})
+    callback.on_log(
+        args, _state(1), control, logs={"train_runtime": 3.0, "train_loss": 2.2, "total_flos": 1e9, "epoch": 0.1}
+    )
     ctx.flush()
 
     def values(key: str) -> list[float]:

@@ -33,8 +33,9 @@ def write_metrics(root: str, run_id: int, stage_id: int, writer: int, barrier) -
 
 
 def open_fresh(root: str, barrier) -> None:
-    import store.db  # noqa: F401  (imports done before the race starts)
     import alembic.command  # noqa: F401
+
+    import store.db  # noqa: F401  (imports done before the race starts)
 
     barrier.wait(60)
     open_workspace(root).close()

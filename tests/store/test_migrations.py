@@ -15,8 +15,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
-from store import WorkspaceError, open_workspace
-from store import models  # noqa: F401  (the tables on SQLModel.metadata)
+from store import (
+    WorkspaceError,
+    models,  # noqa: F401  (the tables on SQLModel.metadata)
+    open_workspace,
+)
 from store.db import HEAD_REVISION, alembic_config, current_revision
 
 ROOT = Path(__file__).resolve().parents[2]

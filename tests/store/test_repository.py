@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -38,7 +38,7 @@ def test_create_run_with_stages_round_trip(store, make_run):
                         "more": {"kind": "pretrain", "max_steps": 10}}
     assert run.spec_path == "/specs/pipeline.toml"
     assert run.created_at.tzinfo is not None
-    assert abs(datetime.now(timezone.utc) - run.created_at) < timedelta(minutes=1)
+    assert abs(datetime.now(UTC) - run.created_at) < timedelta(minutes=1)
     assert (run.started_at, run.finished_at, run.pid, run.host, run.heartbeat_at) == (None,) * 5
     assert (run.cancel_requested, run.error, run.attempt) == (False, None, 1)
 
@@ -96,7 +96,7 @@ def test_get_run_not_found(store, make_run):
 
 
 def test_list_runs_newest_first_with_filters(store, make_run):
-    a, b, c = make_run("a"), make_run("b"), make_run("c")
+    _, b, c = make_run("a"), make_run("b"), make_run("c")
     store.update_run(b.id, status=RunStatus.RUNNING)
     store.update_run(c.id, status=RunStatus.FAILED)
     assert [r.name for r in store.list_runs()] == ["c", "b", "a"]
@@ -110,7 +110,7 @@ def test_list_runs_newest_first_with_filters(store, make_run):
 
 def test_update_run_round_trip(store, make_run):
     run = make_run()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.update_run(run.id, status=RunStatus.RUNNING, started_at=now, pid=4242, host="box",
                      cancel_requested=True, error="boom", attempt=2)
     got = store.get_run(run.id)
@@ -134,7 +134,7 @@ def test_heartbeat(store, make_run):
     run = make_run()
     store.heartbeat(run.id)
     beat = store.get_run(run.id).heartbeat_at
-    assert beat is not None and abs(datetime.now(timezone.utc) - beat) < timedelta(minutes=1)
+    assert beat is not None and abs(datetime.now(UTC) - beat) < timedelta(minutes=1)
 
 
 def test_set_run_status_if_is_compare_and_set(store, make_run):
@@ -161,7 +161,7 @@ def test_set_run_status_if_is_compare_and_set(store, make_run):
 def test_update_and_get_stage(store, make_run):
     run = make_run()
     [stage] = store.list_stages(run_id=run.id)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.update_stage(
         stage.id, status=StageStatus.RUNNING, step=5, total=10, device="cpu", pid=9,
         started_at=now, config={"resolved": {"lr": 1e-3}}, output_path="/out",
@@ -329,9 +329,12 @@ def test_metric_keys_and_summaries(store, stage):
         (stage.id, "eval/loss"), (stage.id, "train/loss"), (other.id, "train/loss"),
     ]
     assert store.metric_summaries(run_id=stage.run_id) == [
-        MetricSummary(stage_id=stage.id, key="eval/loss", count=2, first=9.0, last_step=11, last=7.0, low=7.0, high=9.0),
-        MetricSummary(stage_id=stage.id, key="train/loss", count=3, first=4.0, last_step=2, last=3.0, low=2.0, high=4.0),
-        MetricSummary(stage_id=other.id, key="train/loss", count=1, first=1.0, last_step=0, last=1.0, low=1.0, high=1.0),
+        MetricSummary(stage_id=stage.id, key="eval/loss", count=2, first=9.0, last_step=11, last=7.0,
+                      low=7.0, high=9.0),
+        MetricSummary(stage_id=stage.id, key="train/loss", count=3, first=4.0, last_step=2, last=3.0,
+                      low=2.0, high=4.0),
+        MetricSummary(stage_id=other.id, key="train/loss", count=1, first=1.0, last_step=0, last=1.0,
+                      low=1.0, high=1.0),
     ]
     assert store.metric_summaries(run_id=999) == []
     assert store.last_metric_step(stage_id=other.id) == 0
@@ -366,7 +369,7 @@ def test_foreign_keys_are_enforced(store, stage):
 def test_logs_since(store, stage):
     run_id = stage.run_id
     other = store.list_stages(run_id=run_id)[1]
-    t = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    t = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     store.add_logs([
         {"run_id": run_id, "stage_id": stage.id, "message": "one"},
         {"run_id": run_id, "stage_id": stage.id, "message": "two", "stream": "stderr",
