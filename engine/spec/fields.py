@@ -8,10 +8,10 @@ Here: `StageSpec`, the base every kind's spec derives from (kind, processes,
 device, precision, seed); `FromRequired`; `LoraSpec`; field types whose
 bounds and help are the same wherever they appear (a kind gives each its own
 default: `weight_decay: WeightDecay = 0.1`); and settings groups a kind takes
-in as a base, `CheckpointSettings` and `EvalAnswerSettings`, whose defaults a
-kind overrides by redeclaring the field with the same type. Each kind's own
-spec lives beside its run, in engine/stages/KIND/spec.py; the registry of
-kinds is engine/stages/registry.py.
+in as a base, `TrainerScheduleSettings`, `CheckpointSettings` and
+`EvalAnswerSettings`, whose defaults a kind overrides by redeclaring the
+field with the same type. Each kind's own spec lives beside its run, in
+engine/stages/KIND/spec.py; the registry of kinds is engine/stages/registry.py.
 
 Reference fields (`from`, `tokenizer`, `data`) are written by people as a
 stage name, `builtin:NAME`, a local path or a hub id; the pipeline loader
@@ -110,15 +110,20 @@ def _written_order(cls: type[StageSpec]) -> list[str]:
     """The fields of a spec class in the order its classes write them: from
     StageSpec down to `cls`, each class's own fields in its body's order (a
     field keeps the place where it first appears), followed by the fields of
-    the settings groups that class takes in as bases."""
+    the settings groups that class takes in as bases. A group marked
+    `placed_as_block` (the schedule) goes where the class first redeclares
+    one of its fields instead, all of them together in the group's order."""
     order: dict[str, None] = {}
     for klass in reversed(cls.__mro__):
         if not (isinstance(klass, type) and issubclass(klass, StageSpec)):
             continue
-        order.update(dict.fromkeys(inspect.get_annotations(klass)))
-        for base in klass.__bases__:
-            if issubclass(base, BaseModel) and not issubclass(base, StageSpec):
-                order.update(dict.fromkeys(base.model_fields))
+        groups = [base for base in klass.__bases__ if issubclass(base, BaseModel) and not issubclass(base, StageSpec)]
+        for name in inspect.get_annotations(klass):
+            # A block group goes, whole and in its own order, where the class first writes one of its fields.
+            block = next((g for g in groups if getattr(g, "placed_as_block", False) and name in g.model_fields), None)
+            order.update(dict.fromkeys(block.model_fields if block else [name]))
+        for base in groups:
+            order.update(dict.fromkeys(base.model_fields))
     return [name for name in order if name in cls.__pydantic_fields__]
 
 
@@ -179,7 +184,35 @@ class LoraSpec(BaseModel):
 # its fields follow the kind's own ones (StageSpec.__pydantic_init_subclass__).
 
 
-class CheckpointSettings(BaseModel):
+class SettingsGroup(BaseModel):
+    """A settings group: fields a kind takes in as a base (see above)."""
+
+    #: False: the group's fields follow the kind's own ones. True: they stand
+    #: together where the kind first redeclares one of them (a group in the
+    #: middle of a kind's fields, whose kinds each redeclare some of its fields).
+    placed_as_block: ClassVar[bool] = False
+
+
+class TrainerScheduleSettings(SettingsGroup):
+    """The optimizer schedule of a Trainer-based stage (pretrain, SFT, reward, DPO).
+
+    Placed as a block: a kind redeclares `batch_size` and `learning_rate`
+    (what a batch holds, and the rate that suits it, differ by kind) where
+    the schedule stands among its fields, and any other default it changes."""
+
+    placed_as_block: ClassVar[bool] = True
+
+    max_steps: int = Field(200, ge=1, description="optimizer steps")
+    batch_size: int  # each kind's own, with its own default and help
+    gradient_accumulation_steps: GradientAccumulationSteps = 1
+    learning_rate: float  # each kind's own, with its own default and help
+    weight_decay: WeightDecay = 0.0
+    warmup_steps: WarmupSteps = 10
+    lr_scheduler: LrScheduler = "cosine"
+    max_grad_norm: MaxGradNorm = 1.0
+
+
+class CheckpointSettings(SettingsGroup):
     """Resumable checkpoints and the train-metric cadence of a Trainer-based stage."""
 
     save_every: SaveEvery = 100
@@ -187,7 +220,7 @@ class CheckpointSettings(BaseModel):
     log_every: LogEvery = 1
 
 
-class EvalAnswerSettings(BaseModel):
+class EvalAnswerSettings(SettingsGroup):
     """Fixed prompts a policy answers while it trains, stored as samples
     (engine/stages/common/eval_answers.py)."""
 

@@ -11,17 +11,13 @@ from engine.spec.fields import (
     CheckpointSettings,
     EvalAnswerSettings,
     FromRequired,
-    GradientAccumulationSteps,
     LoraSpec,
-    LrScheduler,
-    MaxGradNorm,
-    WarmupSteps,
-    WeightDecay,
+    TrainerScheduleSettings,
 )
 from engine.stages.common.preference_spec import PreferenceDataSpec
 
 
-class DPOSpec(PreferenceDataSpec, FromRequired, CheckpointSettings, EvalAnswerSettings):
+class DPOSpec(PreferenceDataSpec, FromRequired, TrainerScheduleSettings, CheckpointSettings, EvalAnswerSettings):
     """Direct preference optimisation: the policy learns from chosen/rejected pairs (trl's DPOTrainer).
 
     No reward model: the loss raises the policy's log-probability of the
@@ -73,19 +69,13 @@ class DPOSpec(PreferenceDataSpec, FromRequired, CheckpointSettings, EvalAnswerSe
     max_length: int = Field(
         256, ge=8, le=131072, description="tokens per prompt + response; longer ones are cut at the end",
     )
-    # Schedule.
-    max_steps: int = Field(200, ge=1, description="optimizer steps")
+    # Schedule: TrainerScheduleSettings, placed here, with this kind's own defaults and help.
     batch_size: int = Field(16, ge=1, description="pairs per step per process")
-    gradient_accumulation_steps: GradientAccumulationSteps = 1
     learning_rate: float = Field(
         1e-4, gt=0,
         description="peak learning rate of AdamW; suits the tiny built-in models: "
         "use ~5e-7 (every weight) or ~5e-6 (LoRA) for models of 1B+ parameters",
     )
-    weight_decay: WeightDecay = 0.0
-    warmup_steps: WarmupSteps = 10
-    lr_scheduler: LrScheduler = "cosine"
-    max_grad_norm: MaxGradNorm = 1.0
     # Held-out pairs; checkpoints (CheckpointSettings) and answers to fixed prompts
     # while training (EvalAnswerSettings) follow.
     eval_every: int = Field(25, ge=1, description="steps between evaluations on the held-out pairs")

@@ -8,16 +8,13 @@ from pydantic import Field
 
 from engine.spec.fields import (
     CheckpointSettings,
-    GradientAccumulationSteps,
-    LrScheduler,
-    MaxGradNorm,
     StageSpec,
-    WarmupSteps,
+    TrainerScheduleSettings,
     WeightDecay,
 )
 
 
-class PretrainSpec(StageSpec, CheckpointSettings):
+class PretrainSpec(StageSpec, TrainerScheduleSettings, CheckpointSettings):
     """Causal-LM next-token training, from scratch or continued from a checkpoint."""
 
     reference_fields: ClassVar[dict[str, str]] = {
@@ -39,14 +36,10 @@ class PretrainSpec(StageSpec, CheckpointSettings):
     text_field: str = Field("text", description="column holding the text in JSONL/parquet/CSV/datasets")
     max_documents: int | None = Field(None, ge=1, description="use at most this many documents")
     block_size: int = Field(128, ge=8, le=131072, description="tokens per packed training block")
-    max_steps: int = Field(200, ge=1, description="optimizer steps")
+    # Schedule: TrainerScheduleSettings, placed here, with this kind's own defaults and help.
     batch_size: int = Field(8, ge=1, description="blocks per step per process")
-    gradient_accumulation_steps: GradientAccumulationSteps = 1
     learning_rate: float = Field(1e-3, gt=0, description="peak learning rate of AdamW, reached after warm-up")
     weight_decay: WeightDecay = 0.1
-    warmup_steps: WarmupSteps = 10
-    lr_scheduler: LrScheduler = "cosine"
-    max_grad_norm: MaxGradNorm = 1.0
     eval_fraction: float = Field(0.05, gt=0, lt=1, description="share of documents held out for eval")
     eval_every: int = Field(50, ge=1, description="steps between held-out evaluations")
     eval_batches: int = Field(16, ge=1, description="batches per evaluation (caps its cost)")

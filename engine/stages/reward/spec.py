@@ -10,17 +10,13 @@ from engine.spec.fields import (
     ActivationCheckpointing,
     CheckpointSettings,
     FromRequired,
-    GradientAccumulationSteps,
     LoraSpec,
-    LrScheduler,
-    MaxGradNorm,
-    WarmupSteps,
-    WeightDecay,
+    TrainerScheduleSettings,
 )
 from engine.stages.common.preference_spec import PreferenceDataSpec
 
 
-class RewardSpec(PreferenceDataSpec, FromRequired, CheckpointSettings):
+class RewardSpec(PreferenceDataSpec, FromRequired, TrainerScheduleSettings, CheckpointSettings):
     """A reward model: a scalar score per response, learned from chosen/rejected pairs (trl's RewardTrainer).
 
     The model it starts from (usually your SFT stage) gets a one-output head
@@ -61,21 +57,15 @@ class RewardSpec(PreferenceDataSpec, FromRequired, CheckpointSettings):
         description="all pairs of a prompt in one batch (InstructGPT), so a response is not fitted again and "
         "again across steps; false = pairs shuffled one by one",
     )
-    # Schedule.
-    max_steps: int = Field(200, ge=1, description="optimizer steps")
+    # Schedule: TrainerScheduleSettings, placed here, with this kind's own defaults and help.
     batch_size: int = Field(
         16, ge=1,
         description="pairs per step per process (with group_by_prompt, whole prompts: about this many)",
     )
-    gradient_accumulation_steps: GradientAccumulationSteps = 1
     learning_rate: float = Field(
         1e-4, gt=0,
         description="peak learning rate of AdamW; suits the tiny built-in models (higher ones forget what SFT "
         "taught, measured on the demo task): use ~1e-5 (every weight) or ~1e-4 (LoRA) for models of 100M+ parameters",
     )
-    weight_decay: WeightDecay = 0.0
-    warmup_steps: WarmupSteps = 10
-    lr_scheduler: LrScheduler = "cosine"
-    max_grad_norm: MaxGradNorm = 1.0
     # Held-out pairs; checkpoints (CheckpointSettings) follow.
     eval_every: int = Field(25, ge=1, description="steps between evaluations on the held-out pairs")

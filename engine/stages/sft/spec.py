@@ -10,17 +10,13 @@ from pydantic_core import PydanticCustomError
 from engine.spec.fields import (
     CheckpointSettings,
     EvalAnswerSettings,
-    GradientAccumulationSteps,
     LoraSpec,
-    LrScheduler,
-    MaxGradNorm,
     StageSpec,
-    WarmupSteps,
-    WeightDecay,
+    TrainerScheduleSettings,
 )
 
 
-class SFTSpec(StageSpec, CheckpointSettings, EvalAnswerSettings):
+class SFTSpec(StageSpec, TrainerScheduleSettings, CheckpointSettings, EvalAnswerSettings):
     """Supervised fine-tuning on instructions and their answers (trl's SFTTrainer)."""
 
     reference_fields: ClassVar[dict[str, str]] = {
@@ -80,19 +76,14 @@ class SFTSpec(StageSpec, CheckpointSettings, EvalAnswerSettings):
         description="recompute activations in the backward pass to save memory; "
         "auto = on a GPU for models of 100M+ parameters or quantized ones, off on the CPU",
     )
-    # Schedule.
+    # Schedule: TrainerScheduleSettings, placed here, with this kind's own defaults and help.
     max_steps: int = Field(400, ge=1, description="optimizer steps")
     batch_size: int = Field(32, ge=1, description="examples per step per process")
-    gradient_accumulation_steps: GradientAccumulationSteps = 1
     learning_rate: float = Field(
         1e-3, gt=0,
         description="peak learning rate of AdamW; suits the tiny built-in models: "
         "use ~2e-5 (every weight) or ~2e-4 (LoRA) for models of 100M+ parameters",
     )
-    weight_decay: WeightDecay = 0.0
-    warmup_steps: WarmupSteps = 10
-    lr_scheduler: LrScheduler = "cosine"
-    max_grad_norm: MaxGradNorm = 1.0
     # Held-out loss; checkpoints (CheckpointSettings) and answers to fixed prompts
     # while training, stored as samples (EvalAnswerSettings), follow.
     eval_fraction: float = Field(
