@@ -5,7 +5,8 @@ builds from it (transformers.TrainingArguments). Field descriptions are the
 help text `rlhf init` and the console's launch form show.
 
 Here: `StageSpec`, the base every kind's spec derives from (kind, processes,
-device, precision, seed); `FromRequired`; `LoraSpec`; field types whose
+device, precision, seed); `FromRequired`; `trained_reward_model`, the check of a
+reward model reference; `LoraSpec`; field types whose
 bounds and help are the same wherever they appear (a kind gives each its own
 default: `weight_decay: WeightDecay = 0.1`); and settings groups a kind takes
 in as a base, `TrainerScheduleSettings`, `CheckpointSettings` and
@@ -125,6 +126,17 @@ def _written_order(cls: type[StageSpec]) -> list[str]:
         for base in groups:
             order.update(dict.fromkeys(base.model_fields))
     return [name for name in order if name in cls.__pydantic_fields__]
+
+
+def trained_reward_model(value: str) -> str:
+    """`value`, a reference to a reward model, if it can name a trained one:
+    a built-in preset is an untrained language model, with no score head."""
+    if value.startswith("builtin:"):
+        raise PydanticCustomError(
+            "reward_model", "expected a trained reward model (a reward stage, a folder or a hub id), "
+            "not a built-in preset",
+        )
+    return value
 
 
 class FromRequired(BaseModel):

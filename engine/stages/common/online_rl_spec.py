@@ -23,6 +23,7 @@ from engine.spec.fields import (
     StageSpec,
     WarmupSteps,
     WeightDecay,
+    trained_reward_model,
 )
 
 #: how a spec names a judge: the built-in rule-based one, or a Python callable
@@ -139,12 +140,7 @@ class OnlineRLSpec(StageSpec, FromRequired, EvalAnswerSettings):
     @field_validator("reward_model")
     @classmethod
     def _trained_reward_model(cls, value: str | None) -> str | None:
-        if value is not None and value.startswith("builtin:"):
-            raise PydanticCustomError(
-                "reward_model", "expected a trained reward model (a reward stage, a folder or a hub id), "
-                "not a built-in preset",
-            )
-        return value
+        return None if value is None else trained_reward_model(value)
 
     @field_validator("judges", mode="before")
     @classmethod

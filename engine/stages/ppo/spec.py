@@ -7,7 +7,15 @@ from typing import ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from engine.spec.fields import EvalAnswerSettings, FromRequired, KeepCheckpoints, LoraSpec, StageSpec, WeightDecay
+from engine.spec.fields import (
+    EvalAnswerSettings,
+    FromRequired,
+    KeepCheckpoints,
+    LoraSpec,
+    StageSpec,
+    WeightDecay,
+    trained_reward_model,
+)
 
 
 class PPOSpec(StageSpec, FromRequired, EvalAnswerSettings):
@@ -148,12 +156,7 @@ class PPOSpec(StageSpec, FromRequired, EvalAnswerSettings):
     def _trained_reward_model(cls, value: str | None) -> str:
         if value is None:
             raise PydanticCustomError("missing", "required")
-        if value.startswith("builtin:"):
-            raise PydanticCustomError(
-                "reward_model", "expected a trained reward model (a reward stage, a folder or a hub id), "
-                "not a built-in preset",
-            )
-        return value
+        return trained_reward_model(value)
 
     @field_validator("minibatch_size")
     @classmethod

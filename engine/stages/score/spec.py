@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from engine.spec.fields import FromRequired, StageSpec
+from engine.spec.fields import FromRequired, StageSpec, trained_reward_model
 
 
 class ScoreSpec(StageSpec, FromRequired):
@@ -43,12 +43,7 @@ class ScoreSpec(StageSpec, FromRequired):
     def _required(cls, value: str | None) -> str:
         if value is None:
             raise PydanticCustomError("missing", "required")
-        if value.startswith("builtin:"):
-            raise PydanticCustomError(
-                "reward_model", "expected a trained reward model (a reward stage, a folder or a hub id), "
-                "not a built-in preset",
-            )
-        return value
+        return trained_reward_model(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> ScoreSpec:
