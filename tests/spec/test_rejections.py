@@ -195,23 +195,129 @@ def test_out_of_range(specs, setting, message):
     assert line.endswith(f"stage 'pretrain', {message}"), line
 
 
-def test_builtin_from_the_wrong_section(specs):
-    line = specs.problem('[stages.pretrain]\nkind = "pretrain"\ndata = "builtin:llama-4m"\n')
-    assert line.endswith(
-        "stage 'pretrain', field 'data': builtin:llama-4m is a model, "
-        f"expected one of the built-in data sets: {DATA_SETS}"
-    )
+# Bad references: the stage table, and what the problem's line ends with.
+@pytest.mark.parametrize(
+    ("text", "ending"),
+    [
+        pytest.param(
+            '[stages.pretrain]\nkind = "pretrain"\ndata = "builtin:llama-4m"\n',
+            "stage 'pretrain', field 'data': builtin:llama-4m is a model, "
+            f"expected one of the built-in data sets: {DATA_SETS}",
+            id="builtin_from_the_wrong_section",
+        ),
+        pytest.param(
+            """
+            [stages.a]
+            kind = "pretrain"
+            [stages.b]
+            kind = "pretrain"
+            from = "x"
+            """,
+            "stage 'b', field 'from': unknown stage 'x' (stages in this file: a, b)",
+            id="unknown_stage_lists_the_stages",
+        ),
+        pytest.param(
+            '[stages.a]\nkind = "pretrain"\nfrom = "a"\n',
+            "stage 'a', field 'from': stage 'a' cannot use its own output; "
+            "name another stage, builtin:NAME, a path or a hub id",
+            id="stage_referencing_itself",
+        ),
+    ],
+)
+def test_bad_reference_line_ends(specs, text, ending):
+    line = specs.problem(text)
+    assert line.endswith(ending), line
 
 
-def test_bare_builtin_from_the_wrong_section(specs):
-    line = specs.problem('[stages.pretrain]\nkind = "pretrain"\nfrom = "bpe-4k"\n')
-    assert "field 'from': builtin:bpe-4k is a tokenizer, expected one of the built-in models" in line
-
-
-def test_unknown_builtin(specs):
-    line = specs.problem('[stages.pretrain]\nkind = "pretrain"\nfrom = "builtin:llama-5m"\n')
-    assert "field 'from': unknown built-in 'llama-5m' (built-in models: llama-1m, llama-4m, llama-10m)" in line
-    assert "did you mean 'builtin:llama-" in line
+# Bad references: the stage table, and what the problem's line says (each part).
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        pytest.param(
+            '[stages.pretrain]\nkind = "pretrain"\nfrom = "bpe-4k"\n',
+            ["field 'from': builtin:bpe-4k is a tokenizer, expected one of the built-in models"],
+            id="bare_builtin_from_the_wrong_section",
+        ),
+        pytest.param(
+            '[stages.pretrain]\nkind = "pretrain"\nfrom = "builtin:llama-5m"\n',
+            [
+                "field 'from': unknown built-in 'llama-5m' (built-in models: llama-1m, llama-4m, llama-10m)",
+                "did you mean 'builtin:llama-",
+            ],
+            id="unknown_builtin",
+        ),
+        pytest.param(
+            """
+            [stages.pretrain]
+            kind = "pretrain"
+            [stages.more]
+            kind = "pretrain"
+            from = "pretrian"
+            """,
+            ["unknown stage 'pretrian' (stages in this file: pretrain, more); did you mean 'pretrain'?"],
+            id="unknown_stage_suggests_a_close_name",
+        ),
+        pytest.param(
+            '[stages.pretrain]\nkind = "pretrain"\ndata = "stdlib-doc"\n',
+            ["did you mean 'builtin:stdlib-docs'?"],
+            id="unknown_stage_suggests_a_builtin",
+        ),
+        pytest.param(
+            '[stages.a]\nkind = "pretrain"\nfrom = "stage:zzz"\n',
+            ["field 'from': unknown stage 'zzz' (stages in this file: a)"],
+            id="explicit_stage_scheme_checked_too",
+        ),
+        pytest.param(
+            '[stages.a]\nkind = "pretrain"\nfrom = "hf:not a hub id"\n',
+            ["field 'from': 'not a hub id' is not a hub id; expected org/name"],
+            id="hub_id_must_be_well_formed",
+        ),
+        pytest.param(
+            '[stages.a]\nkind = "pretrain"\nfrom = "s3://bucket/model"\n',
+            ["field 'from': unknown reference scheme 's3:'", "expected a stage name"],
+            id="unknown_reference_scheme",
+        ),
+        pytest.param(
+            '[stages.a]\nkind = "pretrain"\ndata = ""\n',
+            ["field 'data': expected a stage name", "got an empty string"],
+            id="empty_reference",
+        ),
+        pytest.param(
+            """
+            [stages.a]
+            kind = "pretrain"
+            from = "b"
+            [stages.b]
+            kind = "pretrain"
+            from = "a"
+            """,
+            ["stage 'a', field 'from': stages a -> b -> a form a cycle"],
+            id="two_stage_cycle",
+        ),
+        pytest.param(
+            """
+            [stages.ok]
+            kind = "pretrain"
+            [stages.x]
+            kind = "pretrain"
+            tokenizer = "z"
+            [stages.y]
+            kind = "pretrain"
+            from = "x"
+            [stages.z]
+            kind = "pretrain"
+            from = "ok"
+            tokenizer = "y"
+            """,
+            ["stage 'x', field 'tokenizer': stages x -> z -> y -> x form a cycle"],
+            id="longer_cycle_through_other_fields",
+        ),
+    ],
+)
+def test_bad_reference_line_says(specs, text, parts):
+    line = specs.problem(text)
+    for part in parts:
+        assert part in line, line
 
 
 def test_missing_local_file(specs):
@@ -232,84 +338,6 @@ def test_missing_absolute_path(specs, tmp_path):
     assert line.endswith(f"field 'data': no such file or folder: {tmp_path}/gone")
 
 
-def test_unknown_stage_lists_the_stages(specs):
-    line = specs.problem(
-        """
-        [stages.a]
-        kind = "pretrain"
-        [stages.b]
-        kind = "pretrain"
-        from = "x"
-        """
-    )
-    assert line.endswith("stage 'b', field 'from': unknown stage 'x' (stages in this file: a, b)")
-
-
-def test_unknown_stage_suggests_a_close_name(specs):
-    line = specs.problem(
-        """
-        [stages.pretrain]
-        kind = "pretrain"
-        [stages.more]
-        kind = "pretrain"
-        from = "pretrian"
-        """
-    )
-    assert "unknown stage 'pretrian' (stages in this file: pretrain, more); did you mean 'pretrain'?" in line
-
-
-def test_unknown_stage_suggests_a_builtin(specs):
-    line = specs.problem('[stages.pretrain]\nkind = "pretrain"\ndata = "stdlib-doc"\n')
-    assert "did you mean 'builtin:stdlib-docs'?" in line
-
-
-def test_explicit_stage_scheme_checked_too(specs):
-    line = specs.problem('[stages.a]\nkind = "pretrain"\nfrom = "stage:zzz"\n')
-    assert "field 'from': unknown stage 'zzz' (stages in this file: a)" in line
-
-
-def test_stage_referencing_itself(specs):
-    line = specs.problem('[stages.a]\nkind = "pretrain"\nfrom = "a"\n')
-    assert line.endswith(
-        "stage 'a', field 'from': stage 'a' cannot use its own output; "
-        "name another stage, builtin:NAME, a path or a hub id"
-    )
-
-
-def test_two_stage_cycle(specs):
-    line = specs.problem(
-        """
-        [stages.a]
-        kind = "pretrain"
-        from = "b"
-        [stages.b]
-        kind = "pretrain"
-        from = "a"
-        """
-    )
-    assert "stage 'a', field 'from': stages a -> b -> a form a cycle" in line
-
-
-def test_longer_cycle_through_other_fields(specs):
-    line = specs.problem(
-        """
-        [stages.ok]
-        kind = "pretrain"
-        [stages.x]
-        kind = "pretrain"
-        tokenizer = "z"
-        [stages.y]
-        kind = "pretrain"
-        from = "x"
-        [stages.z]
-        kind = "pretrain"
-        from = "ok"
-        tokenizer = "y"
-        """
-    )
-    assert "stage 'x', field 'tokenizer': stages x -> z -> y -> x form a cycle" in line
-
-
 def test_cycle_reported_even_when_a_stage_in_it_has_other_problems(specs):
     problems = specs.problems(
         """
@@ -325,22 +353,6 @@ def test_cycle_reported_even_when_a_stage_in_it_has_other_problems(specs):
     assert len(problems) == 2
     assert "field 'max_steps'" in problems[0]
     assert "stages a -> b -> a form a cycle" in problems[1]
-
-
-def test_hub_id_must_be_well_formed(specs):
-    line = specs.problem('[stages.a]\nkind = "pretrain"\nfrom = "hf:not a hub id"\n')
-    assert "field 'from': 'not a hub id' is not a hub id; expected org/name" in line
-
-
-def test_unknown_reference_scheme(specs):
-    line = specs.problem('[stages.a]\nkind = "pretrain"\nfrom = "s3://bucket/model"\n')
-    assert "field 'from': unknown reference scheme 's3:'" in line
-    assert "expected a stage name" in line
-
-
-def test_empty_reference(specs):
-    line = specs.problem('[stages.a]\nkind = "pretrain"\ndata = ""\n')
-    assert "field 'data': expected a stage name" in line and "got an empty string" in line
 
 
 @pytest.mark.parametrize(
