@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self, TypeVar
 
 from sqlalchemy import Engine, func, insert, update
 from sqlalchemy.exc import IntegrityError
@@ -399,10 +399,10 @@ class Store:
         self, *, run_id: int, after_id: int = 0, limit: int = 1000, stage_id: int | None = None
     ) -> list[LogLineRead]:
         with Session(self.engine) as session:
-            query = select(LogLine).where(LogLine.run_id == run_id, col(LogLine.id) > after_id)
-            if stage_id is not None:
-                query = query.where(LogLine.stage_id == stage_id)
-            query = query.order_by(col(LogLine.id)).limit(limit)
+            query = _where_given(
+                select(LogLine).where(LogLine.run_id == run_id, col(LogLine.id) > after_id),
+                (LogLine.stage_id, stage_id),
+            ).order_by(col(LogLine.id)).limit(limit)
             return [LogLineRead.model_validate(r) for r in session.exec(query)]
 
     # --- events -------------------------------------------------------------
@@ -454,11 +454,10 @@ class Store:
         self, *, run_id: int | None = None, stage_id: int | None = None
     ) -> list[CheckpointRead]:
         with Session(self.engine) as session:
-            query = select(Checkpoint).order_by(col(Checkpoint.id))
-            if run_id is not None:
-                query = query.where(Checkpoint.run_id == run_id)
-            if stage_id is not None:
-                query = query.where(Checkpoint.stage_id == stage_id)
+            query = _where_given(
+                select(Checkpoint).order_by(col(Checkpoint.id)),
+                (Checkpoint.run_id, run_id), (Checkpoint.stage_id, stage_id),
+            )
             return [CheckpointRead.model_validate(r) for r in session.exec(query)]
 
     def remove_checkpoints(self, ids: Iterable[int]) -> None:
@@ -497,11 +496,9 @@ class Store:
         self, *, run_id: int | None = None, kind: str | None = None
     ) -> list[ArtifactRead]:
         with Session(self.engine) as session:
-            query = select(Artifact).order_by(col(Artifact.id))
-            if run_id is not None:
-                query = query.where(Artifact.run_id == run_id)
-            if kind is not None:
-                query = query.where(Artifact.kind == kind)
+            query = _where_given(
+                select(Artifact).order_by(col(Artifact.id)), (Artifact.run_id, run_id), (Artifact.kind, kind),
+            )
             return [ArtifactRead.model_validate(r) for r in session.exec(query)]
 
     # --- prompts and samples --------------------------------------------------
@@ -553,9 +550,7 @@ class Store:
 
     def list_sample_batches(self, *, run_id: int | None = None) -> list[SampleBatchRead]:
         with Session(self.engine) as session:
-            query = select(SampleBatch).order_by(col(SampleBatch.id))
-            if run_id is not None:
-                query = query.where(SampleBatch.run_id == run_id)
+            query = _where_given(select(SampleBatch).order_by(col(SampleBatch.id)), (SampleBatch.run_id, run_id))
             return [SampleBatchRead.model_validate(r) for r in session.exec(query)]
 
     def add_samples(self, samples: Sequence[Mapping[str, Any]]) -> None:
@@ -582,14 +577,11 @@ class Store:
         limit: int | None = None,
     ) -> list[SampleView]:
         with Session(self.engine) as session:
-            query = select(Sample, Prompt.text).join(Prompt, col(Prompt.id) == Sample.prompt_id)
-            for column, value in (
+            query = _where_given(
+                select(Sample, Prompt.text).join(Prompt, col(Prompt.id) == Sample.prompt_id),
                 (Sample.run_id, run_id), (Sample.stage_id, stage_id),
                 (Sample.batch_id, batch_id), (Sample.step, step),
-            ):
-                if value is not None:
-                    query = query.where(column == value)
-            query = query.order_by(col(Sample.id))
+            ).order_by(col(Sample.id))
             if limit is not None:
                 query = query.limit(limit)
             return [
@@ -623,6 +615,23 @@ class Store:
             session.commit()
             if result.rowcount != 1:
                 raise NotFound(f"no {table.__name__.lower()} with id {row_id}")
+
+
+class _Narrowable(Protocol):
+    def where(self, *whereclause: Any) -> Self: ...
+
+
+_Query = TypeVar("_Query", bound=_Narrowable)
+
+
+def _where_given(query: _Query, *filters: tuple[Any, object]) -> _Query:
+    """`query` kept to the rows whose column equals the value, for each
+    (column, value) pair whose value is given: None stands for any value
+    (the list methods' optional filters)."""
+    for column, value in filters:
+        if value is not None:
+            query = query.where(column == value)
+    return query
 
 
 class _Row(Protocol):
