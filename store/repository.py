@@ -14,7 +14,7 @@ from typing import Any, Protocol, Self, TypeVar
 
 from sqlalchemy import Engine, func, insert, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from .errors import NotFound, StoreError
 from .feedback import Feedback, text_hash
@@ -446,9 +446,7 @@ class Store:
                     data={"step": step, "path": path, "final": is_final},
                 )
             )
-            session.commit()
-            session.refresh(row)
-            return CheckpointRead.model_validate(row)
+            return _committed(session, row, CheckpointRead)
 
     def list_checkpoints(
         self, *, run_id: int | None = None, stage_id: int | None = None
@@ -488,9 +486,7 @@ class Store:
                 meta=dict(meta or {}),
             )
             session.add(row)
-            session.commit()
-            session.refresh(row)
-            return ArtifactRead.model_validate(row)
+            return _committed(session, row, ArtifactRead)
 
     def list_artifacts(
         self, *, run_id: int | None = None, kind: str | None = None
@@ -544,9 +540,7 @@ class Store:
                 name=name, settings=dict(settings), sources=list(sources), run_id=run_id, stage_id=stage_id
             )
             session.add(row)
-            session.commit()
-            session.refresh(row)
-            return SampleBatchRead.model_validate(row)
+            return _committed(session, row, SampleBatchRead)
 
     def list_sample_batches(self, *, run_id: int | None = None) -> list[SampleBatchRead]:
         with Session(self.engine) as session:
@@ -632,6 +626,17 @@ def _where_given(query: _Query, *filters: tuple[Any, object]) -> _Query:
         if value is not None:
             query = query.where(column == value)
     return query
+
+
+_Read = TypeVar("_Read", bound=SQLModel)
+
+
+def _committed(session: Session, row: SQLModel, read: type[_Read]) -> _Read:
+    """Commit `session`, and `row`, added to it, as the database now holds it
+    (with its id), as the `read` model the store hands out."""
+    session.commit()
+    session.refresh(row)
+    return read.model_validate(row)
 
 
 class _Row(Protocol):
