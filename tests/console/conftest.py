@@ -1,6 +1,7 @@
 """Fixtures for the console's tests: a workspace of runs in every state, a
 fixed clock, a fake system sampler, and real fake-stage runs where a test
-needs a live process.
+needs a live process (`live_engine`, on the shared `engine_env` and
+`open_engine` of tests/conftest.py).
 
 The fixture workspace is written row by row through the Store with fixed
 times, so snapshots are the same on every machine. Its "running" and
@@ -12,9 +13,7 @@ longer than any test here.
 from __future__ import annotations
 
 import math
-import signal
-import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,10 @@ import pytest
 from sqlmodel import Session
 
 from console.sysinfo import GpuSnapshot, SystemSnapshot
-from engine import Engine, parse_spec
-from engine.runtime.liveness import process_tree, signal_tree
+from engine import Engine
 from store import NewStage, RunStatus, StageStatus, Store, open_workspace, utcnow
 from store.models import Checkpoint
+from tests.support import fake_spec
 
 from ..engine import fake_stage  # noqa: F401  registers kind "fake" in this process
 
@@ -263,11 +262,9 @@ def _plain_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def engine_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RLHF_STAGE_PLUGINS", "tests.engine.fake_stage")
-    monkeypatch.setenv("RLHF_DEVICES", "cpu")
-    monkeypatch.setenv("RLHF_CPU_SLOTS", "4")
-    monkeypatch.setenv("RLHF_CANCEL_GRACE", "10")
+def engine_cpu_slots() -> int:
+    """The console's live runs never wait for a CPU slot (the shared `engine_env` gives 1)."""
+    return 4
 
 
 @pytest.fixture
@@ -278,25 +275,9 @@ def fixture_engine(fixture_ws: FixtureWorkspace) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def live_engine(tmp_path: Path, engine_env: None) -> Iterator[Engine]:
+def live_engine(tmp_path: Path, engine_env: None, open_engine: Callable[[Path], Engine]) -> Engine:
     """An empty workspace for real fake-stage runs; every process is killed afterwards."""
-    engine = Engine(tmp_path / "live")
-    yield engine
-    for run in engine.store.list_runs():
-        if run.pid:
-            signal_tree(process_tree(run.pid), signal.SIGKILL)
-    engine.close()
-
-
-def fake_spec(tmp_path: Path, name: str = "fake", **fields: object):
-    lines = "\n".join(f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}"
-                      for k, v in fields.items())
-    text = textwrap.dedent(f"""\
-        name = "{name}"
-        [stages.work]
-        kind = "fake"
-        """) + lines + "\n"
-    return parse_spec(text, source=f"{name}.toml", base_dir=tmp_path)
+    return open_engine(tmp_path / "live")
 
 
 def make_app(engine: Engine, **kwargs: Any):

@@ -1,4 +1,5 @@
-"""Fixtures for stage tests: a real workspace, a real store, a real StageContext.
+"""Fixtures for stage tests: a real workspace, a real store, a real StageContext
+(the `workspace` fixture is the shared one, in tests/conftest.py).
 
 The environment is set at import, before any test module imports
 transformers or datasets: nothing may reach the network, and no progress bar
@@ -13,14 +14,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TQDM_DISABLE"] = "1"
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from engine.spec.fields import StageSpec
 from engine.stages.common.context import StageContext
-from store import NewStage, Workspace, open_workspace
+from store import NewStage, Workspace
 
 MakeContext = Callable[..., StageContext]
 
@@ -29,13 +30,6 @@ MakeContext = Callable[..., StageContext]
 def shared_cache(builtin_cache: Path) -> Path:
     """One cache for the session (tests/conftest.py): the corpus and tokenizer are built once."""
     return builtin_cache
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Iterator[Workspace]:
-    ws = open_workspace(tmp_path / "ws")
-    yield ws
-    ws.close()
 
 
 class StopAtStep(StageContext):

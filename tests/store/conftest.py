@@ -1,23 +1,10 @@
-from __future__ import annotations
+"""Runs to test the store on; the `workspace` and `store` fixtures are the shared ones (tests/conftest.py)."""
 
-from collections.abc import Iterator
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 
-from store import NewStage, RunRead, Store, Workspace, open_workspace
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Iterator[Workspace]:
-    ws = open_workspace(tmp_path / "ws")
-    yield ws
-    ws.close()
-
-
-@pytest.fixture
-def store(workspace: Workspace) -> Store:
-    return workspace.store
+from store import NewStage, RunRead, Store
 
 
 def new_run(store: Store, name: str = "tiny", stages: tuple[str, ...] = ("pretrain",)) -> RunRead:

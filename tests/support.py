@@ -1,0 +1,50 @@
+"""Helpers the test packages share; the fixtures built on them are in tests/conftest.py.
+
+- `fake_spec`: a one-stage pipeline of the fake kind (tests/engine/fake_stage.py),
+  for engine and console tests that need a real run process but no model;
+- `end_run_processes`: kills what the runs of a test's engine started.
+"""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+from pathlib import Path
+
+from engine import Engine, PipelineSpec, parse_spec
+from engine.runtime.liveness import process_tree, signal_tree, supervisor_alive
+
+#: RLHF_STAGE_PLUGINS for engines whose runs use the fake kind: their run processes import it too
+FAKE_STAGE_PLUGINS = "tests.engine.fake_stage"
+
+
+def fake_spec(tmp_path: Path, name: str = "fake", **fields: object) -> PipelineSpec:
+    """A one-stage pipeline (stage `work`) of the fake kind with these fields."""
+    from tests.engine import fake_stage  # noqa: F401  registers kind "fake" in this process
+
+    lines = "\n".join(
+        f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}" for k, v in fields.items()
+    )
+    text = textwrap.dedent(f"""\
+        name = "{name}"
+        [stages.work]
+        kind = "fake"
+        """) + lines + "\n"
+    return parse_spec(text, source=f"{name}.toml", base_dir=tmp_path)
+
+
+def end_run_processes(engine: Engine) -> None:
+    """SIGKILL the process tree of every run in `engine`'s workspace whose run process is still alive.
+
+    Only processes the test started: the workspace is the test's own (under
+    tmp_path), so its runs' pids are the run processes its engine spawned. A
+    pid is signalled only while it is still an rlhf run process
+    (`supervisor_alive`), never a pid the system has since given to another
+    program. The tree, not the process group: torch elastic starts a run's
+    workers in sessions of their own."""
+    for run in engine.reads.list_runs():
+        if run.pid and supervisor_alive(run.pid):
+            signal_tree(process_tree(run.pid), signal.SIGKILL)
+
+
+__all__ = ["FAKE_STAGE_PLUGINS", "end_run_processes", "fake_spec"]
