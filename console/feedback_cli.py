@@ -36,13 +36,14 @@ from . import headless
 from .literal import printable
 
 if TYPE_CHECKING:
+    from engine.feedback.records import Judgement
     from engine.feedback.stored.selection import Selection
     from engine.recipe.reward_agreement import Agreement, BatchScores
     from store import RankBatch
 
-# The store adapters (the ORM), the job specs (pydantic), the feedback logic beyond the two
-# constants the parser needs, and the reward agreement are imported by the commands that use
-# them: `rlhf tui` and `rlhf ls` import this module too.
+# The store adapters (the ORM), the job specs (pydantic) and the feedback logic beyond the two
+# constants the parser needs are imported by the commands that use them (the reward agreement
+# is the engine's, Engine.batch_scores): `rlhf tui` and `rlhf ls` import this module too.
 
 EXIT_OK, EXIT_RUN_FAILED = 0, 1
 
@@ -243,29 +244,33 @@ async def _prefs_import(engine: Engine, args: argparse.Namespace, out: Console) 
 
 
 async def _prefs_export(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine.feedback.exporters import write_judgements, write_kto, write_trl
-    from engine.feedback.pairs import preference_pairs, unpaired_examples
-    from engine.feedback.stored.selection import Selection, selected_judgements
+    from engine.feedback.stored.selection import Selection
 
-    def work() -> tuple[int, Path]:
-        selection = Selection(batches=tuple(args.batch), annotators=args.annotators, names=tuple(args.annotator))
-        if args.format == "raw":
-            return _write_raw(engine, selection, args.out)
-        records = selected_judgements(engine.store, selection)
+    selection = Selection(batches=tuple(args.batch), annotators=args.annotators, names=tuple(args.annotator))
+    if args.format == "raw":
+        count, path = await asyncio.to_thread(_write_raw, engine, selection, args.out)
+    else:
+        records = await engine.judgements(selection)
         if not records:
             raise UserInputError("no judgements match (rlhf prefs stats shows what there is)")
-        conversational = True if args.conversational else None
-        if args.format == "trl":
-            pairs = preference_pairs(records, ties=args.ties)
-            return len(pairs), write_trl(pairs, args.out, conversational=conversational)
-        if args.format == "kto":
-            examples = unpaired_examples(records)
-            return len(examples), write_kto(examples, args.out, conversational=conversational)
-        return len(records), write_judgements(records, args.out)
-
-    count, path = await asyncio.to_thread(work)
+        count, path = await asyncio.to_thread(_write_records, records, args)
     out.print(Text(printable(f"wrote {count} {args.format} rows to {path}")))
     return EXIT_OK
+
+
+def _write_records(records: list[Judgement], args: argparse.Namespace) -> tuple[int, Path]:
+    """The judgements in the asked-for format (trl, kto, or the judgement table): rows written, file."""
+    from engine.feedback.exporters import write_judgements, write_kto, write_trl
+    from engine.feedback.pairs import preference_pairs, unpaired_examples
+
+    conversational = True if args.conversational else None
+    if args.format == "trl":
+        pairs = preference_pairs(records, ties=args.ties)
+        return len(pairs), write_trl(pairs, args.out, conversational=conversational)
+    if args.format == "kto":
+        examples = unpaired_examples(records)
+        return len(examples), write_kto(examples, args.out, conversational=conversational)
+    return len(records), write_judgements(records, args.out)
 
 
 def _write_raw(engine: Engine, selection: Selection, target: Path) -> tuple[int, Path]:
@@ -331,11 +336,12 @@ async def cmd_arena(engine: Engine, args: argparse.Namespace, out: Console) -> i
 
 async def _show_leaderboard(engine: Engine, args: argparse.Namespace, out: Console) -> int:
     from engine.feedback.leaderboard import games_from_judgements, leaderboard
-    from engine.feedback.stored.selection import Selection, selected_judgements
+    from engine.feedback.stored.selection import Selection
+
+    records = await engine.judgements(Selection(batches=tuple(args.batch), annotators=args.annotators))
 
     def work() -> list[Any]:
-        selection = Selection(batches=tuple(args.batch), annotators=args.annotators)
-        games = games_from_judgements(selected_judgements(engine.store, selection))
+        games = games_from_judgements(records)
         return leaderboard(games) if games else []
 
     ratings = await asyncio.to_thread(work)
@@ -378,7 +384,6 @@ def add_score_command(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def cmd_score(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine.recipe.reward_agreement import batch_scores
     from engine.runtime.jobs import score_spec
 
     batch_id = await asyncio.to_thread(_batch_to_score, engine, args.batch)
@@ -400,7 +405,7 @@ async def cmd_score(engine: Engine, args: argparse.Namespace, out: Console) -> i
         return EXIT_RUN_FAILED
     # The stage records whose scores these are: the model's folder, or hub:ID.
     (stage,) = await asyncio.to_thread(engine.reads.list_stages, run_id=run.id)
-    summary = await asyncio.to_thread(batch_scores, engine.store, batch_id=batch_id, scorer=stage.config["scorer"])
+    summary = await engine.batch_scores(batch_id, scorer=stage.config["scorer"])
     if args.json:
         headless.emit_json({"run_id": run.id, "status": finished.status, **summary.to_json()})
     else:

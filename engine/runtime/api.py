@@ -12,10 +12,11 @@ never waits on SQLite. Every read first reconciles: runs whose process is
 gone are shown as crashed, never as running.
 
 A front end reads through `engine.reads` (the store typed as the read-only
-`store.reads.StoreReader`) and `list_run_listings` (the runs list without the
-ORM), and changes things only through this class: runs (`submit`, `cancel`,
-`resume`, `next_round`) and human feedback (`engine.annotation`,
-engine/runtime/annotation.py).
+`store.reads.StoreReader`), `list_run_listings` (the runs list without the
+ORM) and the reads that need the engine's feedback logic (`judgements`,
+`batch_scores`), and changes things only through this class: runs
+(`submit`, `cancel`, `resume`, `next_round`) and human feedback
+(`engine.annotation`, engine/runtime/annotation.py).
 
 Importing this module, or making an `Engine` on a current workspace, does not
 import SQLAlchemy: the ORM-backed store is opened when something first needs it.
@@ -44,7 +45,10 @@ from store.reads import RunListing, StoreReader
 from store.workspace import Workspace, open_workspace
 
 if TYPE_CHECKING:
+    from engine.feedback.records import Judgement
+    from engine.feedback.stored.selection import Selection
     from engine.recipe.report import Report
+    from engine.recipe.reward_agreement import BatchScores
     from engine.spec.pipeline import PipelineSpec
     from store import CheckpointRead, MetricSummary, RunRead, SeriesPoint, StageRead, Store
 
@@ -284,6 +288,21 @@ class Engine:
 
     async def summaries(self, run: int | str) -> list[MetricSummary]:
         return await asyncio.to_thread(lambda: self.store.metric_summaries(run_id=self._get_run(run).id))
+
+    async def judgements(self, selection: Selection) -> list[Judgement]:
+        """The standing judgements a selection names, as feedback records
+        (engine.feedback.stored.selection): what exports and the arena read.
+        An unknown batch is a UserInputError."""
+        from engine.feedback.stored.selection import selected_judgements
+
+        return await asyncio.to_thread(selected_judgements, self.store, selection)
+
+    async def batch_scores(self, batch_id: int, *, scorer: str) -> BatchScores:
+        """One scorer's scores of a batch, and how far they agree with the batch's
+        judgements (engine.recipe.reward_agreement)."""
+        from engine.recipe.reward_agreement import batch_scores
+
+        return await asyncio.to_thread(batch_scores, self.store, batch_id=batch_id, scorer=scorer)
 
     # --- following ----------------------------------------------------------
 
