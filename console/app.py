@@ -312,6 +312,22 @@ class RlhfApp(App[None]):
         self.rank_when_asked = True
         self._rank_watch = self.set_interval(2.0, self._rank_if_asked)
 
+    def judge_rest_of_batch(self, batch_id: int) -> None:
+        """The demo judge ranks what batch `batch_id` still needs, as an engine job (a run of its own):
+        recorded as judge:demo, never as the person who asked (J on the rank screen, after it confirmed)."""
+        self.run_worker(self._judge_rest_of_batch(batch_id), group="act", exit_on_error=False)
+
+    async def _judge_rest_of_batch(self, batch_id: int) -> None:
+        from engine.runtime.jobs import rank_spec
+
+        try:
+            run = await self.engine.submit(rank_spec(batch_id, judge="demo"))
+        except Exception as exc:  # noqa: BLE001  shown, never a crash of the console
+            self.show_error(exc)
+            return
+        self.notify(f"judge:demo ranks the rest of batch #{batch_id} (run #{run.id}); your judgements stay yours.",
+                    markup=False, timeout=8)
+
     def _refresh_screen(self) -> None:
         request = getattr(self.screen, "request_refresh", None)
         if request is not None:

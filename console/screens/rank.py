@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from rich.text import Text
 from textual import events
@@ -68,6 +68,8 @@ from ..widgets.text_panel import TextPanel
 if TYPE_CHECKING:
     from engine import Annotation
     from engine.feedback import Agreement
+
+    from ..shell import ConsoleShell
 
 #: batch id -> agreement between its annotators (None: cannot be told). Called on the stats
 #: thread once two or more annotators judged the batch: first `stats_seconds` after the screen
@@ -637,30 +639,24 @@ class RankScreen(Screen[None]):
 
     def action_hand_to_judge(self) -> None:
         """The rest of the batch to the demo judge (the demo's "rank a few, let the judge do the rest"):
-        an engine job, recorded as judge:demo, never as this annotator."""
-        engine = getattr(self.app, "engine", None)
-        if engine is None:
+        an engine job that the console app submits (`ConsoleShell.judge_rest_of_batch`), recorded as
+        judge:demo, never as this annotator."""
+        # The one thing this screen asks of the console app; a bare app hosting the screen (the
+        # tests' RankHarness) has no engine to run the judge with.
+        if not hasattr(self.app, "judge_rest_of_batch"):
             self.notify("The judge needs the console's engine (open it with rlhf rank).", markup=False)
             return
-        from engine.runtime.jobs import rank_spec
-
+        shell = cast("ConsoleShell", self.app)
         from .confirm import ConfirmScreen
 
-        async def submit(yes: bool | None) -> None:
-            if not yes:
-                return
-            try:
-                run = await engine.submit(rank_spec(self.batch_id, judge="demo"))
-            except Exception as exc:  # noqa: BLE001  shown, never a crash of the console
-                self.notify(printable(str(exc)), severity="error", markup=False)
-                return
-            self.notify(f"judge:demo ranks the rest of batch #{self.batch_id} (run #{run.id}); "
-                        "your judgements stay yours.", markup=False, timeout=8)
+        def answered(yes: bool | None) -> None:
+            if yes:
+                shell.judge_rest_of_batch(self.batch_id)
 
         question = Text(f"Let the demo judge rank the items of batch #{self.batch_id} that still need a verdict? "
                         "They are recorded as judge:demo, not as you; the item on your screen "
                         "(and the next one, already loaded) stay yours.")
-        self.app.push_screen(ConfirmScreen(question, yes="Hand to the judge", no="Keep ranking"), callback=submit)
+        self.app.push_screen(ConfirmScreen(question, yes="Hand to the judge", no="Keep ranking"), callback=answered)
 
     def action_help(self) -> None:
         from .rank_help import RankHelpScreen
