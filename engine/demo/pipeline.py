@@ -49,6 +49,7 @@ DEMO_DOCUMENT: dict[str, Any] = {
             "from": "pretrain",
             "data": "builtin:demo-instructions",
             "eval_prompts": "builtin:demo-prompts",
+            "eval_judge": "demo",
             "max_steps": 800,
             "batch_size": 32,
             "learning_rate": 1e-3,
@@ -89,6 +90,8 @@ DEMO_DOCUMENT: dict[str, Any] = {
             "learning_rate": 1e-5,
             "max_new_tokens": 24,
             "beta": 0.2,
+            "eval_prompts": "builtin:demo-prompts",
+            "eval_judge": "demo",
             "sample_every": 10,
         },
         "dpo": {
@@ -101,6 +104,8 @@ DEMO_DOCUMENT: dict[str, Any] = {
             "batch_size": 16,
             "learning_rate": 5e-5,
             "eval_every": 50,
+            "eval_prompts": "builtin:demo-prompts",
+            "eval_judge": "demo",
             "sample_every": 50,
         },
         "arena_answers": {
@@ -140,7 +145,8 @@ _VALUE_NOTES = {
     ("pretrain", "from"): "random init from a preset config",
     ("pretrain", "tokenizer"): "byte-level BPE trained locally in about a second",
     ("pretrain", "data"): "English docstrings read from the stdlib's source",
-    ("sft", "eval_prompts"): "held-out prompts answered while it trains, scored by the judge",
+    ("sft", "eval_prompts"): "the demo task's held-out prompts, answered while it trains",
+    ("sft", "eval_judge"): "scored by the demo task's judge (a stage names its judge; none by default)",
     ("ppo", "learning_rate"): "gently: what the rankings teach is learned in a few updates; more drifts from SFT",
     ("dpo", "sft_weight"): "RPO: keep the chosen answers likely (plain DPO lowers chosen and rejected alike)",
 }

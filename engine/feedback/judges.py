@@ -69,11 +69,17 @@ def _demo_reads(prompt: str) -> dict[str, Any] | None:
     return {"kind": task.kind} if task is not None else None
 
 
+def is_judge_name(name: str) -> bool:
+    """Whether `name` is spelled as a judge: `demo`, or module:function (not
+    whether that module imports: that is the stage process's business)."""
+    return name == "demo" or _CALLABLE.fullmatch(name) is not None
+
+
 def load_judge(name: str) -> Judge:
     """The judge called `name`; UserInputError saying what was expected otherwise."""
     if name == "demo":
         return Judge("demo", _demo_scores, bad_at_or_below=0.0, read_prompt=_demo_reads)
-    if not _CALLABLE.fullmatch(name):
+    if not is_judge_name(name):
         raise UserInputError(f"judge {name!r}: expected `demo` or a Python callable written module:function")
     module_name, _, function_name = name.partition(":")
     try:

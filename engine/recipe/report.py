@@ -29,14 +29,15 @@ from store import MetricSummary, StageRead, Store
 #: per stage kind: (label, metric key, how to show it) in the order shown
 HEADLINES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "pretrain": (("held-out loss", "eval/loss", "first_last"), ("perplexity", "eval/perplexity", "last")),
-    "sft": (("judge score", "eval/judge_score", "first_last"), ("exact answers", "eval/judge_exact", "last"),
-            ("held-out loss", "eval/loss", "last")),
+    # What fits every stage's data comes first; a judge's score only shows where the stage named a judge.
+    "sft": (("held-out loss", "eval/loss", "first_last"), ("judge score", "eval/judge_score", "first_last"),
+            ("exact answers", "eval/judge_exact", "last")),
     "sample": (("answers that ended", "sample/finished_fraction", "last"),),
     "rank": (("judgements", "rank/judgements", "last"),),
     "reward": (("held-out pair accuracy", "eval/accuracy", "last"),
                ("accuracy on people's pairs", "eval/accuracy_people", "last"), ("margin", "eval/margin", "last")),
-    "dpo": (("judge score", "eval/judge_score", "first_last"), ("log-prob margin", "eval/logp_margin", "first_last"),
-            ("accuracy", "eval/rewards/accuracies", "last")),
+    "dpo": (("log-prob margin, held-out", "eval/logp_margin", "first_last"), ("held-out loss", "eval/loss", "last"),
+            ("accuracy", "eval/rewards/accuracies", "last"), ("judge score", "eval/judge_score", "first_last")),
     "ppo": (("reward-model score, held-out", "eval/rm_score", "first_last"),
             ("reward-model score, rollouts", "ppo/rm_score", "first_last"), ("KL to SFT", "ppo/kl", "last"),
             ("judge score", "eval/judge_score", "first_last"), ("answers that ended", "ppo/ended_fraction", "last")),

@@ -77,7 +77,7 @@ def next_round_spec(store: Store, run_id: int, *, judge: str | None = "demo", pr
                 "kind": "ppo", "from": policy.output_path, "reward_model": "reward",
                 "prompts": "builtin:demo-instructions", "updates": ppo_updates, "rollout_batch_size": 32,
                 "minibatch_size": 16, "ppo_epochs": 2, "learning_rate": 1e-5, "max_new_tokens": 24, "beta": 0.2,
-                "seed": number,
+                "eval_prompts": "builtin:demo-prompts", "eval_judge": "demo", "seed": number,
             },
             "arena_answers": {
                 "kind": "sample", "from": [policy.output_path, "ppo"], "prompts": "builtin:demo-prompts",

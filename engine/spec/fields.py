@@ -27,8 +27,10 @@ from __future__ import annotations
 import inspect
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from engine.feedback.judges import is_judge_name
 
 # -- field types ------------------------------------------------------------------
 # Settings several stages share, defined once so that they read (and validate)
@@ -52,11 +54,22 @@ ActivationCheckpointing = Annotated[Literal["auto", "on", "off"], Field(
 )]
 
 # The fixed prompts a training stage answers while it trains (SFT, DPO, PPO, RLOO, GRPO).
-EvalPrompts = Annotated[str, Field(
-    description="prompts the model answers while it trains, stored as samples: "
-    "builtin, a file, a datasets folder or a hub id",
+EvalPrompts = Annotated[str | None, Field(
+    description="prompts the model answers while it trains, stored as samples: builtin, a file, a datasets "
+    "folder or a hub id; unset = a held-out share of the stage's own prompts, never trained on",
 )]
 EvalPromptCount = Annotated[int, Field(ge=0, description="how many of them (the first ones; 0 = none)")]
+
+
+def _judge_name(value: str) -> str:
+    # Only the spelling: importing the user's module is the stage process's job, not the CLI's.
+    if not is_judge_name(value):
+        raise PydanticCustomError("judge_name", "expected `demo` or a Python callable written module:function")
+    return value
+
+
+#: a judge named in a spec: the demo task's rule-based judge, or your own callable
+JudgeName = Annotated[str, AfterValidator(_judge_name)]
 SampleEvery = Annotated[int, Field(
     ge=1, description="steps between answering them (also before the first step and after the last)",
 )]
@@ -76,6 +89,10 @@ class StageSpec(BaseModel):
     reference_fields: ClassVar[dict[str, str]] = {}
     #: reference fields whose value may also be an array of references (`from = ["a", "b"]`)
     reference_list_fields: ClassVar[frozenset[str]] = frozenset()
+    #: fields a user must give, except where the stage's model is a built-in demo model (through
+    #: the stages it comes from): that one defaults to the demo task's data, named here. A user's
+    #: own model never falls back on the demo's data (the pipeline loader applies this).
+    demo_defaults: ClassVar[dict[str, str]] = {}
 
     kind: str
     processes: int = Field(
@@ -236,8 +253,12 @@ class EvalAnswerSettings(SettingsGroup):
     """Fixed prompts a policy answers while it trains, stored as samples
     (engine/stages/common/eval_answers.py)."""
 
-    eval_prompts: EvalPrompts = "builtin:demo-prompts"
+    eval_prompts: EvalPrompts = None
     eval_prompt_count: EvalPromptCount = 8
+    eval_judge: JudgeName | None = Field(
+        None, description="scores the eval answers as eval/judge_score: `demo` (the demo task's judge, for its "
+        "prompts only) or a callable `module:function(prompt, responses) -> scores`; unset = no judge score",
+    )
     sample_every: SampleEvery = 50
     sample_temperature: SampleTemperature = 0.0
     sample_max_new_tokens: SampleMaxNewTokens = 32

@@ -119,6 +119,7 @@ class _Loader:
         self.source = source
         self.base_dir = base_dir
         self.problems: list[tuple[tuple[int, int], str]] = []  # (sort key, line)
+        self.tables: dict[str, dict[str, Any]] = {}
 
     # Problems sort by stage (file order) and by key within the table, so
     # the report reads top to bottom like the file. File-level ones first.
@@ -144,6 +145,7 @@ class _Loader:
 
         name, description = self.check_top_level(document)
         tables = self.stage_tables(document)
+        self.tables = tables
         stage_names = list(tables)
 
         specs: dict[str, StageSpec] = {}
@@ -284,6 +286,16 @@ class _Loader:
             else:
                 report(f"unknown field for a {kind} stage{_did_you_mean(key, allowed)}", key)
 
+        # The demo task's data only for a demo model; a user's model must be given its own.
+        for alias, demo_value in cls.demo_defaults.items():
+            if data.get(alias) is not None or data.get("from", _default(cls, "from")) is None:
+                continue  # given, or no model to judge by (pydantic reports a missing `from`)
+            if self.starts_from_builtin_model(stage):
+                data[alias] = demo_value
+            else:
+                report(f"required: the {alias} to use (a file, a datasets folder or a hub id); only a "
+                       f"built-in demo model defaults to the demo task's ({demo_value})", alias)
+
         # References, including defaults, so the stored spec is canonical throughout.
         # An array of references (`from = ["a", "b"]`) is keyed `from[0]`, `from[1]`.
         refs: dict[str, Ref] = {}
@@ -327,6 +339,32 @@ class _Loader:
                 report(_human_error(error, cls, field_key), field_key)
             return None, refs
         return (spec if ok else None), refs
+
+    def starts_from_builtin_model(self, stage: str) -> bool:
+        """Whether every model `stage` starts from is a built-in preset (the
+        demo's), directly or through the stages of this pipeline it comes from."""
+        seen: set[str] = set()
+
+        def builtin(name: str) -> bool:
+            if name in seen:  # a cycle: reported on its own, never a demo model
+                return False
+            seen.add(name)
+            table = self.tables.get(name, {})
+            origin = table.get("from")
+            kind_name = table.get("kind")
+            kind = registry.STAGE_KINDS.get(kind_name) if isinstance(kind_name, str) else None
+            if origin is None and kind is not None:
+                origin = _default(kind, "from")  # sft's `from` defaults to builtin:llama-4m
+            items = origin if isinstance(origin, list) else [origin]
+            return bool(items) and all(isinstance(item, str) and _builtin_item(item) for item in items)
+
+        def _builtin_item(item: str) -> bool:
+            if item.startswith("builtin:"):
+                return True
+            parent = item.removeprefix("stage:")
+            return parent in self.tables and builtin(parent)
+
+        return builtin(stage)
 
     # --- the graph --------------------------------------------------------
 

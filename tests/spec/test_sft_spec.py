@@ -10,12 +10,13 @@ from engine.spec.fields import LoraSpec
 from engine.stages.sft.spec import SFTSpec
 
 
-def test_defaults_are_the_demo(specs) -> None:
+def test_defaults_train_the_demo_but_evaluate_on_held_out_data_without_a_judge(specs) -> None:
     spec = specs.load('[stages.sft]\nkind = "sft"\n')
     stage = spec.stages["sft"]
     assert isinstance(stage, SFTSpec)
     assert stage.data == "builtin:demo-instructions"
-    assert stage.eval_prompts == "builtin:demo-prompts"
+    # Eval answers are to prompts held out of the stage's own data, and no judge scores them unless named.
+    assert stage.eval_prompts is None and stage.eval_judge is None
     assert stage.from_ == "builtin:llama-4m"
     assert stage.lora is None and stage.quantization == "none"
     assert stage.completion_only_loss and stage.format == "auto"

@@ -48,6 +48,7 @@ def small_spec(parent: Path, pairs: Path, **fields: Any) -> DPOSpec:
     settings: dict[str, Any] = dict(
         from_=f"path:{parent}", preferences=f"path:{pairs}", max_steps=12, batch_size=8, learning_rate=1e-3,
         warmup_steps=2, eval_every=6, save_every=100, sample_every=6, eval_prompt_count=2, eval_fraction=0.2,
+        eval_prompts="builtin:demo-prompts", eval_judge="demo",
     )
     return DPOSpec(**{**settings, **fields})
 

@@ -148,6 +148,7 @@ def ppo_spec(models: dict[str, Path], **overrides) -> PPOSpec:
         prompts=f"path:{models['prompts']}", updates=6, rollout_batch_size=16, minibatch_size=8, ppo_epochs=4,
         learning_rate=1e-3, beta=0.02, max_new_tokens=12, sample_every=3, samples_per_update=2,
         eval_prompt_count=2, sample_max_new_tokens=8, save_every=100, device="cpu",
+        eval_prompts="builtin:demo-prompts", eval_judge="demo",
     )
     return PPOSpec(**{**settings, **overrides})
 

@@ -67,6 +67,7 @@ def settings(models: dict[str, Path], **overrides: object) -> dict[str, object]:
         "prompts": f"path:{models['prompts']}", "max_steps": 4, "prompts_per_step": 4, "num_generations": 4,
         "learning_rate": 1e-3, "beta": 0.02, "max_new_tokens": 10, "sample_every": 2, "samples_per_step": 2,
         "eval_prompt_count": 2, "sample_max_new_tokens": 8, "save_every": 100, "device": "cpu",
+        "eval_prompts": "builtin:demo-prompts", "eval_judge": "demo",
         **overrides,
     }
 
@@ -83,6 +84,7 @@ def steps(workspace, ctx: StageContext, key: str) -> list[int]:
 
 
 def spec_problems(tmp_path: Path, table: str) -> list[str]:
+    """Problems of an online stage `table` after an sft stage on the demo (so the demo's prompts are its default)."""
     with pytest.raises(SpecError) as info:
         parse_spec(f'[stages.sft]\nkind = "sft"\n\n[stages.rl]\n{table}', source="p.toml", base_dir=tmp_path)
     return info.value.problems

@@ -39,9 +39,14 @@ def test_one_model_and_a_prompt_file(tmp_path: Path, model_dir: Path) -> None:
     assert (s.responses_per_prompt, s.temperature, s.top_p, s.max_new_tokens) == (4, 0.8, 0.95, 64)
 
 
-def test_prompts_default_to_the_demo_prompts(tmp_path: Path, model_dir: Path) -> None:
-    s = parse_spec(stage('from = "./model"'), source="s.toml", base_dir=tmp_path).stages["s"]
-    assert s.prompts == "builtin:demo-prompts"
+def test_prompts_are_required_unless_the_model_is_a_demo_model(tmp_path: Path, model_dir: Path) -> None:
+    # A user's model is never asked the demo task's prompts by default.
+    assert problems(stage('from = "./model"'), tmp_path) == [
+        "s.toml: stage 's', field 'prompts': required: the prompts to use (a file, a datasets folder or a hub id); "
+        "only a built-in demo model defaults to the demo task's (builtin:demo-prompts)"]
+    # A built-in preset, directly or through the stages it comes from, is the demo's.
+    text = '[stages.pre]\nkind = "pretrain"\nfrom = "builtin:llama-1m"\n' + stage('from = "pre"')
+    assert parse_spec(text, source="s.toml", base_dir=tmp_path).stages["s"].prompts == "builtin:demo-prompts"
 
 
 def test_several_models_are_canonical_references_and_dependencies(tmp_path: Path, model_dir: Path) -> None:

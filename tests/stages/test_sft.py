@@ -46,7 +46,8 @@ def test_sft_learns_the_demo_task_and_stores_its_answers(make_context, workspace
     # (0.38 on 140; 400 steps of llama-4m reach 1.00 from a random init, 0.66 from a
     # 300-step pretrained parent).
     spec = SFTSpec(from_="builtin:llama-1m", learning_rate=2e-3, max_steps=150, eval_every=50,
-                   sample_every=50, save_every=50, eval_prompt_count=14)
+                   sample_every=50, save_every=50, eval_prompt_count=14, eval_prompts="builtin:demo-prompts",
+                   eval_judge="demo")
     ctx = make_context(spec)
     sft.run(ctx)
 
@@ -76,7 +77,7 @@ def test_sft_learns_the_demo_task_and_stores_its_answers(make_context, workspace
     config = stage.config
     assert config["activation_checkpointing"] is False and config["bf16"] is False
     assert config["data"]["format"] == "prompt_completion" and config["data"]["loss_on"] == "completions"
-    assert config["eval_prompts"] == {"source": "builtin:demo-prompts", "count": 14, "judged": 14,
+    assert config["eval_prompts"] == {"source": "builtin:demo-prompts", "count": 14, "judge": "demo", "judged": 14,
                                       "sampling": SamplingSettings(temperature=0.0, max_new_tokens=32).to_dict()}
 
     # The final folder loads with plain transformers and answers clearly better

@@ -509,6 +509,52 @@ def split_examples(
     return train, evaluation
 
 
+def prompt_text(prompt: object) -> str | None:
+    """What a model is asked: the text of a plain prompt, or a conversation's
+    first user turn (as `load_prompts` reads one); None if it has none."""
+    if isinstance(prompt, str):
+        return prompt if prompt.strip() else None
+    if isinstance(prompt, list | tuple):
+        for turn in prompt:
+            role = turn.get("role") if isinstance(turn, dict) else getattr(turn, "role", None)
+            content = turn.get("content") if isinstance(turn, dict) else getattr(turn, "content", None)
+            if role == "user" and isinstance(content, str) and content.strip():
+                return content
+    return None
+
+
+def held_out_prompts(examples: Iterable[Mapping[str, Any]], *, source: str) -> list[dict[str, Any]]:
+    """The distinct prompts of held-out examples, in order, as eval prompts
+    ({"text", "source", "reference"}): an example's `prompt`, or the first
+    user turn of its `messages`; the completion, where it is plain text or one
+    assistant turn, is the reference. Examples of plain text ask nothing."""
+    prompts: dict[str, dict[str, Any]] = {}
+    for example in examples:
+        text = prompt_text(example.get("prompt", example.get("messages")))
+        if text is None or text in prompts:
+            continue
+        completion = example.get("completion")
+        if isinstance(completion, list) and len(completion) == 1 and isinstance(completion[0], dict):
+            completion = completion[0].get("content")
+        prompts[text] = {"text": text, "source": source,
+                         "reference": completion if isinstance(completion, str) else None}
+    return list(prompts.values())
+
+
+def hold_out_prompts(rows: Sequence[dict[str, Any]], count: int,
+                     seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(to practise on, held out): up to `count` of the distinct prompts
+    `rows`, and never more than a tenth of them, chosen by the seed and never
+    practised on, so an online stage's eval answers are to questions it did
+    not train on. Fewer than 2 prompts: none held out. Each side keeps order."""
+    if count <= 0 or len(rows) < 2:
+        return list(rows), []
+    n_eval = min(count, max(1, len(rows) // 10))
+    held = set(random.Random(seed).sample(range(len(rows)), n_eval))
+    return ([row for i, row in enumerate(rows) if i not in held],
+            [row for i, row in enumerate(rows) if i in held])
+
+
 def load_prompts(
     source: Source,
     *,

@@ -5,11 +5,16 @@ prompts before the first step, every `sample_every` steps and after the
 last, and the answers go to the store as samples with their step and the
 checkpoint holding those weights, so a person watches answers change.
 
-A judge (engine/feedback/judges.py, loaded by name) scores each answer to a
+The prompts are the user's task, not the demo's: `eval_prompts` when the
+spec names them, else a share of the stage's own prompts that it held out
+and never trains on (SFT and DPO: the prompts of their held-out examples;
+PPO, RLOO and GRPO: a few of their prompts, set aside).
+
+A judge is asked only where the spec names one (`eval_judge`: `demo`, or a
+`module:function`; engine/feedback/judges.py). It scores each answer to a
 prompt it can score, and the mean is the metric `eval/judge_score` (with
-`eval/judge_exact`, the share of perfect scores). The default judge is the
-demo's, which scores only demo-task prompts, so on the default eval prompts
-(`builtin:demo-prompts`) every answer is judged.
+`eval/judge_exact`, the share of perfect scores). Without one, no score is
+made up: the answers are stored for people to read.
 
 `EvalAnswers` does the answering and recording for any training loop (PPO
 calls it from its own loop, and adds the reward model's score);
@@ -19,7 +24,7 @@ calls it from its own loop, and adds the reward model's score);
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -40,9 +45,8 @@ from engine.stages.common.context import StageContext
 from engine.stages.common.data_loading import load_prompts
 from engine.stages.common.generation import SamplingSettings, generate
 
-#: The judge of eval answers. The demo's scores only the prompts it can parse,
-#: so it judges the demo's prompts and leaves a user's own prompts unjudged.
-EVAL_JUDGE = "demo"
+#: where held-out eval prompts came from, in the resolved config
+HELD_OUT_SOURCE = "held out of the stage's own data"
 
 #: scores of (prompts, responses) besides the judge's, e.g. a reward model's
 ExtraScorer = Callable[[list[str], list[str]], list[float]]
@@ -71,26 +75,36 @@ class EvalAnswers:
             if prompts and ctx.is_main_process else []
 
     @classmethod
-    def for_stage(cls, ctx: StageContext, tokenizer: PreTrainedTokenizerBase, *, judge: str | None = EVAL_JUDGE,
-                  **columns: str) -> EvalAnswers:
-        """The eval answers a training stage's spec asks for: its
-        `eval_prompts` (the first `eval_prompt_count`, read with `columns`
-        such as prompt_field), answered at `sample_temperature`, up to
-        `sample_max_new_tokens` tokens, scored by the judge named `judge`."""
+    def for_stage(cls, ctx: StageContext, tokenizer: PreTrainedTokenizerBase, *,
+                  held_out: Sequence[dict[str, Any]] = (), **columns: str) -> EvalAnswers:
+        """The eval answers a training stage's spec asks for: the first
+        `eval_prompt_count` of its `eval_prompts` (read with `columns` such as
+        prompt_field), or, with none named, of `held_out` (the prompts the
+        stage set aside from its own data); answered at `sample_temperature`,
+        up to `sample_max_new_tokens` tokens, scored by `eval_judge` if named."""
         spec = _settings(ctx)
         prompts: list[dict[str, Any]] = []
-        if spec.eval_prompt_count > 0:
+        source: str | None = None
+        if spec.eval_prompt_count > 0 and spec.eval_prompts is not None:
             prompts = load_prompts(ctx.resolve(spec.eval_prompts), cache_dir=ctx.cache_dir,
                                    count=spec.eval_prompt_count, **columns)
+            source = spec.eval_prompts
+        elif spec.eval_prompt_count > 0:
+            prompts = list(held_out)[: spec.eval_prompt_count]
+            source = HELD_OUT_SOURCE
+            if not prompts:
+                ctx.log("no eval answers: the stage held out no prompts of its data (too few distinct prompts, "
+                        "or none held out); name some with eval_prompts", level="warning")
         settings = SamplingSettings(
             temperature=spec.sample_temperature, max_new_tokens=spec.sample_max_new_tokens, seed=ctx.spec.seed
         )
-        return cls(ctx, tokenizer, prompts, settings, judge=load_judge(judge) if judge else None,
-                   source=spec.eval_prompts if prompts else None)
+        judge = load_judge(spec.eval_judge) if spec.eval_judge is not None else None
+        return cls(ctx, tokenizer, prompts, settings, judge=judge, source=source if prompts else None)
 
     def describe(self) -> dict[str, Any]:
         """What the resolved config records about the eval prompts."""
-        return {"source": self.source, "count": len(self.texts), "judged": self.judged,
+        return {"source": self.source, "count": len(self.texts),
+                "judge": self.judge.name if self.judge is not None else None, "judged": self.judged,
                 "sampling": self.settings.to_dict()}
 
     def answer(self, model: PreTrainedModel, step: int, checkpoint: str | None, *,
@@ -158,11 +172,11 @@ class EvalAnswersCallback(TrainerCallback):
 
     @classmethod
     def for_stage(cls, ctx: StageContext, tokenizer: PreTrainedTokenizerBase, *, start_checkpoint: str | None,
-                  **columns: str) -> EvalAnswersCallback:
+                  held_out: Sequence[dict[str, Any]] = (), **columns: str) -> EvalAnswersCallback:
         """The callback a training stage's spec asks for: `EvalAnswers.for_stage`,
         answered every `sample_every` steps."""
-        return cls(EvalAnswers.for_stage(ctx, tokenizer, **columns), every=_settings(ctx).sample_every,
-                   start_checkpoint=start_checkpoint)
+        return cls(EvalAnswers.for_stage(ctx, tokenizer, held_out=held_out, **columns),
+                   every=_settings(ctx).sample_every, start_checkpoint=start_checkpoint)
 
     def describe(self) -> dict[str, Any]:
         """What the resolved config records about the eval prompts."""

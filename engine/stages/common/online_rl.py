@@ -81,12 +81,11 @@ from engine.errors import StageFailed, UserInputError
 from engine.feedback.judges import Judge, load_judge
 from engine.stages.common.callbacks import attach_stage_callback, train_resumably
 from engine.stages.common.context import Source, StageContext, checkpoint_name
-from engine.stages.common.data_loading import load_prompts
 from engine.stages.common.eval_answers import EvalAnswersCallback
-from engine.stages.common.generation import format_prompt
-from engine.stages.common.inference import dtype_for, max_positions
+from engine.stages.common.inference import dtype_for
 from engine.stages.common.models import count_parameters, load_model_for_training
 from engine.stages.common.online_rl_spec import OnlineRLSpec
+from engine.stages.common.practice_prompts import practice_prompts
 from engine.stages.common.prologue import begin
 from engine.stages.common.saving import save_trained
 from engine.stages.common.tokenizer import CHAT_TEMPLATE, describe_tokenizer, load_stage_tokenizer, load_tokenizer
@@ -146,7 +145,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
         raise StageFailed("the policy's tokenizer has no eos token: a completion could never end")
 
     # -- prompts -----------------------------------------------------------------
-    texts = read_prompts(ctx, spec, tokenizer, policy_source)
+    rows, held_out = practice_prompts(ctx, spec, tokenizer, policy_source)
+    texts = [row["text"] for row in rows]
     needed = spec.prompts_per_step * hardware.world_size
     if len(texts) < needed:
         # trl's sampler only makes whole steps: with fewer prompts it makes none.
@@ -209,7 +209,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
 
     # -- answers to the eval prompts -------------------------------------------
     sampler = EvalAnswersCallback.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(policy_source),
-                                            prompt_field=spec.prompt_field)
+                                            held_out=held_out, prompt_field=spec.prompt_field)
 
     ctx.set_resolved_config(
         {
@@ -245,25 +245,6 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
         device=hardware.describe(),
     )
     return trainer, sampler
-
-
-def read_prompts(ctx: StageContext, spec: OnlineRLSpec, tokenizer: PreTrainedTokenizerBase,
-                 policy_source: Source) -> list[str]:
-    """The distinct prompts to practise on, without those that leave no room
-    for max_new_tokens in the policy's context."""
-    rows = load_prompts(ctx.resolve(spec.prompts), cache_dir=ctx.cache_dir, count=spec.max_prompts,
-                        prompt_field=spec.prompt_field)
-    texts = [row["text"] for row in rows]
-    limit = max_positions(policy_source)
-    if limit is not None:
-        lengths = [len(ids) for ids in tokenizer([format_prompt(tokenizer, t) for t in texts],
-                                                 add_special_tokens=False)["input_ids"]]
-        fitting = [t for t, n in zip(texts, lengths) if n + spec.max_new_tokens <= limit]
-        if len(fitting) < len(texts):
-            ctx.log(f"prompts: {len(texts) - len(fitting)} left out, too long to leave {spec.max_new_tokens} "
-                    "new tokens within the policy's context", level="warning")
-        texts = fitting
-    return texts
 
 
 def load_reward_model(source: Source, ctx: StageContext, *,

@@ -36,6 +36,7 @@ class OnlineRLSpec(StageSpec, FromRequired, EvalAnswerSettings):
     judges, and moves the policy towards the completions that beat the others
     of their prompt, on a KL leash to where it started. Not a stage kind itself."""
 
+    demo_defaults: ClassVar[dict[str, str]] = {"prompts": "builtin:demo-instructions"}
     reference_fields: ClassVar[dict[str, str]] = {
         "from": "model",
         "reward_model": "model",
@@ -74,10 +75,10 @@ class OnlineRLSpec(StageSpec, FromRequired, EvalAnswerSettings):
     )
     activation_checkpointing: ActivationCheckpointing = "auto"
     # The prompts it practises on.
-    prompts: str = Field(
-        "builtin:demo-instructions",
-        description="prompts to sample completions for: builtin, a file, a datasets folder or a hub id "
-        "(the default: the demo task's train split)",
+    prompts: str | None = Field(
+        None,
+        description="prompts to sample completions for: builtin, a file, a datasets folder or a hub id. "
+        "Required, unless the policy is a built-in demo model (then the demo task's train split)",
     )
     prompt_field: str = Field("prompt", description="column holding the prompt")
     max_prompts: int | None = Field(None, ge=1, description="use at most this many distinct prompts (the first ones)")

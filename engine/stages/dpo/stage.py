@@ -57,6 +57,7 @@ from trl import DPOConfig, DPOTrainer
 from engine.errors import StageFailed
 from engine.stages.common.callbacks import attach_stage_callback, train_resumably
 from engine.stages.common.context import StageContext, checkpoint_name
+from engine.stages.common.data_loading import held_out_prompts
 from engine.stages.common.eval_answers import EvalAnswersCallback
 from engine.stages.common.models import count_parameters, load_model_for_training
 from engine.stages.common.preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
@@ -198,7 +199,10 @@ def build_trainer(
                                    batch_size=args.per_device_eval_batch_size)
 
     # -- answers to the eval prompts -------------------------------------------
-    sampler = EvalAnswersCallback.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(model_source))
+    # With no eval_prompts named, the policy answers the prompts of the held-out pairs: the user's task.
+    held_out_asked = held_out_prompts(({"prompt": e.pair.prompt} for e in data.eval), source="preferences")
+    sampler = EvalAnswersCallback.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(model_source),
+                                            held_out=held_out_asked)
 
     ctx.set_resolved_config(
         {

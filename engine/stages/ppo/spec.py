@@ -28,6 +28,7 @@ class PPOSpec(StageSpec, FromRequired, EvalAnswerSettings):
     recipe; our own implementation, engine/stages/ppo/stage.py).
     """
 
+    demo_defaults: ClassVar[dict[str, str]] = {"prompts": "builtin:demo-instructions"}
     reference_fields: ClassVar[dict[str, str]] = {
         "from": "model",
         "reward_model": "model",
@@ -61,10 +62,10 @@ class PPOSpec(StageSpec, FromRequired, EvalAnswerSettings):
         "policy with its adapters off (no second copy); without one every weight is trained",
     )
     # The prompts it practises on.
-    prompts: str = Field(
-        "builtin:demo-instructions",
-        description="prompts to sample responses to: builtin, a file, a datasets folder or a hub id "
-        "(the default: the demo task's train split)",
+    prompts: str | None = Field(
+        None,
+        description="prompts to sample responses to: builtin, a file, a datasets folder or a hub id. "
+        "Required, unless the policy is a built-in demo model (then the demo task's train split)",
     )
     prompt_field: str = Field("prompt", description="column holding the prompt")
     max_prompts: int | None = Field(None, ge=1, description="use at most this many distinct prompts (the first ones)")

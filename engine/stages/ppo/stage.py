@@ -71,11 +71,12 @@ from engine.errors import StageCancelled, StageFailed
 from engine.runtime.launcher import CHECKPOINT_DONE_MARKER
 from engine.stages.common.callbacks import CHECKPOINT_PREFIX
 from engine.stages.common.context import Source, StageContext
-from engine.stages.common.data_loading import instruction_examples, load_prompts, load_records
+from engine.stages.common.data_loading import instruction_examples, load_records
 from engine.stages.common.eval_answers import EvalAnswers
-from engine.stages.common.generation import SamplingSettings, format_prompt, generate_tokens
+from engine.stages.common.generation import SamplingSettings, generate_tokens
 from engine.stages.common.inference import dtype_for, max_positions
 from engine.stages.common.models import count_parameters, load_model_for_training
+from engine.stages.common.practice_prompts import practice_prompts
 from engine.stages.common.prologue import begin
 from engine.stages.common.saving import save_final
 from engine.stages.common.tokenizer import CHAT_TEMPLATE, describe_tokenizer, load_stage_tokenizer, load_tokenizer
@@ -101,8 +102,8 @@ def run(ctx: StageContext) -> None:
     tokenizer = models.tokenizer
 
     # -- prompts ---------------------------------------------------------------
-    rows = read_prompts(ctx, spec, tokenizer, models.policy_source)
-    evaluator = EvalAnswers.for_stage(ctx, tokenizer, prompt_field=spec.prompt_field)
+    rows, held_out = practice_prompts(ctx, spec, tokenizer, models.policy_source)
+    evaluator = EvalAnswers.for_stage(ctx, tokenizer, held_out=held_out, prompt_field=spec.prompt_field)
     ptx_texts = read_ptx_texts(ctx, spec, tokenizer) if spec.ptx_coef > 0 else []
 
     # -- optimizer -------------------------------------------------------------
@@ -362,26 +363,6 @@ class TokenValues(torch.nn.Module):
 
 
 # --- prompts ------------------------------------------------------------------------
-
-
-def read_prompts(ctx: StageContext, spec: PPOSpec, tokenizer: PreTrainedTokenizerBase,
-                 policy_source: Source) -> list[dict[str, Any]]:
-    """The distinct prompts to practise on, as the store keeps them, without
-    those that leave no room for max_new_tokens in the policy's context."""
-    rows = load_prompts(ctx.resolve(spec.prompts), cache_dir=ctx.cache_dir, count=spec.max_prompts,
-                        prompt_field=spec.prompt_field)
-    limit = max_positions(policy_source)
-    if limit is not None:
-        lengths = [len(ids) for ids in tokenizer([format_prompt(tokenizer, r["text"]) for r in rows],
-                                                 add_special_tokens=False)["input_ids"]]
-        fitting = [row for row, n in zip(rows, lengths) if n + spec.max_new_tokens <= limit]
-        if len(fitting) < len(rows):
-            ctx.log(f"prompts: {len(rows) - len(fitting)} left out, too long to leave {spec.max_new_tokens} "
-                    "new tokens within the policy's context", level="warning")
-        rows = fitting
-    if not rows:
-        raise StageFailed("every prompt is too long for the policy's context; lower max_new_tokens")
-    return rows
 
 
 class PromptOrder:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from engine.spec.fields import StageSpec
+from engine.spec.fields import JudgeName, StageSpec
 
 
 class RankSpec(StageSpec):
@@ -32,7 +31,7 @@ class RankSpec(StageSpec):
     batch: str | None = Field(
         None, description="or a stored sample batch, by name or id (`rlhf rank` lists them)",
     )
-    judge: str | None = Field(
+    judge: JudgeName | None = Field(
         None,
         description="who ranks: unset = people; `demo` = the built-in rule-based judge; or a Python "
         "callable `module:function(prompt, responses) -> scores`",
@@ -51,16 +50,6 @@ class RankSpec(StageSpec):
         False,
         description="compare answers in pairs of different checkpoints (an arena) instead of ranking all K",
     )
-
-    @field_validator("judge")
-    @classmethod
-    def _judge_is_named_right(cls, value: str | None) -> str | None:
-        # Only the spelling: importing the user's module is the worker's job, not the CLI's.
-        if value is not None and value != "demo" and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
-            raise PydanticCustomError(
-                "judge_name", "expected `demo` or a Python callable written module:function",
-            )
-        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> RankSpec:

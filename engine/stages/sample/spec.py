@@ -22,6 +22,7 @@ class SampleSpec(StageSpec, FromRequired):
 
     reference_fields: ClassVar[dict[str, str]] = {"from": "model", "prompts": "data"}
     reference_list_fields: ClassVar[frozenset[str]] = frozenset({"from"})
+    demo_defaults: ClassVar[dict[str, str]] = {"prompts": "builtin:demo-prompts"}
 
     kind: Literal["sample"] = "sample"
     processes: int = Field(1, ge=1, le=1, description="sampling runs in one process (on one GPU)")
@@ -30,10 +31,11 @@ class SampleSpec(StageSpec, FromRequired):
         description="the model that answers (a stage, a folder, a hub id, or a built-in preset with "
                     "random weights), or an array of models that share the responses",
     )
-    prompts: str | list[str] = Field(
-        "builtin:demo-prompts",
+    prompts: str | list[str] | None = Field(
+        None,
         description="prompts: builtin:NAME, a .jsonl/.json/.csv/.parquet file (a .txt: one per paragraph), "
-                    "a datasets folder or a hub id; or an array of prompts written inline",
+                    "a datasets folder or a hub id; or an array of prompts written inline. Required, "
+                    "unless the model is a built-in demo model (then the demo task's held-out prompts)",
     )
     prompt_field: str = Field(
         "prompt",

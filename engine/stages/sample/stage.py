@@ -139,6 +139,8 @@ def read_prompts(ctx: StageContext, spec: SampleSpec) -> list[dict[str, Any]]:
     """The distinct prompts, as the store keeps them: text, source, reference
     (when the data has one). Read as the SFT stage reads its eval prompts."""
     inline = spec.prompt_texts
+    if spec.prompts is None:  # the pipeline loader requires them, or fills in the demo's for a demo model
+        raise StageFailed("no prompts to answer: name them with `prompts`")
     if inline is None:
         return load_prompts(ctx.resolve(str(spec.prompts)), cache_dir=ctx.cache_dir,
                             count=spec.max_prompts, prompt_field=spec.prompt_field)

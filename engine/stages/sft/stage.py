@@ -51,7 +51,12 @@ from trl import SFTConfig, SFTTrainer
 from engine.errors import StageFailed
 from engine.stages.common.callbacks import attach_stage_callback, train_resumably
 from engine.stages.common.context import Source, StageContext, checkpoint_name
-from engine.stages.common.data_loading import instruction_examples, load_records, split_examples
+from engine.stages.common.data_loading import (
+    held_out_prompts,
+    instruction_examples,
+    load_records,
+    split_examples,
+)
 from engine.stages.common.eval_answers import EvalAnswersCallback
 from engine.stages.common.models import count_parameters, load_model_for_training
 from engine.stages.common.prologue import begin
@@ -130,6 +135,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
     if data_format == "messages" and spec.completion_only_loss:
         examples, assistant_only = _conversations_for_answer_loss(ctx, tokenizer, examples)
     train_examples, eval_examples = split_examples(examples, spec.eval_fraction, spec.seed)
+    # With no eval_prompts named, the model answers held-out prompts of this data: the user's task.
+    held_out = held_out_prompts(eval_examples, source=f"{data_source.kind}:{data_source.value}")
     eval_examples = eval_examples[: spec.eval_batches * spec.batch_size]
     ctx.log(
         f"data: {len(examples)} examples ({data_format}) from {checkpoint_name(data_source)}: "
@@ -173,8 +180,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
 
     # -- answers to the eval prompts -------------------------------------------
     sampler = EvalAnswersCallback.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(model_source),
-                                            prompt_field=spec.prompt_field, messages_field=spec.messages_field,
-                                            text_field=spec.text_field)
+                                            held_out=held_out, prompt_field=spec.prompt_field,
+                                            messages_field=spec.messages_field, text_field=spec.text_field)
 
     ctx.set_resolved_config(
         {
