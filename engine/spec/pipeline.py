@@ -288,13 +288,14 @@ class _Loader:
 
         # The demo task's data only for a demo model; a user's model must be given its own.
         for alias, demo_value in cls.demo_defaults.items():
-            if data.get(alias) is not None or data.get("from", _default(cls, "from")) is None:
-                continue  # given, or no model to judge by (pydantic reports a missing `from`)
-            if self.starts_from_builtin_model(stage):
+            if data.get(alias) is not None:
+                continue
+            builtin = self.starts_from_builtin_model(stage)
+            if builtin:
                 data[alias] = demo_value
-            else:
-                report(f"required: the {alias} to use (a file, a datasets folder or a hub id); only a "
-                       f"built-in demo model defaults to the demo task's ({demo_value})", alias)
+            elif builtin is not None:  # None: `from` is missing or wrong, which is reported on its own
+                report(f"required for a model of your own: the {alias} to use (a file, a datasets folder or a "
+                       f"hub id); only a built-in demo model defaults to the demo's ({demo_value})", alias)
 
         # References, including defaults, so the stored spec is canonical throughout.
         # An array of references (`from = ["a", "b"]`) is keyed `from[0]`, `from[1]`.
@@ -340,31 +341,44 @@ class _Loader:
             return None, refs
         return (spec if ok else None), refs
 
-    def starts_from_builtin_model(self, stage: str) -> bool:
+    def starts_from_builtin_model(self, stage: str) -> bool | None:
         """Whether every model `stage` starts from is a built-in preset (the
-        demo's), directly or through the stages of this pipeline it comes from."""
-        seen: set[str] = set()
+        demo's), directly or through the stages of this pipeline it comes
+        from; None when that cannot be told: a `from` that is missing, not a
+        reference, names no model, or goes round in a cycle."""
+        stage_names = list(self.tables)
 
-        def builtin(name: str) -> bool:
-            if name in seen:  # a cycle: reported on its own, never a demo model
-                return False
-            seen.add(name)
+        def origin_of(name: str, path: frozenset[str]) -> bool | None:
+            if name in path:  # a cycle
+                return None
+            path = path | {name}
             table = self.tables.get(name, {})
             origin = table.get("from")
             kind_name = table.get("kind")
             kind = registry.STAGE_KINDS.get(kind_name) if isinstance(kind_name, str) else None
-            if origin is None and kind is not None:
+            if kind is None:
+                return None
+            if origin is None:
                 origin = _default(kind, "from")  # sft's `from` defaults to builtin:llama-4m
             items = origin if isinstance(origin, list) else [origin]
-            return bool(items) and all(isinstance(item, str) and _builtin_item(item) for item in items)
+            verdicts = [item_origin(name, kind, item, path) for item in items]
+            if not verdicts or None in verdicts:
+                return None
+            return all(verdicts)
 
-        def _builtin_item(item: str) -> bool:
-            if item.startswith("builtin:"):
+        def item_origin(name: str, kind: type[StageSpec], item: object, path: frozenset[str]) -> bool | None:
+            if not isinstance(item, str):
+                return None
+            try:
+                ref = resolve_ref(item, section=kind.reference_fields.get("from", "model"), stages=stage_names,
+                                  base_dir=self.base_dir, current_stage=name)
+            except RefError:
+                return None
+            if ref.scheme == "builtin":
                 return True
-            parent = item.removeprefix("stage:")
-            return parent in self.tables and builtin(parent)
+            return origin_of(ref.value, path) if ref.scheme == "stage" else False
 
-        return builtin(stage)
+        return origin_of(stage, frozenset())
 
     # --- the graph --------------------------------------------------------
 

@@ -70,6 +70,7 @@ def test_multi_stage_spec_in_topological_order_with_canonical_refs(specs):
         kind = "pretrain"
         from = "hf:org/model"
         tokenizer = "org/tok.v2"
+        data = "org/corpus"
         """
     )
     # dependencies first; `side` needs nothing and stays after its file neighbours
@@ -145,7 +146,7 @@ def test_relative_paths_resolve_from_the_spec_folder_not_the_cwd(specs, tmp_path
 
 def test_existing_relative_folder_is_a_path_not_a_hub_id(specs):
     (specs.root / "org" / "model").mkdir(parents=True)
-    spec = specs.load('[stages.a]\nkind = "pretrain"\nfrom = "org/model"\n')
+    spec = specs.load('[stages.a]\nkind = "pretrain"\nfrom = "org/model"\ndata = "builtin:stdlib-docs"\n')
     assert spec.stages["a"].from_ == f"path:{specs.root / 'org' / 'model'}"
 
 

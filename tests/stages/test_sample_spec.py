@@ -42,8 +42,8 @@ def test_one_model_and_a_prompt_file(tmp_path: Path, model_dir: Path) -> None:
 def test_prompts_are_required_unless_the_model_is_a_demo_model(tmp_path: Path, model_dir: Path) -> None:
     # A user's model is never asked the demo task's prompts by default.
     assert problems(stage('from = "./model"'), tmp_path) == [
-        "s.toml: stage 's', field 'prompts': required: the prompts to use (a file, a datasets folder or a hub id); "
-        "only a built-in demo model defaults to the demo task's (builtin:demo-prompts)"]
+        "s.toml: stage 's', field 'prompts': required for a model of your own: the prompts to use (a file, "
+        "a datasets folder or a hub id); only a built-in demo model defaults to the demo's (builtin:demo-prompts)"]
     # A built-in preset, directly or through the stages it comes from, is the demo's.
     text = '[stages.pre]\nkind = "pretrain"\nfrom = "builtin:llama-1m"\n' + stage('from = "pre"')
     assert parse_spec(text, source="s.toml", base_dir=tmp_path).stages["s"].prompts == "builtin:demo-prompts"

@@ -17,6 +17,8 @@ from engine.spec.fields import (
 class PretrainSpec(StageSpec, TrainerScheduleSettings, CheckpointSettings):
     """Causal-LM next-token training, from scratch or continued from a checkpoint."""
 
+    #: continued pretraining of a user's model never reads the demo's corpus by default
+    demo_defaults: ClassVar[dict[str, str]] = {"data": "builtin:stdlib-docs"}
     reference_fields: ClassVar[dict[str, str]] = {
         "from": "model",
         "tokenizer": "tokenizer",
@@ -32,7 +34,11 @@ class PretrainSpec(StageSpec, TrainerScheduleSettings, CheckpointSettings):
         None,
         description="tokenizer; default: the checkpoint's own, or builtin:bpe-4k for a preset",
     )
-    data: str = Field("builtin:stdlib-docs", description="text corpus: builtin, file, folder or hub id")
+    data: str = Field(
+        "builtin:stdlib-docs",
+        description="text corpus: builtin, file, folder or hub id; required, unless the model is a built-in "
+        "preset (then the stdlib's docstrings)",
+    )
     text_field: str = Field("text", description="column holding the text in JSONL/parquet/CSV/datasets")
     max_documents: int | None = Field(None, ge=1, description="use at most this many documents")
     block_size: int = Field(128, ge=8, le=131072, description="tokens per packed training block")

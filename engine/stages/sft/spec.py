@@ -19,6 +19,8 @@ from engine.spec.fields import (
 class SFTSpec(StageSpec, TrainerScheduleSettings, CheckpointSettings, EvalAnswerSettings):
     """Supervised fine-tuning on instructions and their answers (trl's SFTTrainer)."""
 
+    #: a user's model is never fine-tuned on the demo task's instructions by default
+    demo_defaults: ClassVar[dict[str, str]] = {"data": "builtin:demo-instructions"}
     reference_fields: ClassVar[dict[str, str]] = {
         "from": "model",
         "tokenizer": "tokenizer",
@@ -39,7 +41,8 @@ class SFTSpec(StageSpec, TrainerScheduleSettings, CheckpointSettings, EvalAnswer
     # What it learns from.
     data: str = Field(
         "builtin:demo-instructions",
-        description="instruction data: builtin, a JSONL/parquet/CSV file, a datasets folder or a hub id",
+        description="instruction data: builtin, a JSONL/parquet/CSV file, a datasets folder or a hub id; "
+        "required, unless the model is a built-in demo model (then the demo task's instructions)",
     )
     format: Literal["auto", "prompt_completion", "messages", "alpaca", "text"] = Field(
         "auto",
