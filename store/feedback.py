@@ -167,6 +167,7 @@ class ImportedItem:
     annotator: str
     ranking: tuple[int | tuple[int, ...], ...] = ()  # indices; a tuple inside is a tie
     prompt_meta: dict[str, Any] = field(default_factory=dict)
+    source_annotator: str | None = None  # the annotator the file named, kept for the record
 
 
 #: A stored ranking, best first: a sample id per place, or a list of the
@@ -373,7 +374,8 @@ class Feedback:
                     needed=1, verdicts=verdict, created_at=now,
                 )))
                 connection.execute(insert(_judgement).values(
-                    item_id=item_id, batch_id=batch_id, annotator=item.annotator, outcome=outcome.value,
+                    item_id=item_id, batch_id=batch_id, annotator=item.annotator,
+                    source_annotator=item.source_annotator, outcome=outcome.value,
                     shown=sample_ids, ranking=[
                         [sample_ids[i] for i in entry] if isinstance(entry, tuple) else sample_ids[entry]
                         for entry in item.ranking

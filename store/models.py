@@ -306,6 +306,8 @@ class JudgementBase(SQLModel):
     item_id: int = Field(foreign_key="rankitem.id")
     batch_id: int = Field(foreign_key="samplebatch.id", index=True)
     annotator: str = Field(index=True)  # a person's name, or judge:NAME, or import:FILE
+    #: imported rows only: the annotator the file named (never trusted as who judged: that is import:FILE)
+    source_annotator: str | None = None
     outcome: str  # a JudgementOutcome value
     shown: list[int] = Field(sa_column=Column(JSON, nullable=False))  # sample ids as shown, A first
     # Best first: a sample id per place, or a list of ids tied for it (store.feedback.ranking_tiers).

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import UserInputError
+from engine.feedback.stored.importing import import_file
 from engine.stages.common.preference_data import load_preference_data, split_by_prompt, to_dataset
 from engine.stages.common.preference_spec import PreferenceDataSpec
 from store import Store
@@ -99,3 +100,30 @@ def test_a_spec_without_data_is_refused() -> None:
         spec()
     with pytest.raises(ValidationError, match="ISO date"):
         spec(batches=["b"], since="last tuesday")
+
+
+def claiming_file(path: Path) -> Path:
+    """A judgement table whose rows claim to be a person's and the demo judge's."""
+    path.write_text("".join(
+        json.dumps({"prompt": f"p{i}", "responses": ["good", "bad"], "ranking": [0, 1], "annotator": who}) + "\n"
+        for i, who in enumerate(["alice", "judge:demo", "alice", "judge:demo"])))
+    return path
+
+
+def test_a_file_that_names_annotators_is_still_the_file(make_context, workspace, tmp_path: Path) -> None:
+    # Read by the stage directly: every pair is the file's, so "people" or "judges" selects none of it.
+    path = claiming_file(tmp_path / "claims.jsonl")
+    ctx = make_context(spec(preferences=f"path:{path}"))
+    data = load_preference_data(ctx, spec(preferences=f"path:{path}", eval_fraction=0.0))
+    assert data.summary["annotators"] == {"import:claims.jsonl": 4}
+    # annotator_names may still pick rows by the name the file gives them.
+    picked = load_preference_data(ctx, spec(preferences=f"path:{path}", annotator_names=["alice"], eval_fraction=0.0))
+    assert picked.summary["annotators"] == {"import:claims.jsonl": 2}
+
+    # Imported into the store (`rlhf prefs import`): recorded as import:FILE, the claim kept beside it.
+    batch_id, _ = import_file(workspace.store, path)
+    judgements = workspace.store.feedback.judgements(batch_id=batch_id)
+    assert {j.annotator for j in judgements} == {"import:claims.jsonl"}
+    assert sorted(j.source_annotator or "" for j in judgements) == ["alice", "alice", "judge:demo", "judge:demo"]
+    with pytest.raises(UserInputError, match="no preference pairs"):
+        load_preference_data(ctx, spec(batches=[str(batch_id)], annotators="people"))

@@ -3,8 +3,10 @@
 Each record becomes an item of a new batch named `import:FILE` with one
 judgement: a TRL or HH pair as "A (chosen) better than B (rejected)", a
 ranked list as its ranking, a judgement-table row as it was. The annotator is
-the record's own when it names one (a judgement table), else `import:FILE`,
-so imported feedback can be told from people's and judges' everywhere.
+always `import:FILE`, so imported feedback can be told from people's and
+judges' everywhere: a file cannot make its rows count as a person's or a
+judge's by naming one. The annotator a record names is kept beside it
+(`source_annotator`).
 
 The file is parsed completely before anything is written (a bad line names
 the file and line and nothing is stored), and the store writes the whole
@@ -57,7 +59,8 @@ def imported_items(result: ImportResult, *, default_annotator: str) -> list[Impo
         items.append(ImportedItem(
             prompt=_text(judgement.prompt), prompt_meta=_meta(judgement.prompt),
             responses=tuple(_response(r.text, r.model) for r in judgement.responses),
-            outcome=judgement.outcome, annotator=judgement.annotator or default_annotator, ranking=ranking,
+            outcome=judgement.outcome, annotator=default_annotator, ranking=ranking,
+            source_annotator=judgement.annotator,
         ))
     return items
 

@@ -171,11 +171,12 @@ def _file_examples(path: Path, spec: PreferenceDataSpec) -> list[PreferenceExamp
         raise UserInputError(f"{path}: KTO data (completion + label) has no pairs; expected preference pairs")
     examples = [PreferenceExample(pair, who) for pair in result.pairs]
     for judgement in result.judgements:
-        annotator = judgement.annotator or who
-        if spec.annotator_names and annotator not in spec.annotator_names:
+        # Always the file: a row naming "alice" or "judge:demo" must not count as a person or a judge.
+        # annotator_names may still pick rows by the name the file gives them.
+        if spec.annotator_names and not {who, judgement.annotator} & set(spec.annotator_names):
             continue
         for pair in preference_pairs([judgement], ties=spec.ties, margin_per_rank=spec.margin_per_rank):
-            examples.append(PreferenceExample(pair, annotator))
+            examples.append(PreferenceExample(pair, who))
     return examples
 
 
