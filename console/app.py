@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import App
@@ -41,6 +41,10 @@ from store.reads import StoreReader
 
 from .literal import printable
 from .sysinfo import SystemSampler
+
+if TYPE_CHECKING:
+    from engine import PipelineSpec
+    from store import RunRead
 
 #: seconds between full garbage collections, once the console manages them
 GC_FULL_SECONDS = 5.0
@@ -327,6 +331,17 @@ class RlhfApp(App[None]):
             return
         self.notify(f"judge:demo ranks the rest of batch #{batch_id} (run #{run.id}); your judgements stay yours.",
                     markup=False, timeout=8)
+
+    async def start_run(self, spec: PipelineSpec) -> RunRead:
+        """Submit `spec` for a screen that built it from its own form (launch, the playground).
+        Awaited, not an 'act' worker: the screen needs the new run, and shows a refusal (a spec
+        problem, one line per field) under its form rather than as a notification."""
+        return await self.engine.submit(spec)
+
+    async def stop_run(self, run_id: int) -> None:
+        """Cancel, without asking, a run the screen started itself (the playground's replaced or
+        abandoned generation). A run that ended meanwhile raises `InvalidRunState`."""
+        await self.engine.cancel(run_id)
 
     def _refresh_screen(self) -> None:
         request = getattr(self.screen, "request_refresh", None)

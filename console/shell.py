@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from engine import Engine
+    from engine import Engine, PipelineSpec
+    from store import RunRead
 
     from .sysinfo import SystemSampler
     from .view_models import RunRow
@@ -46,6 +47,11 @@ class ConsoleShell(Protocol):
     def another_round(self, run_id: int) -> None: ...
     # the demo judge ranks what a batch still needs: a run too (the rank screen asks the person first)
     def judge_rest_of_batch(self, batch_id: int) -> None: ...
+
+    # --- runs a screen starts and stops for its own form (launch, the playground's generations):
+    # awaited, and a failure is raised to the screen, which shows it under the form that caused it
+    async def start_run(self, spec: PipelineSpec) -> RunRead: ...
+    async def stop_run(self, run_id: int) -> None: ...
 
     # --- errors and housekeeping
     def describe_error(self, exc: BaseException) -> str: ...

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -22,6 +23,9 @@ from ..literal import printable
 from ..widgets.key_bar import KeyBar
 from ..widgets.spec_form import SpecForm
 
+if TYPE_CHECKING:
+    from ..shell import ConsoleShell
+
 FILE = "\x00file"  # the source choice meaning "a spec file"
 
 
@@ -36,6 +40,11 @@ class LaunchScreen(Screen[int | None]):
         self.templates = templates
         self.base_dir = base_dir
         self._starting = False
+
+    @property
+    def rlhf(self) -> ConsoleShell:
+        """The app, as the narrow protocol screens may use (console/shell.py)."""
+        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Header(icon="≡")
@@ -103,7 +112,7 @@ class LaunchScreen(Screen[int | None]):
     async def _start(self) -> None:
         try:
             spec = await asyncio.to_thread(self._spec)
-            run = await self.app.engine.submit(spec)  # type: ignore[attr-defined]
+            run = await self.rlhf.start_run(spec)
         except EngineError as exc:
             self._problems(str(exc))
             return

@@ -2,11 +2,13 @@
 
 Checkpoint A (and B, to compare) are picked from every run's checkpoints in
 the store, or typed: a folder, `builtin:NAME` or a hub id. `ctrl+s` builds
-the same one-stage sample pipeline as `rlhf generate` and submits it to the
-engine: generation runs as a run of its own (a detached process with a stage
-worker), never in the console, which stays torch-free and responsive. The
-screen polls the store for the job's state and, once it succeeded, shows
-the stored responses, A's column left of B's (stacked on narrow terminals).
+the same one-stage sample pipeline as `rlhf generate` and asks the console
+app to start it (`ConsoleShell.start_run`; `stop_run` cancels one replaced
+or left behind): generation runs as a run of its own (a detached process
+with a stage worker), never in the console, which stays torch-free and
+responsive. The screen polls the store for the job's state (the engine's
+reads) and, once it succeeded, shows the stored responses, A's column left
+of B's (stacked on narrow terminals).
 
 Bad settings (a temperature of -1, more responses than a batch holds, a
 missing folder) come back as the engine words them, in a line under the
@@ -21,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import events
@@ -30,7 +33,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Header, Input, Label, Select, TextArea
 
 from console.view_models import STATUS_STYLES, duration, first_line, status_label
-from engine import Engine, EngineError, RunDetail
+from engine import EngineError, RunDetail
 from engine.runtime.jobs import Answer, generate_spec, generated_answers
 from store import RunStatus
 from store.reads import StoreReader
@@ -40,6 +43,9 @@ from ..widgets.answers_view import AnswersView
 from ..widgets.key_bar import KeyBar
 from ..widgets.text_panel import TextPanel
 from .live import LiveScreen
+
+if TYPE_CHECKING:
+    from ..shell import ConsoleShell
 
 SLOTS = ("a", "b")
 
@@ -192,9 +198,9 @@ def answer_columns(answers: Sequence[Answer], titles: Sequence[str]) -> list[tup
     return [(titles[i] if i < len(titles) else name, group) for i, (name, group) in enumerate(groups.items())]
 
 
-async def _cancel_quietly(engine: Engine, run_id: int) -> None:
+async def _cancel_quietly(shell: ConsoleShell, run_id: int) -> None:
     with contextlib.suppress(EngineError):  # it ended meanwhile: nothing to stop
-        await engine.cancel(run_id)
+        await shell.stop_run(run_id)
 
 
 # --- the screen ---------------------------------------------------------------------
@@ -329,7 +335,6 @@ class PlaygroundScreen(LiveScreen):
         self.action_generate()
 
     async def _submit(self, request: Request) -> None:
-        engine = self.rlhf.engine
         try:
             spec = await asyncio.to_thread(
                 generate_spec, request.checkpoints, [request.prompt], k=request.k,
@@ -339,8 +344,8 @@ class PlaygroundScreen(LiveScreen):
             previous = self.job
             if previous is not None and not previous.finished:
                 # Replaced: on a CPU box runs take turns, and the old one would hold the new one up.
-                await _cancel_quietly(engine, previous.run_id)
-            run = await engine.submit(spec)
+                await _cancel_quietly(self.rlhf, previous.run_id)
+            run = await self.rlhf.start_run(spec)
         except EngineError as exc:
             self._problem(plain_error(str(exc)))
             return
@@ -386,4 +391,4 @@ class PlaygroundScreen(LiveScreen):
         # but in its own run, and on a CPU box it would hold up the next run queued.
         job = self.job
         if job is not None and not job.finished:
-            await _cancel_quietly(self.rlhf.engine, job.run_id)
+            await _cancel_quietly(self.rlhf, job.run_id)

@@ -6,6 +6,9 @@
   types it uses, and `store.reads`, the read API), never its internals.
 - The console never calls a write of the store: judgements, claims, runs and
   the rest change through the engine (`Engine`, `Engine.annotation`).
+- Screens and widgets never start or stop a run through the engine
+  themselves: they ask the app (`ConsoleShell.start_run`, `cancel_run`, ...),
+  which does it with its confirmations and error handling.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ STORE_WRITES = {
     "add_samples", "add_items", "items_from_batch", "next_item", "release", "import_batch", "judge", "undo",
     "comment", "add_scores",
 }
+#: methods of Engine that change a run: a screen asks the app (ConsoleShell) instead
+ENGINE_RUN_ACTIONS = {"submit", "cancel", "resume", "next_round"}
 
 
 def _imports(tree: ast.AST, module: str) -> set[str]:
@@ -67,6 +72,10 @@ def test_console_module_keeps_to_its_layer(path: Path) -> None:
     imported = _imports(tree, module)
     if module.startswith(("console.screens.", "console.widgets.")):
         assert "console.app" not in imported, f"{module} imports console.app (use console.shell.ConsoleShell)"
+        actions = {f"engine.{node.attr}" for node in ast.walk(tree)
+                   if isinstance(node, ast.Attribute) and node.attr in ENGINE_RUN_ACTIONS
+                   and _name(node.value) == "engine"}
+        assert not actions, f"{module} calls {sorted(actions)}: ask the app (ConsoleShell) instead"
     store_internals = {name for name in imported if name.split(".")[0] == "store"} - STORE_MODULES_ALLOWED
     assert not store_internals, f"{module} imports store internals {sorted(store_internals)}"
     writes = {f"{_name(node.value)}.{node.attr}" for node in ast.walk(tree)
