@@ -95,8 +95,13 @@ def open_workspace(path: str | os.PathLike[str] | None = None, *, create: bool =
             raise WorkspaceError(f"{root}: no workspace here (no {DB_NAME})")
         if root.exists() and not root.is_dir():
             raise WorkspaceError(f"{root}: exists and is not a folder")
+        if not root.parent.is_dir():
+            # A typo in RLHF_WORKSPACE or -w would otherwise make a fresh, empty workspace that looks like
+            # every run was lost; only the workspace folder itself is ever created.
+            raise WorkspaceError(f"{root}: no such folder as {root.parent} to make the workspace in; "
+                                 "create it first, or check the path (-w / RLHF_WORKSPACE)")
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(exist_ok=True)
         except OSError as exc:
             raise WorkspaceError(f"{root}: cannot create workspace folder ({exc.strerror})") from exc
     if current_revision(db_path) == HEAD_REVISION:

@@ -22,6 +22,7 @@ path syntax, bare built-in name, existing relative path, hub id.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import re
 from collections.abc import Sequence
@@ -84,6 +85,13 @@ def resolve_ref(
     `section` is the built-in catalogue section the field may name (model,
     tokenizer or data), `stages` the stage names of the file in file order,
     `base_dir` the folder relative paths start from. Raises RefError."""
+    ref = _resolve(raw, section=section, stages=stages, base_dir=base_dir, current_stage=current_stage)
+    if section == "data" and ref.scheme == "path":
+        _check_text_file(Path(ref.value))
+    return ref
+
+
+def _resolve(raw: str, *, section: str, stages: Sequence[str], base_dir: Path, current_stage: str | None) -> Ref:
     text = raw.strip()
     if not text:
         raise RefError(_expected("got an empty string", section))
@@ -169,6 +177,39 @@ def _path(text: str, base_dir: Path) -> Ref:
         where = "" if Path(text).expanduser().is_absolute() else f" (relative paths start at {base_dir})"
         raise RefError(f"no such file or folder: {path}{where}")
     return Ref("path", str(path))
+
+
+#: data files read as text: decoded while the spec is checked, so a bad byte is named before anything runs
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".json", ".ndjson", ".csv", ".tsv")
+_CHUNK = 1 << 20
+
+
+def _check_text_file(path: Path) -> None:
+    """RefError naming the line of the first byte of `path` that is not
+    UTF-8, for the data files read as text (about a second per GB)."""
+    if not path.is_file() or path.suffix.lower() not in TEXT_SUFFIXES:
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(_CHUNK):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    # The decoder's position counts from the bytes it held back plus this chunk.
+                    held = len(exc.object) - len(chunk)
+                    bad_at = max(0, exc.start - held)
+                    line += chunk.count(b"\n", 0, bad_at)
+                    raise RefError(f"{path}: line {line} is not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
+                                   "save the file as UTF-8") from None
+                line += chunk.count(b"\n")
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise RefError(f"{path}: ends in the middle of a UTF-8 character (line {line}); "
+                       "save the file as UTF-8") from None
+    except OSError as exc:
+        raise RefError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
 def _hub(hub_id: str) -> Ref:

@@ -42,7 +42,7 @@ def test_head_revision_is_alembics_head(tmp_path):
 
 
 def test_fresh_folder_gets_a_database_at_head(tmp_path):
-    root = tmp_path / "deep" / "ws"
+    root = tmp_path / "ws"
     ws = open_workspace(root)
     ws.close()
     assert ws.db_path == root.resolve() / "rlhf.db"

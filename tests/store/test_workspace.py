@@ -94,3 +94,12 @@ def test_workspace_path_that_is_a_file(tmp_path):
     with pytest.raises(WorkspaceError, match="not a folder") as info:
         open_workspace(tmp_path / "file")
     assert str(tmp_path / "file") in str(info.value)
+
+
+def test_a_workspace_is_made_only_where_its_parent_exists(tmp_path) -> None:
+    # A typo in RLHF_WORKSPACE must not make a fresh, empty workspace that looks like lost runs.
+    with pytest.raises(WorkspaceError, match=r"no such folder as .*typo to make the workspace in"):
+        open_workspace(tmp_path / "typo" / "ws")
+    assert not (tmp_path / "typo").exists()
+    open_workspace(tmp_path / "ws").close()  # the folder itself is made
+    assert (tmp_path / "ws" / "rlhf.db").is_file()
