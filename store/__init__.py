@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotFound, StoreError, WorkspaceError
+from .errors import NotFound, StoreError, WorkspaceError, is_busy
 from .status import JudgementOutcome, RunStatus, StageStatus, utcnow
 
 if TYPE_CHECKING:
@@ -119,6 +119,7 @@ __all__ = [
     "StoreError",
     "Workspace",
     "WorkspaceError",
+    "is_busy",
     "open_workspace",
     "ranking_members",
     "resolve_workspace_dir",

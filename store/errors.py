@@ -11,3 +11,16 @@ class WorkspaceError(StoreError):
 
 class NotFound(StoreError):
     """A run, stage or other record that was asked for does not exist."""
+
+
+def is_busy(error: BaseException) -> bool:
+    """Whether `error` is SQLite saying another connection holds the write lock
+    (`database is locked`, SQLITE_BUSY) after the busy timeout ran out: a
+    reason to wait and write again, not a fault of the data."""
+    seen: BaseException | None = error
+    while seen is not None:
+        message = str(getattr(seen, "orig", None) or seen)
+        if type(seen).__name__ == "OperationalError" and ("database is locked" in message or "busy" in message):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -6,6 +6,12 @@ Writes are batched (at most one transaction per `FLUSH_SECONDS`) so logging
 every step costs nothing measurable. Under several processes only the main
 process writes; the others' calls are no-ops.
 
+A store another process holds locked (a long write transaction: a backup, a
+person's script) is waited out, never a reason to lose the steps since the
+last checkpoint: metrics and progress stay buffered and go at a later flush,
+and other writes try again until `STORE_PATIENCE_SECONDS`, each wait said
+on stderr (the run's log file).
+
 Torch-free on purpose: tests drive it without a model.
 """
 
@@ -13,18 +19,24 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from engine.errors import StageFailed
 from engine.spec.fields import StageSpec
-from store import Store, utcnow
+from store import Store, is_busy, utcnow
+
+T = TypeVar("T")
 
 FLUSH_SECONDS = 1.0
 CANCEL_POLL_SECONDS = 1.0
+#: how long a write waits out a locked store (in tries of the store's busy timeout) before the stage fails
+STORE_PATIENCE_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,7 @@ class StageContext:
         self._last_cancel_poll = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._locked_since: float | None = None  # when the current run of locked-store writes began
 
     # --- folders ------------------------------------------------------------
 
@@ -144,15 +157,15 @@ class StageContext:
         fields: dict[str, Any] = {"config": _jsonable(dict(config))}
         if device is not None:
             fields["device"] = device
-        self.store.update_stage(self.stage_id, **fields)
+        self._patiently(lambda: self.store.update_stage(self.stage_id, **fields))
 
     def checkpoint_saved(self, step: int, path: Path, *, is_final: bool = False) -> None:
         if not self.is_main_process:
             return
         self.flush()  # metrics up to the checkpoint land before it does
-        self.store.add_checkpoint(
+        self._patiently(lambda: self.store.add_checkpoint(
             run_id=self.run_id, stage_id=self.stage_id, step=step, path=str(path), is_final=is_final
-        )
+        ))
 
     def checkpoints_removed(self, paths: list[Path]) -> None:
         """The stage rotated old checkpoint folders away: forget them."""
@@ -160,20 +173,20 @@ class StageContext:
             return
         wanted = {str(p) for p in paths}
         ids = [c.id for c in self.store.list_checkpoints(stage_id=self.stage_id) if c.path in wanted]
-        self.store.remove_checkpoints(ids)
+        self._patiently(lambda: self.store.remove_checkpoints(ids))
 
     def add_prompts(self, prompts: Sequence[Mapping[str, Any]]) -> list[int]:
         """Store prompts (get-or-create by text); their ids, in order. Every
         process gets the ids (it is a read as much as a write)."""
-        return self.store.add_prompts(prompts)
+        return self._patiently(lambda: self.store.add_prompts(prompts))
 
     def create_sample_batch(self, *, name: str, settings: Mapping[str, Any], sources: Sequence[str]) -> int | None:
         """A batch of responses generated with one set of sampling settings."""
         if not self.is_main_process:
             return None
-        return self.store.create_sample_batch(
+        return self._patiently(lambda: self.store.create_sample_batch(
             name=name, settings=settings, sources=sources, run_id=self.run_id, stage_id=self.stage_id
-        ).id
+        )).id
 
     def log_samples(
         self,
@@ -187,33 +200,72 @@ class StageContext:
         (token counts, whether it ended, seconds, a score)."""
         if not self.is_main_process or not samples:
             return
-        self.store.add_samples([
+        rows = [
             {"run_id": self.run_id, "stage_id": self.stage_id, "step": step, "checkpoint": checkpoint,
              "batch_id": batch_id, **sample}
             for sample in samples
-        ])
+        ]
+        self._patiently(lambda: self.store.add_samples(rows))
 
     def log(self, message: str, *, level: str = "info") -> None:
         """A line for the run's log, from the engine's side of the stage."""
         if self.is_main_process:
-            self.store.add_logs(
-                [{"run_id": self.run_id, "stage_id": self.stage_id, "stream": "log",
-                  "level": level, "message": message, "time": utcnow()}]
-            )
+            line = {"run_id": self.run_id, "stage_id": self.stage_id, "stream": "log",
+                    "level": level, "message": message, "time": utcnow()}
+            self._patiently(lambda: self.store.add_logs([line]))
 
     def flush(self) -> None:
+        """Write the buffered metrics and progress. A locked store keeps them
+        buffered for a later flush (they are not lost, and training goes on),
+        until STORE_PATIENCE_SECONDS of locks in a row fail the stage."""
         with self._lock:
             metrics, self._pending_metrics = self._pending_metrics, []
             progress, self._pending_progress = self._pending_progress, None
             self._last_flush = time.monotonic()
-        if metrics:
-            self.store.add_metrics(metrics)
-        if progress is not None:
-            step, total = progress
-            fields: dict[str, Any] = {"step": step}
-            if total is not None:
-                fields["total"] = total
-            self.store.update_stage(self.stage_id, **fields)
+        try:
+            if metrics:
+                self.store.add_metrics(metrics)
+                metrics = []
+            if progress is not None:
+                step, total = progress
+                fields: dict[str, Any] = {"step": step}
+                if total is not None:
+                    fields["total"] = total
+                self.store.update_stage(self.stage_id, **fields)
+            self._locked_since = None
+        except Exception as exc:
+            if not is_busy(exc):
+                raise
+            with self._lock:  # back in front of what came meanwhile, in order
+                self._pending_metrics[:0] = metrics
+                if self._pending_progress is None:
+                    self._pending_progress = progress
+            self._note_locked("metrics kept to write later")
+
+    def _patiently(self, write: Callable[[], T]) -> T:
+        """`write()`, tried again while another process holds the store locked."""
+        while True:
+            try:
+                result = write()
+            except Exception as exc:
+                if not is_busy(exc):
+                    raise
+                self._note_locked("trying again")
+                time.sleep(1.0)  # each try already waited the store's busy timeout
+                continue
+            self._locked_since = None
+            return result
+
+    def _note_locked(self, doing: str) -> None:
+        now = time.monotonic()
+        if self._locked_since is None:
+            self._locked_since = now
+        waited = now - self._locked_since
+        # stderr goes to the run's log file: the store itself cannot take the line now.
+        print(f"the store is locked by another process ({waited:.0f} s so far): {doing}", file=sys.stderr, flush=True)
+        if waited >= STORE_PATIENCE_SECONDS:
+            raise StageFailed(f"the store stayed locked by another process for {waited:.0f} s; "
+                              "find what holds its write lock (a long transaction on rlhf.db), then resume")
 
     def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS or len(self._pending_metrics) > 2000:
