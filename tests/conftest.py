@@ -7,9 +7,10 @@ RLHF_CACHE_DIR) and the demo all read the same deterministic files.
 
 `workspace` and `store` are a fresh workspace and its store. `engine_env`
 points the engine and the processes it starts at the fake stage kind on the
-CPU; `open_engine(root)` gives an Engine whose runs' processes are killed
-when the test ends (helpers in tests/support.py). A package's conftest keeps
-what only its tests use.
+CPU; `offline_cpu_env` runs real stage kinds on the CPU, offline;
+`open_engine(root)` gives an Engine whose runs' processes are killed when
+the test ends (helpers in tests/support.py). A package's conftest keeps what
+only its tests use.
 
 The suite runs on pytest-xdist workers (`-n auto --dist worksteal`, set in
 pyproject.toml). Two things make that pay on a small machine:
@@ -94,6 +95,15 @@ def engine_env(monkeypatch: pytest.MonkeyPatch, engine_cpu_slots: int) -> None:
     monkeypatch.setenv("RLHF_DEVICES", "cpu")
     monkeypatch.setenv("RLHF_CPU_SLOTS", str(engine_cpu_slots))
     monkeypatch.setenv("RLHF_CANCEL_GRACE", "10")
+
+
+@pytest.fixture
+def offline_cpu_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of real stage kinds (tiny models) on the CPU, never reaching the network."""
+    # Child processes (the run process, its stage workers) inherit these.
+    monkeypatch.setenv("RLHF_DEVICES", "cpu")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
 @pytest.fixture

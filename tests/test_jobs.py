@@ -3,14 +3,13 @@ checkpoint and prompts, run by the engine like any other, read back."""
 
 from __future__ import annotations
 
-import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from engine import Engine, RunFinished, SpecError, UserInputError
 from engine.runtime.jobs import arena_spec, generate_spec, generated_answers, generated_samples, rank_spec, score_spec
-from engine.runtime.liveness import process_tree, signal_tree
 from engine.stages.sample.spec import SampleSpec
 
 
@@ -72,17 +71,8 @@ def test_job_specs_keep_awkward_text_and_leave_unset_fields_out(model_dirs: list
 
 
 @pytest.fixture
-def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    # The run process and the stage worker inherit these.
-    monkeypatch.setenv("RLHF_DEVICES", "cpu")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    eng = Engine(tmp_path / "ws")
-    yield eng
-    for run in eng.store.list_runs():
-        if run.pid:
-            signal_tree(process_tree(run.pid), signal.SIGKILL)
-    eng.close()
+def engine(tmp_path: Path, offline_cpu_env: None, open_engine: Callable[[Path], Engine]) -> Engine:
+    return open_engine(tmp_path / "ws")
 
 
 @pytest.mark.slow

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,19 +14,12 @@ from engine import Engine, RunFinished, SpecError, UserInputError, parse_spec
 from engine.demo.task import generate_tasks, judge_score
 from engine.feedback.judges import load_judge
 from engine.runtime.jobs import rank_spec
-from engine.runtime.liveness import process_tree, signal_tree
 from store import JudgementOutcome, Store
 
 
 @pytest.fixture
-def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("RLHF_DEVICES", "cpu")
-    eng = Engine(tmp_path / "ws")
-    yield eng
-    for run in eng.store.list_runs():
-        if run.pid:
-            signal_tree(process_tree(run.pid), signal.SIGKILL)
-    eng.close()
+def engine(tmp_path: Path, offline_cpu_env: None, open_engine: Callable[[Path], Engine]) -> Engine:
+    return open_engine(tmp_path / "ws")
 
 
 def demo_batch(store: Store, prompts: int = 6, k: int = 2) -> int:
