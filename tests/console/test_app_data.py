@@ -24,16 +24,9 @@ from console.view_models import (
 from console.widgets.cells import bar, sparkline
 from console.widgets.chart import compact_number, ema
 from engine import SpecError
-from store import NewStage, RunStatus, SeriesPoint, open_workspace
+from store import NewStage, RunStatus, SeriesPoint
 
 from .conftest import NOW, fixed_clock
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    workspace = open_workspace(tmp_path / "ws")
-    yield workspace.store
-    workspace.close()
 
 
 def _stage(store):

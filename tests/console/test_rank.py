@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ from console.widgets.prompt_panel import PromptPanel
 from console.widgets.ranking_bar import RankingBar
 from console.widgets.responses_view import ResponsesView
 from engine import Annotation
-from store import ItemView, JudgementOutcome, Store, Workspace, open_workspace
+from store import ItemView, JudgementOutcome, Store, open_workspace
 from store.models import ItemClaim
 
 from .conftest import HOSTILE, screen_segments, screen_text
@@ -37,18 +37,6 @@ from .rank_runner import RankHarness, make_rank_batch
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Iterator[Workspace]:
-    ws = open_workspace(tmp_path / "ws")
-    yield ws
-    ws.close()
-
-
-@pytest.fixture
-def store(workspace: Workspace) -> Store:
-    return workspace.store
 
 
 async def _started(app: RankHarness, pilot) -> None:
