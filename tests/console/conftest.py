@@ -1,7 +1,8 @@
 """Fixtures for the console's tests: a workspace of runs in every state, a
-fixed clock, a fake system sampler, and real fake-stage runs where a test
+fixed clock, a fake system sampler, real fake-stage runs where a test
 needs a live process (`live_engine`, on the shared `engine_env` and
-`open_engine` of tests/conftest.py).
+`open_engine` of tests/conftest.py), and the environment of the `rlhf`
+commands the CLI tests start (`cli_env`).
 
 The fixture workspace is written row by row through the Store with fixed
 times, so snapshots are the same on every machine. Its "running" and
@@ -13,6 +14,7 @@ longer than any test here.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -278,6 +280,14 @@ def fixture_engine(fixture_ws: FixtureWorkspace) -> Iterator[Engine]:
 def live_engine(tmp_path: Path, engine_env: None, open_engine: Callable[[Path], Engine]) -> Engine:
     """An empty workspace for real fake-stage runs; every process is killed afterwards."""
     return open_engine(tmp_path / "live")
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of an `rlhf` command a test starts: the workspace tmp_path/ws, runs on the
+    CPU, nothing from the network, and 200 columns (rich wraps what it prints at the terminal's width)."""
+    return {**os.environ, "RLHF_WORKSPACE": str(tmp_path / "ws"), "RLHF_DEVICES": "cpu",
+            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
 
 
 def make_app(engine: Engine, **kwargs: Any):

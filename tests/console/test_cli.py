@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import FAKE_STAGE_PLUGINS
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 
@@ -17,15 +18,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "RLHF_WORKSPACE": str(tmp_path / "ws"),
-        "RLHF_STAGE_PLUGINS": "tests.engine.fake_stage",
-        "RLHF_DEVICES": "cpu",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "COLUMNS": "200",
-    }
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    """The shared `cli_env` (tests/console/conftest.py), with runs of the fake stage kind: the run
+    processes import it from this checkout."""
+    checkout = str(Path(__file__).resolve().parents[2])
+    return {**cli_env, "RLHF_STAGE_PLUGINS": FAKE_STAGE_PLUGINS, "PYTHONPATH": checkout}
 
 
 def rlhf(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

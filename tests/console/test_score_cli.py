@@ -4,7 +4,6 @@ prints the mean score and the agreement with the people and judges who ranked it
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,13 +53,11 @@ def ranked_batch(workspace: Path) -> tuple[int, list[int]]:
     return batch.id, sample_ids
 
 
-def test_rlhf_score_stores_scores_and_prints_agreement(tmp_path: Path) -> None:
-    env = {**os.environ, "RLHF_WORKSPACE": str(tmp_path / "ws"), "RLHF_DEVICES": "cpu", "COLUMNS": "200",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+def test_rlhf_score_stores_scores_and_prints_agreement(tmp_path: Path, cli_env: dict[str, str]) -> None:
     model = save_reward_model(tmp_path / "rm")
     batch, sample_ids = ranked_batch(tmp_path / "ws")
 
-    result = subprocess.run([RLHF, "score", str(model), "--batch", "answers"], env=env, capture_output=True,
+    result = subprocess.run([RLHF, "score", str(model), "--batch", "answers"], env=cli_env, capture_output=True,
                             text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -77,7 +74,7 @@ def test_rlhf_score_stores_scores_and_prints_agreement(tmp_path: Path) -> None:
     assert f"agreement with judges: {people / 12:.0%} of 12 pairs (judge:demo" in result.stdout
 
     # Again as JSON: nothing left to score, the same summary.
-    result = subprocess.run([RLHF, "score", str(model), "--json"], env=env, capture_output=True, text=True,
+    result = subprocess.run([RLHF, "score", str(model), "--json"], env=cli_env, capture_output=True, text=True,
                             timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout)
@@ -87,14 +84,13 @@ def test_rlhf_score_stores_scores_and_prints_agreement(tmp_path: Path) -> None:
     assert set(summary["agreement"]["by_annotator"]) == {"alice", "judge:demo"}
 
 
-def test_rlhf_score_refuses_a_model_that_is_not_a_reward_model(tmp_path: Path) -> None:
+def test_rlhf_score_refuses_a_model_that_is_not_a_reward_model(tmp_path: Path, cli_env: dict[str, str]) -> None:
     from tests.tiny_models import save_tiny_model
 
-    env = {**os.environ, "RLHF_WORKSPACE": str(tmp_path / "ws"), "RLHF_DEVICES": "cpu", "COLUMNS": "200"}
     ranked_batch(tmp_path / "ws")
     causal = save_tiny_model(tmp_path / "lm")
-    result = subprocess.run([RLHF, "score", str(causal)], env=env, capture_output=True, text=True, timeout=240)
+    result = subprocess.run([RLHF, "score", str(causal)], env=cli_env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 1
     assert "is not a reward model (LlamaForCausalLM with" in result.stdout
-    result = subprocess.run([RLHF, "score", str(tmp_path / "missing")], env=env, capture_output=True, text=True)
+    result = subprocess.run([RLHF, "score", str(tmp_path / "missing")], env=cli_env, capture_output=True, text=True)
     assert result.returncode == 2 and "missing" in result.stderr
