@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.text import Text
 
 from engine import Engine, EngineError, RunFinished
-from store import StoreError
+from store import StoreError, is_read_only
+from store.workspace import why_not_writable
 
 from . import headless
 from .feedback_cli import (
@@ -384,6 +385,15 @@ def main(argv: list[str] | None = None) -> int:
             if _wants_console(args):
                 return cmd_tui(engine, args)
             return asyncio.run(COMMANDS[args.command](engine, args, out))
+        except Exception as exc:
+            if not (engine.workspace.read_only and is_read_only(exc)):
+                raise
+            # A read-only workspace (or a full disk) still lists, shows and reports; a command that writes says so.
+            why = why_not_writable(engine.workspace.db_path)
+            err.print(Text(printable(f"rlhf: {engine.workspace.root}: {why}, so `rlhf {args.command}` cannot write "
+                                     "there; reading commands (ls, status, logs, metrics, report) still work")),
+                      soft_wrap=True)
+            return EXIT_BAD_INPUT
         finally:
             engine.close()
     except EngineError as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotFound, StoreError, WorkspaceError, is_busy
+from .errors import NotFound, StoreError, WorkspaceError, is_busy, is_read_only
 from .status import JudgementOutcome, RunStatus, StageStatus, utcnow
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ __all__ = [
     "Workspace",
     "WorkspaceError",
     "is_busy",
+    "is_read_only",
     "open_workspace",
     "ranking_members",
     "resolve_workspace_dir",

@@ -9,10 +9,13 @@ only when an engine is made (`current_revision` is plain sqlite3).
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from .errors import WorkspaceError
 
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 HEAD_REVISION = "0005"
 
 BUSY_TIMEOUT_MS = 30_000
+#: below this much free disk a workspace is opened for reading only (SQLite's -wal and -shm need room)
+MIN_FREE_BYTES = 1 << 20
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
@@ -66,9 +71,28 @@ def _set_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     cursor.close()
 
 
-def create_sqlite_engine(db_path: Path) -> Engine:
+def _set_read_only_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    dbapi_connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def read_only_uri(db_path: Path) -> str:
+    """SQLite's URI for reading `db_path` where nothing may be written: a
+    read-only folder or file, or a full disk. `immutable` skips the locks and
+    the WAL index (-shm) a normal reader must create; it is right only while
+    no other process writes, which on such a workspace none can."""
+    return f"file:{quote(str(db_path))}?mode=ro&immutable=1"
+
+
+def create_sqlite_engine(db_path: Path, *, read_only: bool = False) -> Engine:
     from sqlalchemy import create_engine, event
 
+    if read_only:
+        engine = create_engine(
+            f"sqlite:///{read_only_uri(db_path)}&uri=true",
+            connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _set_read_only_pragmas)
+        return engine
     engine = create_engine(
         f"sqlite:///{db_path}",
         connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
@@ -77,12 +101,25 @@ def create_sqlite_engine(db_path: Path) -> Engine:
     return engine
 
 
-def current_revision(db_path: Path) -> str | None:
+def writable(db_path: Path) -> bool:
+    """Whether this process can write the database: its folder and file are
+    writable and the disk has room (SQLite needs some for its -wal and -shm)."""
+    folder = db_path.parent
+    if not os.access(folder, os.W_OK) or (db_path.exists() and not os.access(db_path, os.W_OK)):
+        return False
+    try:
+        return shutil.disk_usage(folder).free >= MIN_FREE_BYTES
+    except OSError:
+        return False
+
+
+def current_revision(db_path: Path, *, read_only: bool = False) -> str | None:
     """The Alembic revision a database file is at, read without Alembic."""
     if not db_path.exists():
         return None
     try:
-        con = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000)
+        con = (sqlite3.connect(read_only_uri(db_path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000) if read_only
+               else sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000))
         try:
             row = con.execute("SELECT version_num FROM alembic_version").fetchone()
         finally:

@@ -24,3 +24,14 @@ def is_busy(error: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def is_read_only(error: BaseException) -> bool:
+    """Whether `error` is SQLite refusing a write to a database opened for
+    reading only (a read-only workspace, or one on a full disk)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if "attempt to write a readonly database" in str(getattr(seen, "orig", None) or seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

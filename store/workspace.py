@@ -8,11 +8,12 @@ import time, so tests and several workspaces in one process need no patching.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .db import HEAD_REVISION, create_sqlite_engine, current_revision, migrate
+from .db import HEAD_REVISION, MIN_FREE_BYTES, create_sqlite_engine, current_revision, migrate, writable
 from .errors import WorkspaceError
 
 if TYPE_CHECKING:
@@ -38,8 +39,10 @@ class Workspace:
     that needs only `store.reads` (the console's first screen) never pays for it.
     """
 
-    def __init__(self, root: Path, store: Store | None = None) -> None:
+    def __init__(self, root: Path, store: Store | None = None, *, read_only: bool = False) -> None:
         self.root = root
+        #: nothing can be written here (a read-only folder, or a full disk): reads work, writes fail
+        self.read_only = read_only
         self._store = store
         self._store_lock = threading.Lock()  # the console's threads may ask for it at once
 
@@ -53,7 +56,7 @@ class Workspace:
                 if self._store is None:
                     from .repository import Store
 
-                    self._store = Store(create_sqlite_engine(self.db_path))
+                    self._store = Store(create_sqlite_engine(self.db_path, read_only=self.read_only))
         return self._store
 
     @property
@@ -86,6 +89,16 @@ class Workspace:
             self._store.close()
 
 
+def why_not_writable(db_path: Path) -> str:
+    """Why a workspace was opened for reading only, in a few words."""
+    try:
+        if shutil.disk_usage(db_path.parent).free < MIN_FREE_BYTES:
+            return f"no space left on device at {db_path.parent}"
+    except OSError:
+        pass
+    return "the workspace is read-only for this user"
+
+
 def open_workspace(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Workspace:
     """Open (and by default create) a workspace, migrating its database."""
     root = resolve_workspace_dir(path)
@@ -104,6 +117,13 @@ def open_workspace(path: str | os.PathLike[str] | None = None, *, create: bool =
             root.mkdir(exist_ok=True)
         except OSError as exc:
             raise WorkspaceError(f"{root}: cannot create workspace folder ({exc.strerror})") from exc
+    if db_path.exists() and not writable(db_path):
+        # A read-only workspace (another user's, a read-only mount) or a full disk: still readable.
+        revision = current_revision(db_path, read_only=True)
+        if revision != HEAD_REVISION:
+            raise WorkspaceError(f"{db_path}: cannot be upgraded to this rlhf-console's schema "
+                                 f"({why_not_writable(db_path)}); it is at revision {revision!r}")
+        return Workspace(root=root, read_only=True)
     if current_revision(db_path) == HEAD_REVISION:
         return Workspace(root=root)  # nothing to migrate: the ORM waits until something needs it
     engine = create_sqlite_engine(db_path)
