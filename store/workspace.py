@@ -7,6 +7,7 @@ import time, so tests and several workspaces in one process need no patching.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .db import HEAD_REVISION, MIN_FREE_BYTES, create_sqlite_engine, current_revision, migrate, writable
 from .errors import WorkspaceError
+from .permissions import file_mode
 
 if TYPE_CHECKING:
     from .repository import Store
@@ -99,6 +101,15 @@ def why_not_writable(db_path: Path) -> str:
     return "the workspace is read-only for this user"
 
 
+def _share_like_the_folder(db_path: Path) -> None:
+    """SQLite makes a new database 0644 whatever the umask; give it (and its
+    -wal and -shm, which later take its mode) what the umask allows, so people
+    on other accounts in a group-shared workspace (umask 002) can rank too."""
+    for path in (db_path, db_path.with_name(db_path.name + "-wal"), db_path.with_name(db_path.name + "-shm")):
+        with contextlib.suppress(OSError):
+            path.chmod(file_mode())
+
+
 def open_workspace(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Workspace:
     """Open (and by default create) a workspace, migrating its database."""
     root = resolve_workspace_dir(path)
@@ -126,6 +137,7 @@ def open_workspace(path: str | os.PathLike[str] | None = None, *, create: bool =
         return Workspace(root=root, read_only=True)
     if current_revision(db_path) == HEAD_REVISION:
         return Workspace(root=root)  # nothing to migrate: the ORM waits until something needs it
+    fresh = not db_path.exists()
     engine = create_sqlite_engine(db_path)
     try:
         migrate(engine, db_path)
@@ -134,6 +146,8 @@ def open_workspace(path: str | os.PathLike[str] | None = None, *, create: bool =
         if isinstance(exc, WorkspaceError):
             raise
         raise WorkspaceError(f"{db_path}: cannot open or migrate the database ({exc})") from exc
+    if fresh:
+        _share_like_the_folder(db_path)
     from .repository import Store
 
     return Workspace(root=root, store=Store(engine))

@@ -16,14 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.errors import UserInputError
+from store.permissions import file_mode
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write; on a clean exit it replaces `path`.
 
-    The new file keeps the mode of the file it replaces, or gets 0644 (a
-    temporary file is created 0600, which would hide an export from others)."""
+    The new file keeps the mode of the file it replaces, or gets what `open()`
+    would give it under the user's umask (a temporary file is created 0600,
+    which would hide an export from others)."""
     target = Path(path).expanduser()
     if not target.parent.is_dir():
         raise UserInputError(f"{target}: no folder {target.parent}; expected an existing folder")
@@ -34,7 +36,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
-        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else file_mode()
         os.chmod(temporary, mode)
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())  # the data is on disk before the name points at it

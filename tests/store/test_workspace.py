@@ -103,3 +103,23 @@ def test_a_workspace_is_made_only_where_its_parent_exists(tmp_path) -> None:
     assert not (tmp_path / "typo").exists()
     open_workspace(tmp_path / "ws").close()  # the folder itself is made
     assert (tmp_path / "ws" / "rlhf.db").is_file()
+
+
+def test_a_group_shared_workspace_is_writable_by_the_group(tmp_path) -> None:
+    # umask 002, as people sharing a group folder set it: what we create is group-writable.
+    import os
+    import stat
+
+    from engine.feedback.atomic import atomic_path
+
+    old = os.umask(0o002)
+    try:
+        ws = open_workspace(tmp_path / "shared")
+        ws.store.create_run(name="r", spec_text="", spec={}, spec_path=None, stages=[])
+        with atomic_path(tmp_path / "shared" / "export.jsonl") as path:
+            path.write_text("{}\n")
+        ws.close()
+    finally:
+        os.umask(old)
+    for name in ("rlhf.db", "export.jsonl"):
+        assert stat.S_IMODE((tmp_path / "shared" / name).stat().st_mode) == 0o664, name

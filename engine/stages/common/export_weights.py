@@ -31,6 +31,7 @@ from transformers import AutoTokenizer
 from engine.errors import StageFailed, UserInputError
 from engine.runtime.export_job import ADAPTER_CONFIG, ADAPTER_WEIGHTS, EXIT_BAD_INPUT, RESULT_PREFIX, inspect_checkpoint
 from engine.stages.common.inference import base_source, load_merged_adapter
+from store.permissions import folder_mode
 
 #: the size above which weights are split into several files (with an index), as on the hub
 MAX_SHARD_SIZE = "5GB"
@@ -70,7 +71,7 @@ def export(checkpoint: Path, out: Path, *, merge_lora: bool, trust_remote_code: 
             else:
                 notes.append(f"{info.path} holds no tokenizer: the export has none; "
                              "add the tokenizer files the model was trained with")
-        tmp.chmod(0o755)  # mkdtemp makes it private; an export is shared like any model folder
+        tmp.chmod(folder_mode())  # mkdtemp makes it private; an export is shared like any model folder
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)

@@ -22,6 +22,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from store.permissions import file_mode
+
 NAME = "stdlib-docs"
 
 # Resolved on import: sysconfig reads its data module (_sysconfigdata_*) the first
@@ -144,7 +146,7 @@ def _write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any output
+        os.chmod(tmp, file_mode())  # mkstemp makes it private; the cache is shared like any output
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -29,6 +29,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 from engine.errors import StageFailed
 from engine.stages.common import stdlib_corpus as corpus
 from engine.stages.common.context import Source
+from store.permissions import folder_mode
 
 NAME = "bpe-4k"
 VOCAB_SIZE = 4096
@@ -151,7 +152,7 @@ def _publish_folder(folder: Path, build: Callable[[Path], object]) -> None:
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         build(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any output
+        tmp.chmod(folder_mode())  # mkdtemp makes it private; the cache is shared like any output
         try:
             os.rename(tmp, folder)
         except OSError:
