@@ -43,7 +43,7 @@ def end_run_processes(engine: Engine) -> None:
     program. The tree, not the process group: torch elastic starts a run's
     workers in sessions of their own."""
     for run in engine.reads.list_runs():
-        if run.pid and supervisor_alive(run.pid):
+        if run.pid and supervisor_alive(run.pid, workspace_root=engine.workspace.root, run_id=run.id):
             signal_tree(process_tree(run.pid), signal.SIGKILL)
 
 

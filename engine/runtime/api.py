@@ -152,9 +152,14 @@ class Engine:
             raise InvalidRunState(f"run '{run.name}' is {run.status}; only queued or running runs can be cancelled")
         self.store.update_run(run.id, cancel_requested=True)
         self.store.add_event(run_id=run.id, kind="CancelRequested")
-        alive = run.pid is not None and supervisor_alive(run.pid)
+        alive = run.pid is not None and supervisor_alive(run.pid, workspace_root=self.workspace.root, run_id=run.id)
         if alive and run.status == RunStatus.RUNNING:
-            os.kill(run.pid, signal.SIGTERM)  # type: ignore[arg-type]
+            try:
+                os.kill(run.pid, signal.SIGTERM)  # type: ignore[arg-type]
+            except PermissionError:
+                # Another account's run in a shared workspace: we may not signal it, but the cancel
+                # flag set above is read by its run process on its next heartbeat, and it stops then.
+                self.store.add_event(run_id=run.id, kind="CancelByFlagOnly", data={"reason": "another user's process"})
         elif alive:
             # A queued run's process may still be starting, before its SIGTERM
             # handler exists: a signal now would kill it and read as a crash.
@@ -204,7 +209,7 @@ class Engine:
 
     def _reconcile(self) -> None:
         self._reap_children()
-        reconcile(self.store)
+        reconcile(self.store, self.workspace.root)
 
     def _get_run(self, ref: int | str) -> RunRead:
         self._reconcile()
@@ -232,8 +237,8 @@ class Engine:
     def _list_run_listings(self) -> list[RunListing]:
         self._reap_children()
         runs = reads.list_runs(self.workspace.db_path)
-        if any(run.status.is_active and run_process_gone(run) for run in runs):
-            reconcile(self.store)
+        if any(run.status.is_active and run_process_gone(run, self.workspace.root) for run in runs):
+            reconcile(self.store, self.workspace.root)
             runs = reads.list_runs(self.workspace.db_path)
         return runs
 

@@ -12,6 +12,7 @@ import contextlib
 import socket
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
@@ -33,14 +34,19 @@ STARTING_GRACE_SECONDS = 10.0
 HOST = socket.gethostname()
 
 
-def supervisor_alive(pid: int) -> bool:
-    """True if `pid` is a live (non-zombie) rlhf supervisor process."""
+def supervisor_alive(pid: int, *, workspace_root: Path | None = None, run_id: int | None = None) -> bool:
+    """True if `pid` is a live (non-zombie) rlhf supervisor process; given a
+    workspace and a run, the supervisor of that run of that workspace.
+
+    The command name alone is not enough: a copy of a workspace holds the
+    original's pids, and a cancel there must not signal the original's run."""
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
-        if any(SUPERVISOR_MODULE in part for part in process.cmdline()):
-            return True
+        command = process.cmdline()
+        if any(SUPERVISOR_MODULE in part for part in command):
+            return _runs(command, workspace_root, run_id)
         # Forked but not yet exec'd, it still shows its parent's command line;
         # any other command line means the pid was reused by an unrelated process.
         return time.time() - process.create_time() < STARTING_GRACE_SECONDS
@@ -48,8 +54,22 @@ def supervisor_alive(pid: int) -> bool:
         return False
 
 
-def run_process_gone(run: RunRead | RunListing) -> str | None:
-    """Why an active run has no process any more, or None if it is alive."""
+def _runs(command: list[str], workspace_root: Path | None, run_id: int | None) -> bool:
+    """Whether a supervisor's command line (`--workspace ROOT --run ID`) is
+    for this workspace and run (either left out: not checked)."""
+    def value(flag: str) -> str | None:
+        return command[command.index(flag) + 1] if flag in command[:-1] else None
+
+    if workspace_root is not None:
+        root = value("--workspace")
+        if root is None or Path(root).resolve() != Path(workspace_root).resolve():
+            return False
+    return run_id is None or value("--run") == str(run_id)
+
+
+def run_process_gone(run: RunRead | RunListing, workspace_root: Path | None = None) -> str | None:
+    """Why an active run has no process any more, or None if it is alive
+    (its supervisor's, of `workspace_root` where given)."""
     now = utcnow()
     if run.pid is None:
         # heartbeat_at is stamped when the run is (re)queued, before its process starts.
@@ -57,7 +77,8 @@ def run_process_gone(run: RunRead | RunListing) -> str | None:
             return "its run process never started"
         return None
     if run.host in (None, HOST):
-        return None if supervisor_alive(run.pid) else f"its run process (pid {run.pid}) died"
+        alive = supervisor_alive(run.pid, workspace_root=workspace_root, run_id=run.id if workspace_root else None)
+        return None if alive else f"its run process (pid {run.pid}) died"
     if run.heartbeat_at is None or now - run.heartbeat_at > STALE_AFTER:
         return f"no heartbeat from {run.host} for over {STALE_AFTER.seconds} s"
     return None
@@ -82,11 +103,11 @@ def mark_crashed(store: Store, run: RunRead, reason: str) -> bool:
     return True
 
 
-def reconcile(store: Store) -> list[int]:
+def reconcile(store: Store, workspace_root: Path | None = None) -> list[int]:
     """Mark every active run whose process is gone as crashed; return their ids."""
     crashed = []
     for run in store.list_runs(statuses=(RunStatus.QUEUED, RunStatus.RUNNING)):
-        reason = run_process_gone(run)
+        reason = run_process_gone(run, workspace_root)
         if reason and mark_crashed(store, run, reason):
             crashed.append(run.id)
     return crashed

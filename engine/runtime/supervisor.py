@@ -24,8 +24,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from engine.errors import StageFailed
 from engine.runtime.devices import SlotLease, devices_for, try_acquire
-from engine.runtime.launcher import child_env, find_resume_checkpoint, worker_command
+from engine.runtime.launcher import LaunchSettings, child_env, find_resume_checkpoint, worker_command
 from engine.runtime.liveness import HEARTBEAT_SECONDS, HOST, process_tree, signal_tree, supervisor_alive
 from engine.runtime.log_capture import LogCapture
 from engine.stages.registry import load_stage_plugins, stage_kind
@@ -195,10 +196,14 @@ class Supervisor:
         env = {"RLHF_SUPERVISOR_PID": str(os.getpid())}
         if lease.devices and lease.devices[0].kind == "cuda":
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d.index) for d in lease.devices)
-        command = worker_command(
-            workspace_root=self.ws.root, stage_id=stage.id, processes=spec.get("processes", 1),
-            device_kind=lease.devices[0].kind if lease.devices else "cpu", resume_from=resume_from,
-        )
+        try:
+            command = worker_command(
+                workspace_root=self.ws.root, stage_id=stage.id, launch=LaunchSettings.from_spec(spec),
+                device_kind=lease.devices[0].kind if lease.devices else "cpu", resume_from=resume_from,
+            )
+        except StageFailed as exc:  # launch settings this machine cannot run (FSDP on a CPU, ...)
+            self._finish_stage(stage, StageStatus.FAILED, str(exc))
+            return StageStatus.FAILED, str(exc)
         capture = LogCapture(
             store=self.store, run_id=self.run_id, stage_id=stage.id, log_file=stage_dir / "stage.log"
         )

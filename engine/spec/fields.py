@@ -25,9 +25,11 @@ Torch-free: imported by the CLI and the console.
 from __future__ import annotations
 
 import inspect
+import re
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from engine.feedback.judges import is_judge_name
@@ -76,6 +78,9 @@ SampleEvery = Annotated[int, Field(
 SampleTemperature = Annotated[float, Field(ge=0, le=100, description="sampling temperature; 0 = greedy")]
 SampleMaxNewTokens = Annotated[int, Field(ge=1, le=32768, description="longest answer, in tokens")]
 
+#: a host name or an IPv4/IPv6 address, as torch.distributed's rendezvous takes it
+_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]*|\[[0-9A-Fa-f:.]+\]", re.ASCII)
+
 
 class StageSpec(BaseModel):
     """Fields every stage kind has."""
@@ -97,8 +102,37 @@ class StageSpec(BaseModel):
     kind: str
     processes: int = Field(
         1, ge=1, le=64,
-        description="worker processes; more than 1 launches the stage through `accelerate launch`",
+        description="worker processes on each machine (one per GPU); more than 1 launches the stage "
+        "through `accelerate launch`",
     )
+    # How the processes share the work, and where they run (engine/runtime/launcher.py turns these
+    # into accelerate's own flags). Checked here for their shape only: whether this machine can run
+    # them (CUDA, the deepspeed package, the config file) is checked when the stage starts, so a
+    # spec written on a laptop for a GPU machine validates on the laptop.
+    strategy: Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"] = Field(
+        "ddp",
+        description="how the processes share the work: ddp (each holds the whole model), fsdp (parameters, "
+        "gradients and optimizer state sharded), deepspeed-zero2 (gradients and optimizer state sharded) "
+        "or deepspeed-zero3 (everything sharded); fsdp and deepspeed need CUDA GPUs",
+    )
+    accelerate_config: str | None = Field(
+        None,
+        description="an accelerate config file (absolute path, as `accelerate config` writes it) that decides "
+        "everything but processes, machines and ranks, which this spec still gives; instead of strategy",
+    )
+    main_process_ip: str | None = Field(
+        None, description="machines > 1: the address of the machine of rank 0, reachable from every machine",
+    )
+    main_process_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="the port the processes meet on; default: a free port on one machine, 29500 across machines",
+    )
+    machines: int = Field(
+        1, ge=1, le=1024,
+        description="machines the stage runs on: each starts the same spec with its own machine_rank "
+        "(processes is per machine)",
+    )
+    machine_rank: int = Field(0, ge=0, description="this machine's rank among them; 0 = the main machine")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto = the GPUs if any are visible, else the CPU"
     )
@@ -109,6 +143,62 @@ class StageSpec(BaseModel):
 
     #: whether the stage waits for a device slot (a GPU, or the machine's CPU slot)
     needs_device: ClassVar[bool] = True
+
+    # Cross-field checks sit on the later field (validated in the order written), so that
+    # each problem names a field and the value that is wrong, as the loader reports them.
+    @field_validator("accelerate_config")
+    @classmethod
+    def _accelerate_config_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        strategy = info.data.get("strategy")
+        if strategy not in (None, "ddp"):
+            raise PydanticCustomError(
+                "accelerate_config", "strategy {strategy} and an accelerate config file both say how the "
+                "processes share the work; give one of them", {"strategy": repr(strategy)},
+            )
+        path = Path(value.strip())
+        if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+            raise PydanticCustomError(
+                "accelerate_config", "expected an accelerate config file (.yaml, .yml or .json, "
+                "as `accelerate config` writes it)",
+            )
+        # The pipeline loader resolves reference fields, not this one: a relative path
+        # would be read from wherever the stage happens to start.
+        if not path.expanduser().is_absolute():
+            raise PydanticCustomError(
+                "accelerate_config", "expected an absolute path (or one starting with ~/) to an accelerate "
+                "config file",
+            )
+        return str(path.expanduser())
+
+    @field_validator("main_process_ip")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not _ADDRESS.fullmatch(value):
+            raise PydanticCustomError(
+                "main_process_ip", "expected the host name or IP address of the machine of rank 0",
+            )
+        return value
+
+    @field_validator("machines")
+    @classmethod
+    def _machines_meet(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and "main_process_ip" in info.data and info.data["main_process_ip"] is None:
+            raise PydanticCustomError(
+                "machines", "more than one machine needs main_process_ip, the address of the machine of rank 0",
+            )
+        return value
+
+    @field_validator("machine_rank")
+    @classmethod
+    def _rank_below_machines(cls, value: int, info: ValidationInfo) -> int:
+        machines = info.data.get("machines")
+        if isinstance(machines, int) and value >= machines:
+            raise PydanticCustomError(
+                "machine_rank", "must be below machines ({machines}; ranks count from 0)", {"machines": machines},
+            )
+        return value
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
