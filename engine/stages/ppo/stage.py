@@ -72,6 +72,7 @@ from engine.runtime.launcher import CHECKPOINT_DONE_MARKER
 from engine.stages.common.callbacks import CHECKPOINT_PREFIX
 from engine.stages.common.context import Source, StageContext
 from engine.stages.common.data_loading import instruction_examples, load_records
+from engine.stages.common.distributed import full_weights_for_generation
 from engine.stages.common.eval_answers import EvalAnswers
 from engine.stages.common.generation import SamplingSettings, generate_tokens
 from engine.stages.common.inference import dtype_for, max_positions
@@ -134,7 +135,9 @@ def run(ctx: StageContext) -> None:
     if accelerator.num_processes == 1 and ctx.should_stop():
         raise StageCancelled("cancelled before the first update")
     if done == 0:
-        answer_eval_prompts(evaluator, accelerator, models, 0, models.parent_name)
+        # Under sharding every process gathers the weights; the main one answers.
+        with full_weights_for_generation(policy):
+            answer_eval_prompts(evaluator, accelerator, models, 0, models.parent_name)
 
     # -- the updates -------------------------------------------------------------
     settings = SamplingSettings(temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens)
@@ -148,7 +151,7 @@ def run(ctx: StageContext) -> None:
                                         accelerator.num_processes)
             prompts = [rows[i]["text"] for i in indices]
             seed = rollout_seed(spec.seed, update, accelerator.process_index)
-            with accelerator.autocast():
+            with full_weights_for_generation(policy), accelerator.autocast():
                 batch = rollout(models.policy, tokenizer, prompts, replace(settings, seed=seed))
 
         # Scoring: what every model says about the responses, then the
@@ -182,7 +185,8 @@ def run(ctx: StageContext) -> None:
             # The last update's weights are the ones final/ receives below.
             holder = checkpoint if checkpoint else ctx.final_dir if update == spec.updates else None
             store_rollout_samples(ctx, accelerator, batch, scored, rewards, update, holder, spec)
-            answer_eval_prompts(evaluator, accelerator, models, update, str(holder) if holder else None)
+            with full_weights_for_generation(policy):
+                answer_eval_prompts(evaluator, accelerator, models, update, str(holder) if holder else None)
             ctx.log(f"update {update}/{spec.updates}: reward-model score {metrics['ppo/rm_score']:.3f}, "
                     f"KL {metrics['ppo/kl']:.3f}, beta {beta:.4g}, length {metrics['ppo/response_length']:.1f}")
         if stopping:
