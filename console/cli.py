@@ -21,8 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from engine import Engine, EngineError, RunFinished
-from store import StoreError, is_read_only
-from store.workspace import why_not_writable
+from store import StoreError, is_read_only, why_not_writable
 
 from . import headless
 from .feedback_cli import (

@@ -19,11 +19,13 @@ from typing import Any
 
 from engine import PipelineSpec, parse_spec
 from engine.demo.pipeline import DEMO_SPEC
+from engine.spec.fields import StageSpec
 from engine.spec.toml_render import render_toml
 from engine.stages.registry import STAGE_KINDS
 
-#: fields every stage kind has; a kind's template shows only its own ones
-_COMMON = ("processes", "device", "precision", "seed")
+#: fields every stage kind has (processes, device, precision, seed, the launch strategy and machines);
+#: a kind's template shows only its own ones
+_COMMON = tuple(name for name in StageSpec.model_fields if name != "kind")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     )
     from .repository import MetricSummary, NewStage, SampleView, SeriesPoint, Store
     from .scores import RewardScores
-    from .workspace import ENV_VAR, Workspace, open_workspace, resolve_workspace_dir
+    from .workspace import ENV_VAR, Workspace, open_workspace, resolve_workspace_dir, why_not_writable
 
 #: name -> the submodule that defines it, imported when the name is first asked for
 _LAZY = {
@@ -64,7 +64,8 @@ _LAZY = {
     ),
     **dict.fromkeys(("MetricSummary", "NewStage", "SampleView", "SeriesPoint", "Store"), "repository"),
     "RewardScores": "scores",
-    **dict.fromkeys(("ENV_VAR", "Workspace", "open_workspace", "resolve_workspace_dir"), "workspace"),
+    **dict.fromkeys(("ENV_VAR", "Workspace", "open_workspace", "resolve_workspace_dir", "why_not_writable"),
+                    "workspace"),
 }
 
 
@@ -126,4 +127,5 @@ __all__ = [
     "resolve_workspace_dir",
     "shown_order",
     "utcnow",
+    "why_not_writable",
 ]
