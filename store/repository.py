@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Self, TypeVar
 
-from sqlalchemy import Engine, func, insert, update
+from sqlalchemy import Engine, delete, func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
@@ -377,6 +377,16 @@ class Store:
                 )
                 for stage_id, key, count, low, high, first_id, last_id in stats
             ]
+
+    def drop_metrics_after(self, *, stage_id: int, step: int) -> int:
+        """Forget a stage's metrics logged after `step`: a stage resumed from
+        the checkpoint of `step` logs those steps again, and the new values
+        supersede the old (a chart shows each step once). Returns how many went."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                delete(Metric).where(col(Metric.stage_id) == stage_id, col(Metric.step) > step)
+            )
+            return int(result.rowcount or 0)
 
     def last_metric_step(self, *, stage_id: int) -> int | None:
         with Session(self.engine) as session:

@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from engine.errors import StageCancelled, StageFailed
+from engine.runtime.checkpoints import CHECKPOINT_NAME
 from engine.runtime.liveness import supervisor_alive
 from engine.stages.common.context import StageContext
 from engine.stages.registry import load_stage_plugins, stage_kind
@@ -86,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     _watch_supervisor(ctx)
     if args.resume_from is not None:
         ctx.log(f"resuming from {args.resume_from}")
+        resumed_at = CHECKPOINT_NAME.match(args.resume_from.name)
+        if is_main and resumed_at:
+            # The steps after the checkpoint run again: their new metrics replace the old, never sit beside them.
+            dropped = store.drop_metrics_after(stage_id=stage.id, step=int(resumed_at.group(1)))
+            if dropped:
+                ctx.log(f"{dropped} metric points logged after step {resumed_at.group(1)} replaced by the re-run")
 
     def record(status: StageStatus, error: str | None, tb: str | None = None) -> None:
         ctx.flush()

@@ -229,6 +229,14 @@ def test_metric_series_full(store, stage):
     assert store.last_metric_step(stage_id=stage.id) == 2
 
 
+def test_a_resumed_stage_replaces_the_steps_it_runs_again(store, stage):
+    store.add_metrics(points(stage.run_id, stage.id, "train/loss", [5, 4, 3, 2]))  # steps 0..3, killed after 3
+    assert store.drop_metrics_after(stage_id=stage.id, step=1) == 2  # resumed from the checkpoint of step 1
+    store.add_metrics([{**p, "step": p["step"] + 2} for p in points(stage.run_id, stage.id, "train/loss", [3.5, 2.5])])
+    series = store.metric_series(stage_id=stage.id, key="train/loss")
+    assert [(p.step, p.value) for p in series] == [(0, 5.0), (1, 4.0), (2, 3.5), (3, 2.5)]
+
+
 def test_metric_series_sorted_by_step_whatever_the_write_order(store, stage):
     rows = points(stage.run_id, stage.id, "k", [1, 2, 3])
     store.add_metrics(rows[::-1])
