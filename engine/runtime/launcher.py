@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,11 @@ import yaml  # type: ignore[import-untyped]  # accelerate's own dependency; no s
 
 import engine
 from engine.errors import StageFailed
+from engine.runtime.checkpoints import newest_whole_checkpoint
 
 #: the folder holding the engine/, store/ and console/ packages
 PROJECT_ROOT = Path(engine.__file__).resolve().parent.parent
 
-#: a checkpoint folder is complete once the Trainer wrote trainer_state.json (its last file)
-CHECKPOINT_DONE_MARKER = "trainer_state.json"
-_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -241,13 +238,8 @@ def _check_runnable(named: str, strategy: str, kind: str, device_kind: str) -> N
                           "(pip install deepspeed)")
 
 
-def find_resume_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest complete `checkpoint-STEP` folder, if any."""
-    if not checkpoints_dir.is_dir():
-        return None
-    found = []
-    for child in checkpoints_dir.iterdir():
-        match = _CHECKPOINT_NAME.match(child.name)
-        if match and (child / CHECKPOINT_DONE_MARKER).is_file():
-            found.append((int(match.group(1)), child))
-    return max(found)[1] if found else None
+def find_resume_checkpoint(checkpoints_dir: Path, *,
+                           skipped: Callable[[Path, str], None] | None = None) -> Path | None:
+    """The newest whole `checkpoint-STEP` folder, if any (engine/runtime/checkpoints.py:
+    its files present and parsing, optimizer state included); newer torn ones go to `skipped`."""
+    return newest_whole_checkpoint(checkpoints_dir, skipped=skipped)

@@ -175,10 +175,17 @@ class Supervisor:
                 return True
         return False
 
+    def _stage_log(self, stage_id: int, message: str, *, level: str = "info") -> None:
+        """A line in the stage's log from the run process (as the worker's StageContext.log writes them)."""
+        self.store.add_logs([{"run_id": self.run_id, "stage_id": stage_id, "stream": "log", "level": level,
+                              "message": message, "time": utcnow()}])
+
     def _run_stage(self, stage: StageRead, spec: dict, lease: SlotLease) -> tuple[StageStatus, str | None]:
         stage_dir = self.ws.stage_dir(self.run_id, stage.name)
         stage_dir.mkdir(parents=True, exist_ok=True)
-        resume_from = find_resume_checkpoint(stage_dir / "checkpoints")
+        resume_from = find_resume_checkpoint(
+            stage_dir / "checkpoints", skipped=lambda folder, why: self._stage_log(
+                stage.id, f"resume: skipped {folder.name}, {why}; using an earlier checkpoint", level="warning"))
         self.store.update_stage(
             stage.id, status=StageStatus.RUNNING, device=lease.names or None, started_at=utcnow(),
             finished_at=None, error=None, traceback=None, attempt=stage.attempt + 1,

@@ -68,7 +68,7 @@ from accelerate import Accelerator
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.errors import StageCancelled, StageFailed
-from engine.runtime.launcher import CHECKPOINT_DONE_MARKER
+from engine.runtime.checkpoints import CHECKPOINT_DONE_MARKER
 from engine.stages.common.callbacks import CHECKPOINT_PREFIX
 from engine.stages.common.context import Source, StageContext
 from engine.stages.common.data_loading import instruction_examples, load_records
