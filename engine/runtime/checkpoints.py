@@ -11,8 +11,8 @@ optimizer. So a checkpoint is used only when its files are there and parse:
   and a size that holds every tensor it lists;
 - it has weights (a model, an adapter, or a sharded index with its shards);
 - it has its optimizer state (`optimizer.pt` and `scheduler.pt` for a
-  Trainer's checkpoint, `ppo_state.pt` for PPO's), unless the resume is of
-  the weights only.
+  Trainer's checkpoint, or the shards DeepSpeed and FSDP save in their place;
+  `ppo_state.pt` for PPO's), unless the resume is of the weights only.
 
 Otherwise the previous whole one is used, and the stage's log says which
 folders were skipped and why. Torch-free: the supervisor picks the folder
@@ -53,13 +53,20 @@ def checkpoint_problem(folder: Path, *, weights_only: bool = False) -> str | Non
             return f"{path.relative_to(folder)}: {problem}"
     if not _has_weights(folder):
         return "no weights (model.safetensors, adapter_model.safetensors or a sharded index)"
-    if not weights_only:
+    if not weights_only and not _sharded_optimizer_state(folder):
         ppo = json.loads(marker.read_text(encoding="utf-8")).get("stage") == "ppo"
         needed = (PPO_STATE_FILE,) if ppo else TRAINER_STATE_FILES
         missing = [name for name in needed if not (folder / name).is_file() or (folder / name).stat().st_size == 0]
         if missing:
             return f"no optimizer state ({', '.join(missing)} missing or empty)"
     return None
+
+
+def _sharded_optimizer_state(folder: Path) -> bool:
+    """Whether the optimizer state was saved sharded, as DeepSpeed (`global_stepN/`)
+    and FSDP (`optimizer_0/`) save it, in place of `optimizer.pt`."""
+    return any(child.is_dir() and (child.name.startswith("global_step") or child.name.startswith("optimizer_"))
+               and any(child.iterdir()) for child in folder.iterdir())
 
 
 def newest_whole_checkpoint(checkpoints_dir: Path, *, weights_only: bool = False,

@@ -44,6 +44,10 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Our processes start with `python -m` in the workspace or a stage folder, which Python would put
+    # first on the import path: a `psutil.py` planted in a shared workspace would run as whoever started
+    # the run. Safe-path mode (3.11+) leaves the working folder out, in every Python process below too.
+    env["PYTHONSAFEPATH"] = "1"
     # Library progress bars would land in the log as thousands of redraws.
     env["TQDM_DISABLE"] = "1"
     env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"

@@ -3,8 +3,8 @@
 Registered as kind "fake" through the RLHF_STAGE_PLUGINS hook (loaded by
 engine.stages.registry.load_stage_plugins), so the worker
 subprocesses find it too. Its checkpoints mimic the Trainer's layout
-(`checkpoints/checkpoint-STEP/trainer_state.json`), which is all the engine
-reads from them.
+(`checkpoints/checkpoint-STEP/` with weights, optimizer and scheduler state,
+and `trainer_state.json` last), which is what the engine checks of them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ class FakeSpec(StageSpec):
 def _save(ctx: StageContext, step: int) -> None:
     folder = ctx.checkpoints_dir / f"checkpoint-{step}"
     folder.mkdir(parents=True, exist_ok=True)
+    # A whole checkpoint as the engine checks one (engine/runtime/checkpoints.py): weights (an empty
+    # safetensors file: a header and no tensors), optimizer and scheduler state, trainer_state.json last.
+    header = b"{}"
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    (folder / "optimizer.pt").write_bytes(b"fake optimizer state")
+    (folder / "scheduler.pt").write_bytes(b"fake scheduler state")
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     ctx.checkpoint_saved(step, folder)
 
