@@ -209,7 +209,8 @@ class Engine:
 
     def _reconcile(self) -> None:
         self._reap_children()
-        reconcile(self.store, self.workspace.root)
+        if not self.workspace.read_only:  # a read-only workspace (or full disk) is shown as it was left
+            reconcile(self.store, self.workspace.root)
 
     def _get_run(self, ref: int | str) -> RunRead:
         self._reconcile()
@@ -237,7 +238,8 @@ class Engine:
     def _list_run_listings(self) -> list[RunListing]:
         self._reap_children()
         runs = reads.list_runs(self.workspace.db_path)
-        if any(run.status.is_active and run_process_gone(run, self.workspace.root) for run in runs):
+        if not self.workspace.read_only and any(
+                run.status.is_active and run_process_gone(run, self.workspace.root) for run in runs):
             reconcile(self.store, self.workspace.root)
             runs = reads.list_runs(self.workspace.db_path)
         return runs

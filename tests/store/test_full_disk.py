@@ -44,6 +44,9 @@ def workspace_with_a_run(root: Path) -> Path:
     run = ws.store.create_run(name="kept", spec_text=SPEC, spec={}, spec_path=None, stages=[])
     ws.store.update_run(run.id, status=RunStatus.SUCCEEDED)
     ws.store.add_logs([{"run_id": run.id, "stream": "log", "level": "info", "message": "a line kept"}])
+    # A run left "running" by a process the full disk killed: listing it must not try to write.
+    ws.store.create_run(name="left-running", spec_text=SPEC, spec={}, spec_path=None, stages=[])
+    ws.store.update_run(2, status=RunStatus.RUNNING, pid=999_999_999)
     ws.close()
     return root / "ws"
 
