@@ -32,7 +32,7 @@ from engine import (
 from .literal import printable
 
 if TYPE_CHECKING:
-    from store import MetricSummary, RunRead
+    from store import MetricSummary, RunRead, StageRead
 
 #: metrics worth a line of their own when following without a progress bar
 _HEADLINE_PREFIXES = ("eval/",)
@@ -180,7 +180,7 @@ def detail_json(detail: RunDetail, summaries: Sequence[MetricSummary]) -> dict[s
     return {
         **run_json(detail.run),
         "stages": [
-            {**s.model_dump(mode="json"),
+            {**s.model_dump(mode="json"), "stalled": stage_status(s) == "stalled",
              "metrics": {m.key: {"first": m.first, "last": m.last, "min": m.low, "max": m.high,
                                  "step": m.last_step, "count": m.count}
                          for m in summaries if m.stage_id == s.id}}
@@ -202,11 +202,22 @@ def print_detail(detail: RunDetail, summaries: Sequence[MetricSummary], console:
         mine = {m.key: m for m in summaries if m.stage_id == stage.id}
         metrics = "  ".join(_first_to_last(k, mine[k]) for k in _KEY_METRICS if k in mine)
         step = f"{stage.step}/{stage.total}" if stage.total else str(stage.step)
-        table.add_row(Text(stage.name), stage.kind, stage.status.value, step, stage.device or "-", metrics)
+        table.add_row(Text(stage.name), stage.kind, stage_status(stage), step, stage.device or "-", metrics)
     console.print(table)
+    for stage in detail.stages:
+        if stage_status(stage) == "stalled" and stage.error:
+            console.print(Text(printable(f"{stage.name}: {stage.error}")))
     finals = [c for c in detail.checkpoints if c.is_final]
     for checkpoint in finals:
         console.print(Text(f"output: {checkpoint.path}"))
+
+
+def stage_status(stage: StageRead) -> str:
+    """A stage's status as shown: `stalled` for a running stage whose step stopped advancing
+    (the run process marks it in the stage's error while it runs on)."""
+    if stage.status.value == "running" and (stage.error or "").startswith("stalled:"):
+        return "stalled"
+    return stage.status.value
 
 
 #: what `rlhf status` shows first-to-last per stage: whichever of these a stage logs

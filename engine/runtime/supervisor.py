@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from engine.stages.registry import load_stage_plugins, stage_kind
 from store import RunStatus, StageRead, StageStatus, Workspace, open_workspace, utcnow
 
 CANCEL_GRACE_SECONDS = float(os.environ.get("RLHF_CANCEL_GRACE", "60"))
+#: how often the run process reads a running stage's step, to tell a stalled one
+STALL_CHECK_SECONDS = 2.0
 WAIT_POLL_SECONDS = 0.5
 
 _STAGE_TO_RUN = {
@@ -225,12 +228,20 @@ class Supervisor:
         capture.attach(self.child.stderr, "stderr")
         if self.cancelling:  # cancel arrived between the check above and the start
             signal_tree(process_tree(self.child.pid), signal.SIGTERM)
-        returncode = self._wait_for_child(self.child)
+        # A stage without a device (rank, waiting for people) may rightly sit still for hours.
+        registered = stage_kind(spec.get("kind", ""))
+        watched = registered is None or registered.spec.needs_device
+        watch = StallWatch(stage.id, minutes=float(spec.get("stall_minutes", 30)) if watched else 0.0,
+                           fail=spec.get("on_stall") == "fail")
+        returncode = self._wait_for_child(self.child, watch)
         capture.close()
         self.child = None
+        if watch.failed is not None:
+            self._finish_stage(stage, StageStatus.FAILED, watch.failed)
+            return StageStatus.FAILED, watch.failed
         return self._record_outcome(stage, returncode)
 
-    def _wait_for_child(self, child: subprocess.Popen[bytes]) -> int:
+    def _wait_for_child(self, child: subprocess.Popen[bytes], watch: StallWatch | None = None) -> int:
         while True:
             try:
                 return child.wait(timeout=0.5)
@@ -240,6 +251,37 @@ class Supervisor:
                     and time.monotonic() - self.cancel_requested_at > CANCEL_GRACE_SECONDS
                 ):
                     signal_tree(process_tree(child.pid), signal.SIGKILL)
+                if watch is not None:
+                    self._watch_progress(child, watch)
+
+    def _watch_progress(self, child: subprocess.Popen[bytes], watch: StallWatch) -> None:
+        """Mark the stage stalled when its step stops advancing (its error reads
+        `stalled: ...` while it runs on), clear the mark when it moves again,
+        and with on_stall = "fail" stop it (a stopped process too: SIGKILL)."""
+        now = time.monotonic()
+        if watch.minutes <= 0 or now - watch.checked_at < STALL_CHECK_SECONDS:
+            return
+        watch.checked_at = now
+        step = self.store.get_stage(stage_id=watch.stage_id).step
+        if step != watch.step:
+            watch.step, watch.moved_at = step, now
+            if watch.stalled:
+                watch.stalled = False
+                self.store.update_stage(watch.stage_id, error=None)
+                self._stage_log(watch.stage_id, f"step {step}: progressing again")
+            return
+        idle = now - watch.moved_at
+        if watch.stalled or idle < watch.minutes * 60:
+            return
+        watch.stalled = True
+        why = (f"stalled: no step past {step} for {idle / 60:.1f} min (stall_minutes = {watch.minutes:g}); "
+               "a stopped or hung process, a dead collective, or a slow disk or network")
+        self.store.update_stage(watch.stage_id, error=why)
+        self.store.add_event(run_id=self.run_id, stage_id=watch.stage_id, kind="StageStalled", data={"step": step})
+        self._stage_log(watch.stage_id, why, level="warning")
+        if watch.fail:
+            watch.failed = why + "; stopped (on_stall = fail), resumable from its last checkpoint"
+            signal_tree(process_tree(child.pid), signal.SIGKILL)
 
     def _record_outcome(self, stage: StageRead, returncode: int) -> tuple[StageStatus, str | None]:
         """The worker records success, failure and cancellation itself; any
@@ -262,6 +304,20 @@ class Supervisor:
             run_id=self.run_id, stage_id=stage.id, kind=f"Stage{status.value.capitalize()}",
             data={"error": error} if error else {},
         )
+
+
+@dataclass
+class StallWatch:
+    """What the run process remembers of a running stage's progress."""
+
+    stage_id: int
+    minutes: float
+    fail: bool
+    step: int | None = None
+    moved_at: float = field(default_factory=time.monotonic)
+    checked_at: float = 0.0
+    stalled: bool = False
+    failed: str | None = None  # why the stage was stopped, with on_stall = "fail"
 
 
 def _first_device_kind(spec: dict[str, Any]) -> str:

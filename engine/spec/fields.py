@@ -140,6 +140,17 @@ class StageSpec(BaseModel):
         "auto", description="auto = bf16 autocast on GPUs that support it, else fp32"
     )
     seed: int = Field(0, description="seed for initialisation, data order and sampling")
+    # A hung stage (a stopped process, a dead collective, a stuck read) would look healthy forever:
+    # the run process's heartbeat goes on. Its step is watched instead.
+    stall_minutes: float = Field(
+        30, ge=0, le=10080,
+        description="a running stage whose step has not advanced for this long is shown as stalled "
+        "(rlhf status, the console); generous by default, since an evaluation or a save can take a while; "
+        "0 = never",
+    )
+    on_stall: Literal["warn", "fail"] = Field(
+        "warn", description="when stalled: warn (show it, keep waiting) or fail (stop the stage, resumable)",
+    )
 
     #: whether the stage waits for a device slot (a GPU, or the machine's CPU slot)
     needs_device: ClassVar[bool] = True
