@@ -52,7 +52,41 @@ KeepCheckpoints = Annotated[int, Field(ge=1, description="resumable checkpoints 
 LogEvery = Annotated[int, Field(ge=1, description="steps between logged train metrics")]
 ActivationCheckpointing = Annotated[Literal["auto", "on", "off"], Field(
     description="recompute activations in the backward pass to save memory; "
-    "auto = on a GPU for models of 100M+ parameters, off on the CPU",
+    "auto = on a GPU for models of 100M+ parameters or quantized ones, off on the CPU",
+)]
+
+
+def _quantizes_pretrained_weights(value: str, info: ValidationInfo) -> str:
+    # Declared after `from` and `lora`, so both are in info.data unless they failed their own
+    # checks (then they are absent, and one problem is enough).
+    if value == "none":
+        return value
+    if "lora" in info.data and info.data["lora"] is None:
+        raise PydanticCustomError(
+            "needs_lora", "quantization (QLoRA) trains adapters on a frozen quantized model: "
+            "add a [stages.NAME.lora] table",
+        )
+    source = info.data.get("from_")
+    if isinstance(source, str) and source.startswith("builtin:"):
+        raise PydanticCustomError(
+            "needs_weights", "quantization needs pretrained weights to quantize, and {source} is a random init: "
+            "name a stage, a folder or a hub id in `from`", {"source": source},
+        )
+    return value
+
+
+#: QLoRA: the frozen base a stage trains LoRA adapters on, in 4 or 8 bits (engine/stages/common/quantized.py).
+#: A kind declares it after `from` and `lora`, which it checks.
+Quantization = Annotated[
+    Literal["none", "4bit", "8bit"],
+    AfterValidator(_quantizes_pretrained_weights),
+    Field(description="QLoRA: load the frozen base model in 4 or 8 bits (needs lora, a CUDA GPU and bitsandbytes)"),
+]
+#: The models an RL stage only runs forward (the reward model, and a reference that is a copy of the policy).
+FrozenQuantization = Annotated[Literal["none", "4bit", "8bit"], Field(
+    description="the frozen models: the reward model, and the reference where it is a copy of the policy "
+    "(without lora); none = in the compute precision (bf16 on GPUs that support it, else fp32), 4bit or "
+    "8bit = quantized (needs a CUDA GPU and bitsandbytes; the KL to a quantized reference starts above 0)",
 )]
 
 # The fixed prompts a training stage answers while it trains (SFT, DPO, PPO, RLOO, GRPO).

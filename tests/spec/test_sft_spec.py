@@ -58,7 +58,8 @@ def test_a_pipeline_with_lora_from_a_pretrain_stage(specs) -> None:
 
 
 def test_an_empty_lora_table_takes_the_defaults(specs) -> None:
-    spec = specs.load('[stages.sft]\nkind = "sft"\nquantization = "4bit"\n[stages.sft.lora]\n')
+    spec = specs.load('[stages.sft]\nkind = "sft"\nfrom = "org/base"\ndata = "org/data"\nquantization = "4bit"\n'
+                      '[stages.sft.lora]\n')
     assert spec.stages["sft"].lora == LoraSpec()
     assert spec.stages["sft"].lora.target_modules == "all-linear"
 

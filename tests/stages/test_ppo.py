@@ -15,6 +15,7 @@ import json
 import random
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -313,6 +314,92 @@ def test_lora_policy_with_ptx(make_context, workspace, models) -> None:
     ids = torch.tensor([[4, 100, 200, 2, 5]])
     with torch.no_grad():
         assert (merged(ids).logits - start(ids).logits).abs().max() > 1e-4  # the adapters were merged in
+
+
+def keep_models(monkeypatch: pytest.MonkeyPatch) -> list[ppo.Models]:
+    """The Models each `ppo.run` loads, to look at them afterwards."""
+    kept: list[ppo.Models] = []
+    original = ppo.load_models
+
+    def load(*args: Any, **kwargs: Any) -> ppo.Models:
+        kept.append(original(*args, **kwargs))
+        return kept[-1]
+
+    monkeypatch.setattr(ppo, "load_models", load)
+    return kept
+
+
+def test_activation_checkpointing_trains_in_training_mode_without_dropout(make_context, workspace, models,
+                                                                           monkeypatch) -> None:
+    """transformers checkpoints a layer only in training mode; PPO's ratio must
+    still be 1 at the first step (no dropout), as it is in eval mode."""
+    kept = keep_models(monkeypatch)
+    spec = ppo_spec(models, activation_checkpointing="on", updates=1, rollout_batch_size=8, minibatch_size=8,
+                    ppo_epochs=1, sample_every=1, samples_per_update=0, eval_prompt_count=0)
+    ctx = make_context(spec)
+    ppo.run(ctx)
+    [loaded] = kept
+    for model in (loaded.policy, loaded.value.classifier):
+        assert model.training and all(layer.gradient_checkpointing for layer in model.base_model.layers)
+    assert loaded.reference is not None and not loaded.reference.training
+    # One minibatch step per update, taken before any step: the ratio is exactly 1.
+    assert series(workspace, ctx, "ppo/clip_fraction") == [0.0]
+    assert series(workspace, ctx, "ppo/approx_kl")[0] == pytest.approx(0, abs=1e-6)
+    config = workspace.store.get_stage(stage_id=ctx.stage_id).config
+    assert config["policy"]["activation_checkpointing"] is True
+    assert config["policy"]["reference"] == "a frozen copy (float32)"  # the compute precision on the CPU
+    assert config["reward_model"]["held_as"] == "float32"
+
+
+def test_qlora_wiring_with_a_stand_in_for_bitsandbytes(make_context, workspace, models, monkeypatch) -> None:
+    """QLoRA runs on CUDA with bitsandbytes only. Here the quantized loaders
+    are stood in for by full-precision ones, to check everything around them:
+    the policy and the value network each train adapters on a frozen body
+    (the value network its score head too, from zero), a checkpoint holds
+    both adapters, a resumed run picks them up, and final/ is merged."""
+    from transformers import AutoModelForCausalLM as CausalLM
+
+    monkeypatch.setattr(ppo.quantized, "require", lambda spec, hardware: None)
+    monkeypatch.setattr(ppo.quantized, "load_causal_lm",
+                        lambda source, setting, hardware, field="quantization": CausalLM.from_pretrained(source.value))
+    monkeypatch.setattr(ppo.quantized, "load_scoring_body", lambda source, setting, hardware:
+                        AutoModelForSequenceClassification.from_pretrained(source.value, num_labels=1))
+    kept = keep_models(monkeypatch)
+    spec = ppo_spec(models, lora=LoraSpec(r=4, alpha=8), quantization="4bit", value_from="policy", updates=2,
+                    sample_every=2, eval_prompt_count=0, learning_rate=1e-2)
+    uninterrupted = make_context(spec)
+    ppo.run(uninterrupted)
+    kept.clear()
+    first = make_context(spec, stop_at_step=1)
+    with pytest.raises(StageCancelled, match="after update 1 of 2"):
+        ppo.run(first)
+    [loaded] = kept
+    value = loaded.value.classifier
+    trainable = {name for name, p in value.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name or ".score." in name for name in trainable), trainable
+    assert any(".score." in name for name in trainable)
+    assert loaded.reference is None  # the policy with its adapters off
+    assert all("lora_" in name for name, p in loaded.policy.named_parameters() if p.requires_grad)
+
+    [saved] = workspace.store.list_checkpoints(stage_id=first.stage_id)
+    value_folder = Path(saved.path) / ppo.VALUE_FOLDER
+    assert (value_folder / "adapter_config.json").is_file() and not (value_folder / "model.safetensors").exists()
+    assert (Path(saved.path) / "adapter_config.json").is_file()
+    head = AutoModelForSequenceClassification.from_pretrained(models["policy"], num_labels=1)
+    from peft import PeftModel
+
+    saved_value = PeftModel.from_pretrained(head, str(value_folder))
+    assert saved_value.base_model.model.score.modules_to_save["default"].weight.abs().sum() > 0  # it learned
+
+    # Resumed, the second update is the uninterrupted run's: both adapters and the head came back.
+    resumed = make_context(spec, like=first, resume_from=Path(saved.path))
+    ppo.run(resumed)
+    for key in ("ppo/value_loss", "ppo/value_mean", "ppo/policy_loss", "ppo/kl"):
+        assert steps(workspace, first, key) == [1, 2], key
+        assert series(workspace, first, key) == pytest.approx(series(workspace, uninterrupted, key), rel=1e-4,
+                                                              abs=1e-6), key
+    assert (resumed.final_dir / "adapter" / "adapter_config.json").is_file()
+    AutoModelForCausalLM.from_pretrained(resumed.final_dir)  # merged: plain transformers loads it
 
 
 def test_a_reward_model_with_its_own_tokenizer(make_context, workspace, models) -> None:

@@ -153,11 +153,13 @@ def check_a_finished_run(workspace, ctx: StageContext, spec: OnlineRLSpec) -> No
 
 
 @pytest.mark.slow  # needs `models`, a policy trained for 100 steps
-def test_rloo_with_a_reward_model_and_a_judge(make_context, workspace, models) -> None:
+def test_rloo_with_a_reward_model_and_a_judge(make_context, workspace, models, caplog) -> None:
     spec = RLOOSpec(**settings(models, judges=[JUDGE]))
     ctx = make_context(spec)
     rloo.run(ctx)
     check_a_finished_run(workspace, ctx, spec)
+    # trl loads the reference with the settings it says it ignores (true of the policy only): not in the log.
+    assert not [r for r in caplog.records if "is already instantiated" in r.getMessage()]
 
     # Each scorer's mean, under trl's names and PPO's; the reward is their sum.
     rm_score = series(workspace, ctx, "ppo/rm_score")
@@ -178,6 +180,10 @@ def test_rloo_with_a_reward_model_and_a_judge(make_context, workspace, models) -
     config = workspace.store.get_stage(stage_id=ctx.stage_id).config
     assert config["rewards"]["judges"] == [f"judge:{JUDGE}"] and config["kl_estimator"] == "k1"
     assert config["completions_per_step"] == 16 and config["per_device_train_batch_size"] == 16
+    # The frozen models in the compute precision: fp32 on the CPU.
+    assert config["policy"]["reference"] == "a frozen copy, reloaded from the policy's source (float32)"
+    assert config["rewards"]["reward_model"]["held_as"] == "float32"
+    assert config["model_init_kwargs"] == {"dtype": "float32"}
 
 
 @pytest.mark.slow  # needs `models`, a policy trained for 100 steps

@@ -10,10 +10,12 @@ a quarter to a half of all parameters, and tying halves that cost.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
@@ -107,3 +109,51 @@ def load_model_for_training(
 def count_parameters(model: torch.nn.Module) -> int:
     """Distinct parameters: tied weights count once."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def load_classifier(where: str, *, dtype: torch.dtype, quantization_config: Any = None,
+                    device_map: dict[str, int] | None = None) -> PreTrainedModel:
+    """A trained sequence-classification model with one output: a reward
+    model, or a saved value network; in `dtype`, or quantized by
+    `quantization_config` (a BitsAndBytesConfig, with its `device_map`).
+
+    A causal LM loads as a classifier too, with a random score head, and an
+    RL stage would chase its noise: it is refused, as is a model giving more
+    than one score."""
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            where, dtype=dtype, use_safetensors=True, quantization_config=quantization_config, device_map=device_map,
+        )
+    except Exception as exc:  # a missing, partial or corrupt folder raises many types
+        raise StageFailed(f"cannot load a reward model from {where}: {exc}") from exc
+    architectures = model.config.architectures or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise StageFailed(
+            f"{where} holds a {architectures[0]}, not a reward model: name a reward stage, or a folder "
+            "saved with AutoModelForSequenceClassification (num_labels = 1)"
+        )
+    if model.config.num_labels != 1:
+        raise StageFailed(f"{where} gives {model.config.num_labels} scores per sequence; a reward model gives one")
+    return model
+
+
+def enable_activation_checkpointing(model: PreTrainedModel) -> None:
+    """Recompute each layer's activations in the backward pass instead of
+    keeping them. Non-reentrant checkpointing: it needs no input that
+    requires a gradient, so a frozen (or quantized) base with adapters works
+    without hooks on its embeddings."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
+def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every dropout off, modules (nn.Dropout) and the rates
+    attention layers read from their config (`attention_dropout`) alike, so
+    that training mode changes nothing but whether layers are checkpointed:
+    transformers checkpoints a layer only in training mode."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+    return model

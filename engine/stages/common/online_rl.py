@@ -58,16 +58,17 @@ from engine.stages.common import setup as runtime
 
 # isort: split
 
+import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import torch
 from transformers import (
-    AutoModelForSequenceClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerCallback,
@@ -79,6 +80,7 @@ from trl.trainer.utils import RepeatSampler
 
 from engine.errors import StageFailed, UserInputError
 from engine.feedback.judges import Judge, load_judge
+from engine.stages.common import quantized
 from engine.stages.common.callbacks import attach_stage_callback, train_resumably
 from engine.stages.common.context import Source, StageContext, checkpoint_name
 from engine.stages.common.eval_answers import EvalAnswersCallback
@@ -87,7 +89,7 @@ from engine.stages.common.models import count_parameters, load_model_for_trainin
 from engine.stages.common.online_rl_spec import OnlineRLSpec
 from engine.stages.common.practice_prompts import practice_prompts
 from engine.stages.common.prologue import begin
-from engine.stages.common.saving import save_trained
+from engine.stages.common.saving import parent_weights, save_trained
 from engine.stages.common.tokenizer import CHAT_TEMPLATE, describe_tokenizer, load_stage_tokenizer, load_tokenizer
 
 #: the reward model's name in trl's metric keys (train/rewards/reward_model/mean)
@@ -108,6 +110,7 @@ class Flavour:
 
 def run(ctx: StageContext, flavour: Flavour) -> None:
     spec, hardware = begin(ctx, OnlineRLSpec, kind=flavour.kind)
+    quantized.require(spec, hardware)
 
     trainer, sampler = build_trainer(ctx, hardware, flavour)
     # These losses are no cross-entropy: exp(loss) would be a made-up perplexity.
@@ -122,7 +125,8 @@ def run(ctx: StageContext, flavour: Flavour) -> None:
     step = train_resumably(trainer, ctx, callback, max_steps=spec.max_steps)
 
     # -- save ------------------------------------------------------------------
-    save_trained(trainer, ctx, step)
+    # (base: the weights a QLoRA adapter is merged into, in full precision)
+    save_trained(trainer, ctx, step, base=parent_weights(ctx))
 
 
 def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour) -> tuple[Any, EvalAnswersCallback]:
@@ -155,12 +159,29 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     prompts = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": t}]} for t in texts])
 
     # -- policy ----------------------------------------------------------------
-    policy = load_model_for_training(policy_source, tokenizer, seed=spec.seed)
+    # QLoRA (quantized.require has made sure of CUDA and bitsandbytes): the
+    # frozen base in 4 or 8 bits on this process's GPU, adapters in full.
+    qlora = spec.quantization != "none"
+    if qlora:
+        policy = quantized.load_causal_lm(policy_source, spec.quantization, hardware)
+    else:
+        policy = load_model_for_training(policy_source, tokenizer, seed=spec.seed)
     parameters = count_parameters(policy)
     peft_config = None
     if spec.lora is not None:
         peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM")
-    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters)
+    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters,
+                                                     quantized=qlora)
+    if qlora:
+        policy = quantized.prepare_for_adapters(policy, checkpointing=checkpointing)
+    # trl builds a reference only for a policy without adapters (else: adapters
+    # off) and with a KL leash; it loads it again from the policy's source.
+    copies_reference = peft_config is None and spec.beta != 0
+    reference_kwargs = frozen_reference_kwargs(spec, hardware) if copies_reference else {}
+    if spec.frozen_quantization != "none" and spec.reward_model is None and not copies_reference:
+        ctx.log(f"frozen_quantization = {spec.frozen_quantization!r} has nothing to quantize: no reward model, and "
+                "the reference is " + ("the policy with its adapters off" if peft_config is not None
+                                       else "not needed (beta = 0)"), level="warning")
 
     # -- rewards -----------------------------------------------------------------
     reward_funcs: list[Any] = []
@@ -168,7 +189,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     reward_source = None
     if spec.reward_model is not None:
         reward_source = ctx.resolve(spec.reward_model)
-        model, reward_tokenizer = load_reward_model(reward_source, ctx, dtype=dtype_for(hardware.precision))
+        model, reward_tokenizer = load_reward_model(reward_source, ctx, spec.frozen_quantization, hardware)
         reward_funcs.append(model)
         reward_tokenizers.append(reward_tokenizer)
     for judge in judges:
@@ -191,17 +212,20 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
         # TRL turns checkpointing on by default, which costs ~30% on tiny models.
         activation_checkpointing=checkpointing,
         log_completions=False,  # it would print tables to stdout
+        model_init_kwargs=reference_kwargs.get("model_init_kwargs"),
         **flavour.settings(spec),
     )
-    trainer = flavour.trainer_class(
-        model=policy,
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=prompts,
-        processing_class=tokenizer,  # saved into every checkpoint, so each one loads on its own
-        reward_processing_classes=reward_tokenizers,
-        peft_config=peft_config,
-    )
+    with _quiet_about_reference_settings(flavour.trainer_class):
+        trainer = flavour.trainer_class(
+            model=policy,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=prompts,
+            processing_class=tokenizer,  # saved into every checkpoint, so each one loads on its own
+            reward_processing_classes=reward_tokenizers,
+            peft_config=peft_config,
+            quantization_config=reference_kwargs.get("quantization_config"),
+        )
     # Stable metric keys: trl would name the reward model after its folder.
     trainer.reward_func_names = [REWARD_MODEL_NAME if isinstance(f, torch.nn.Module) else f.__name__
                                  for f in reward_funcs]
@@ -222,13 +246,17 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
                 "parameters": parameters,
                 "trainable_parameters": trainable,
                 "lora": peft_config.to_dict() if peft_config is not None else None,
+                "quantization": spec.quantization,
                 "reference": "none (beta = 0)" if spec.beta == 0 else "the policy with its adapters off"
-                if peft_config is not None else "a frozen copy, reloaded from the policy's source",
+                if peft_config is not None else "a frozen copy, reloaded from the policy's source "
+                f"({reference_kwargs['held_as']})",
             },
             "rewards": {
                 "reward_model": None if reward_source is None else {
                     "source": f"{reward_source.kind}:{reward_source.value}",
                     "class": type(reward_funcs[0]).__name__,
+                    "held_as": spec.frozen_quantization if spec.frozen_quantization != "none"
+                    else str(reward_funcs[0].dtype).removeprefix("torch."),
                     "parameters": count_parameters(reward_funcs[0]),
                     "tokenizer": describe_tokenizer(reward_tokenizers[0], reward_source),
                     "shares_policy_tokenizer":
@@ -247,29 +275,56 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     return trainer, sampler
 
 
-def load_reward_model(source: Source, ctx: StageContext, *,
-                      dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A frozen sequence classifier with one output, and its own tokenizer
-    with the chat template the reward stage framed its pairs in."""
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(source.value, dtype=dtype, use_safetensors=True)
-    except Exception as exc:  # a missing, partial or corrupt folder raises many types
-        raise StageFailed(f"cannot load a reward model from {source.value}: {exc}") from exc
-    architectures = model.config.architectures or []
-    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
-        # A causal LM loads as a classifier too, with a random head: the policy would chase noise.
-        raise StageFailed(f"{source.value} holds a {architectures[0]}, not a reward model: name a reward stage, "
-                          "or a folder saved with AutoModelForSequenceClassification (num_labels = 1)")
-    if model.config.num_labels != 1:
-        raise StageFailed(f"{source.value} gives {model.config.num_labels} scores per sequence; "
-                          "a reward model gives one")
-    model.requires_grad_(False).eval()
+def load_reward_model(source: Source, ctx: StageContext, setting: str,
+                      hardware: runtime.Runtime) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A frozen sequence classifier with one output, in the compute precision
+    (bf16 on GPUs that support it) or quantized (`setting`, the spec's
+    frozen_quantization), and its own tokenizer with the chat template the
+    reward stage framed its pairs in."""
+    model = quantized.load_frozen_classifier(source.value, setting, hardware)
     tokenizer = load_tokenizer(source, ctx.cache_dir)
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE  # what the reward stage uses when its tokenizer has none
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def frozen_reference_kwargs(spec: OnlineRLSpec, hardware: runtime.Runtime) -> dict[str, Any]:
+    """How trl is to load the reference it copies from the policy's source:
+    `model_init_kwargs` (its dtype: the compute precision, as every frozen
+    model) and `quantization_config` (frozen_quantization), which trl uses
+    for the reference when the policy comes loaded; `held_as` says which,
+    for the resolved config."""
+    dtype = str(dtype_for(hardware.precision)).removeprefix("torch.")
+    kwargs: dict[str, Any] = {"model_init_kwargs": {"dtype": dtype}, "held_as": dtype}
+    if spec.frozen_quantization != "none":
+        kwargs["quantization_config"] = quantized.bnb_config(spec.frozen_quantization, dtype_for(hardware.precision))
+        kwargs["held_as"] = spec.frozen_quantization
+    return kwargs
+
+
+class _NotAboutTheReference(logging.Filter):
+    """Drops trl's warning that model_init_kwargs and quantization_config are
+    ignored for a policy that comes loaded: true of the policy, but trl
+    still loads the reference with them, which is what they are given for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is already instantiated" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_about_reference_settings(trainer_class: type) -> Iterator[None]:
+    loggers = [logging.getLogger(klass.__module__) for klass in trainer_class.__mro__
+               if klass.__module__.startswith("trl.")]
+    quiet = _NotAboutTheReference()
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 def _load_judge(name: str) -> Judge:

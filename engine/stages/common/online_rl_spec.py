@@ -15,9 +15,11 @@ from engine.spec.fields import (
     ActivationCheckpointing,
     EvalAnswerSettings,
     FromRequired,
+    FrozenQuantization,
     KeepCheckpoints,
     LoraSpec,
     MaxGradNorm,
+    Quantization,
     SampleEvery,
     SaveEvery,
     StageSpec,
@@ -73,6 +75,8 @@ class OnlineRLSpec(StageSpec, FromRequired, EvalAnswerSettings):
         description="a [stages.NAME.lora] table trains LoRA adapters on the policy, and the reference is the "
         "policy with its adapters off (no second copy); without one every weight is trained",
     )
+    quantization: Quantization = "none"
+    frozen_quantization: FrozenQuantization = "none"
     activation_checkpointing: ActivationCheckpointing = "auto"
     # The prompts it practises on.
     prompts: str | None = Field(

@@ -12,6 +12,7 @@ from engine.spec.fields import (
     EvalAnswerSettings,
     FromRequired,
     LoraSpec,
+    Quantization,
     TrainerScheduleSettings,
 )
 from engine.stages.common.preference_spec import PreferenceDataSpec
@@ -60,6 +61,7 @@ class DPOSpec(PreferenceDataSpec, FromRequired, TrainerScheduleSettings, Checkpo
         description="a [stages.NAME.lora] table trains LoRA adapters, and the reference is the policy with "
         "its adapters off (no second copy); without one every weight is trained against a frozen copy",
     )
+    quantization: Quantization = "none"
     precompute_ref_log_probs: Literal["auto", "on", "off"] = Field(
         "auto",
         description="score every pair under the reference once before training instead of at every step; "

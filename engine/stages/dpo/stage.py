@@ -55,6 +55,7 @@ from transformers import (
 from trl import DPOConfig, DPOTrainer
 
 from engine.errors import StageFailed
+from engine.stages.common import quantized
 from engine.stages.common.callbacks import attach_stage_callback, train_resumably
 from engine.stages.common.context import StageContext, checkpoint_name
 from engine.stages.common.data_loading import held_out_prompts
@@ -69,6 +70,7 @@ from engine.stages.dpo.spec import DPOSpec
 
 def run(ctx: StageContext) -> None:
     spec, hardware = begin(ctx, DPOSpec)
+    quantized.require(spec, hardware)
 
     trainer, sampler, margin = build_trainer(ctx, hardware)
     # DPO's loss is no cross-entropy: exp(eval/loss) would be a made-up perplexity.
@@ -133,11 +135,21 @@ def build_trainer(
         raise StageFailed("the tokenizer has no eos token to end an answer with")
 
     # -- policy and reference --------------------------------------------------
-    policy = load_model_for_training(model_source, tokenizer, seed=spec.seed)
+    # QLoRA (quantized.require has made sure of CUDA and bitsandbytes): the
+    # frozen base in 4 or 8 bits on this process's GPU, adapters in full.
+    qlora = spec.quantization != "none"
+    if qlora:
+        policy = quantized.load_causal_lm(model_source, spec.quantization, hardware)
+    else:
+        policy = load_model_for_training(model_source, tokenizer, seed=spec.seed)
     if model_source.kind == "builtin":
         ctx.log(f"from builtin:{model_source.value}: preference-tuning a randomly initialised model",
                 level="warning")
     parameters = count_parameters(policy)
+    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters,
+                                                     quantized=qlora)
+    if qlora:
+        policy = quantized.prepare_for_adapters(policy, checkpointing=checkpointing)
     precompute = _precompute_reference(spec, len(train_pairs), hardware)
     peft_config = None
     reference: PreTrainedModel | None = None
@@ -154,7 +166,6 @@ def build_trainer(
         # which a preset does not have; a frozen copy of what was loaded is exact.
         reference = copy.deepcopy(policy).eval().requires_grad_(False)
         reference_kind = "a frozen copy of the starting model"
-    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters)
 
     # -- trainer ---------------------------------------------------------------
     schedule = runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir)
@@ -214,6 +225,7 @@ def build_trainer(
                 "parameters": parameters,
                 "trainable_parameters": trainable,
                 "lora": peft_config.to_dict() if peft_config is not None else None,
+                "quantization": spec.quantization,
                 "config": policy.config.to_dict(),
             },
             "reference": reference_kind,

@@ -8,10 +8,13 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from engine.spec.fields import (
+    ActivationCheckpointing,
     EvalAnswerSettings,
     FromRequired,
+    FrozenQuantization,
     KeepCheckpoints,
     LoraSpec,
+    Quantization,
     StageSpec,
     WeightDecay,
     trained_reward_model,
@@ -61,6 +64,14 @@ class PPOSpec(StageSpec, FromRequired, EvalAnswerSettings):
         description="a [stages.NAME.lora] table trains LoRA adapters on the policy, and the reference is the "
         "policy with its adapters off (no second copy); without one every weight is trained",
     )
+    quantization: Quantization = Field(
+        "none",
+        description="QLoRA: the policy's frozen base in 4 or 8 bits, and the value network's too (its body then "
+        "trains LoRA adapters of the same lora table, and its score head in full); needs lora, a CUDA GPU and "
+        "bitsandbytes",
+    )
+    frozen_quantization: FrozenQuantization = "none"
+    activation_checkpointing: ActivationCheckpointing = "auto"
     # The prompts it practises on.
     prompts: str | None = Field(
         None,

@@ -69,6 +69,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from engine.errors import StageCancelled, StageFailed
 from engine.runtime.checkpoints import CHECKPOINT_DONE_MARKER
+from engine.stages.common import quantized
 from engine.stages.common.callbacks import CHECKPOINT_PREFIX
 from engine.stages.common.context import Source, StageContext
 from engine.stages.common.data_loading import instruction_examples, load_records
@@ -76,10 +77,16 @@ from engine.stages.common.distributed import full_weights_for_generation
 from engine.stages.common.eval_answers import EvalAnswers
 from engine.stages.common.generation import SamplingSettings, generate_tokens
 from engine.stages.common.inference import dtype_for, max_positions
-from engine.stages.common.models import count_parameters, load_model_for_training
+from engine.stages.common.models import (
+    count_parameters,
+    enable_activation_checkpointing,
+    load_classifier,
+    load_model_for_training,
+    without_dropout,
+)
 from engine.stages.common.practice_prompts import practice_prompts
 from engine.stages.common.prologue import begin
-from engine.stages.common.saving import save_final
+from engine.stages.common.saving import parent_weights, save_final
 from engine.stages.common.tokenizer import CHAT_TEMPLATE, describe_tokenizer, load_stage_tokenizer, load_tokenizer
 from engine.stages.ppo import ppo_math
 from engine.stages.ppo.spec import PPOSpec
@@ -91,6 +98,7 @@ STATE_FILE = "ppo_state.pt"
 
 def run(ctx: StageContext) -> None:
     spec, hardware = begin(ctx, PPOSpec)
+    quantized.require(spec, hardware)
     accelerator = Accelerator(
         cpu=hardware.device == "cpu",
         mixed_precision="bf16" if hardware.bf16 else "fp16" if hardware.fp16 else "no",
@@ -98,7 +106,7 @@ def run(ctx: StageContext) -> None:
     resume = _resume_folder(ctx)
 
     # -- models ----------------------------------------------------------------
-    models = load_models(ctx, spec, accelerator.device, resume, frozen_dtype=dtype_for(hardware.precision))
+    models = load_models(ctx, spec, accelerator.device, resume, hardware=hardware)
     policy, value = models.policy, models.value
     tokenizer = models.tokenizer
 
@@ -198,7 +206,7 @@ def run(ctx: StageContext) -> None:
     # final/: the policy as a plain causal LM (LoRA merged, the adapter alone in adapter/).
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(policy), tokenizer, ctx.final_dir)
+        save_final(accelerator.unwrap_model(policy), tokenizer, ctx.final_dir, base=parent_weights(ctx))
     accelerator.wait_for_everyone()
     ctx.checkpoint_saved(spec.updates, ctx.final_dir, is_final=True)
     ctx.flush()
@@ -219,6 +227,7 @@ class Models:
     policy_source: Source
     reward_source: Source
     parent_name: str  # how samples record the starting policy
+    activation_checkpointing: bool = False  # the policy's and the value network's layers
 
     def reference_logits(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.reference is not None:
@@ -228,10 +237,17 @@ class Models:
 
 
 def load_models(ctx: StageContext, spec: PPOSpec, device: torch.device, resume: Path | None, *,
-                frozen_dtype: torch.dtype = torch.float32) -> Models:
+                hardware: runtime.Runtime) -> Models:
     """Tokenizers and the four models, on this process's device. On resume the
     policy and value network come from the checkpoint, the reference and the
-    reward model from where they always come from."""
+    reward model from where they always come from.
+
+    Memory: the frozen models (the reward model, and the reference when it
+    is a copy) are held in the compute precision, or in 4 or 8 bits
+    (`frozen_quantization`); with `quantization` (QLoRA) the policy and the
+    value network are each a frozen body in 4 or 8 bits training LoRA
+    adapters (and the value network its score head)."""
+    qlora = spec.quantization != "none"
 
     # -- the policy's tokenizer -------------------------------------------------
     policy_source = ctx.resolve(spec.from_)  # type: ignore[arg-type]  # required by the spec
@@ -245,33 +261,52 @@ def load_models(ctx: StageContext, spec: PPOSpec, device: torch.device, resume: 
     # -- the policy and its reference --------------------------------------------
     if policy_source.kind == "builtin":
         ctx.log(f"from builtin:{policy_source.value}: PPO on a randomly initialised policy", level="warning")
-    base = load_model_for_training(policy_source, tokenizer, seed=spec.seed)
+    if qlora:
+        base = quantized.load_causal_lm(policy_source, spec.quantization, hardware)
+    else:
+        base = load_model_for_training(policy_source, tokenizer, seed=spec.seed)
+    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware,
+                                                     count_parameters(base), quantized=qlora)
     reference = None
     if spec.lora is None:
-        reference = copy.deepcopy(base) if resume is None else base
+        # Frozen and only ever run forward: in the compute precision (bf16 on
+        # GPUs that support it: the KL at the first update is then bf16's
+        # rounding, not exactly 0, for half the memory), or quantized.
+        if spec.frozen_quantization != "none":
+            reference = quantized.load_causal_lm(policy_source, spec.frozen_quantization, hardware,
+                                                 field="frozen_quantization")
+        else:
+            reference = copy.deepcopy(base) if resume is None else base
+            reference.to(device=device, dtype=dtype_for(hardware.precision))
         if resume is not None:
             base = load_model_for_training(Source("path", str(resume)), tokenizer, seed=spec.seed)
-        reference.requires_grad_(False).eval().to(device)
+        reference.requires_grad_(False).eval()
 
     # -- the value network -------------------------------------------------------
     # Built before LoRA wraps the policy: from the policy it copies the bare body.
     reward_source = ctx.resolve(spec.reward_model)  # type: ignore[arg-type]  # required by the spec
     reward_tokenizer = load_tokenizer(reward_source, ctx.cache_dir)
     shared_vocabulary = reward_tokenizer.get_vocab() == tokenizer.get_vocab()
-    if resume is not None:
-        classifier = _load_classifier(str(resume / VALUE_FOLDER), dtype=torch.float32)
+    if spec.value_from == "reward" and not shared_vocabulary:
+        raise StageFailed(
+            "value_from = 'reward' needs the reward model to share the policy's tokenizer (its values "
+            "sit on the policy's tokens), but their vocabularies differ; set value_from = 'policy'"
+        )
+    if qlora:
+        classifier = quantized_value_network(spec, hardware, policy_source, reward_source, resume,
+                                             checkpointing=checkpointing)
+    elif resume is not None:
+        classifier = load_classifier(str(resume / VALUE_FOLDER), dtype=torch.float32)
     elif spec.value_from == "reward":
-        if not shared_vocabulary:
-            raise StageFailed(
-                "value_from = 'reward' needs the reward model to share the policy's tokenizer (its values "
-                "sit on the policy's tokens), but their vocabularies differ; set value_from = 'policy'"
-            )
-        classifier = _load_classifier(reward_source.value, dtype=torch.float32)
+        classifier = load_classifier(reward_source.value, dtype=torch.float32)
     else:
         classifier = value_network_from(base, seed=spec.seed)
-    value = TokenValues(classifier).to(device)
+    value = TokenValues(classifier)
 
     # -- LoRA --------------------------------------------------------------------
+    if checkpointing and not qlora:  # (a quantized body has it from prepare_for_adapters)
+        enable_activation_checkpointing(base)
+        enable_activation_checkpointing(classifier)
     policy: PreTrainedModel = base
     if spec.lora is not None:
         from peft import PeftModel, get_peft_model
@@ -279,16 +314,26 @@ def load_models(ctx: StageContext, spec: PPOSpec, device: torch.device, resume: 
         if resume is not None:
             policy = PeftModel.from_pretrained(base, str(resume), is_trainable=True)
         else:
+            torch.manual_seed(spec.seed)  # the adapters' random init is part of what the seed reproduces
             policy = get_peft_model(base, runtime.lora_config(spec.lora, "CAUSAL_LM"))
-    policy.to(device).eval()  # eval: no dropout (see the module docstring)
-    value.eval()
+    if not qlora:  # quantized bodies were loaded onto this process's GPU, and cannot move
+        policy.to(device)
+        value.to(device)
+    # No dropout (see the module docstring): eval mode. transformers checkpoints
+    # a layer only in training mode, so with activation checkpointing the two
+    # train with every dropout rate set to 0 instead.
+    for model in (policy, value):
+        if checkpointing:
+            without_dropout(model).train()
+        else:
+            model.eval()
 
     # -- the reward model ----------------------------------------------------------
-    # Frozen and only ever run forward: in the compute precision (bf16 on GPUs that have it).
-    # (The reference stays in fp32 like the policy: at the first update their
-    # probabilities must agree exactly, KL 0.)
-    reward_model = _load_classifier(reward_source.value, dtype=frozen_dtype)
-    reward_model.requires_grad_(False).eval().to(device)
+    # Frozen and only ever run forward: in the compute precision (bf16 on GPUs
+    # that support it), or quantized (frozen_quantization).
+    reward_model = quantized.load_frozen_classifier(reward_source.value, spec.frozen_quantization, hardware)
+    if not quantized.is_quantized(reward_model):
+        reward_model.to(device)
     if not reward_tokenizer.chat_template:
         # The reward stage frames its pairs in the built-in template when its tokenizer has none.
         reward_tokenizer.chat_template = CHAT_TEMPLATE
@@ -306,26 +351,8 @@ def load_models(ctx: StageContext, spec: PPOSpec, device: torch.device, resume: 
         policy_source=policy_source, reward_source=reward_source,
         parent_name=policy_source.value if policy_source.kind == "path"
         else f"{policy_source.kind}:{policy_source.value}",
+        activation_checkpointing=checkpointing,
     )
-
-
-def _load_classifier(where: str, *, dtype: torch.dtype) -> PreTrainedModel:
-    """A trained sequence-classification model with one output: a reward model,
-    or a saved value network."""
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(where, dtype=dtype, use_safetensors=True)
-    except Exception as exc:  # a missing, partial or corrupt folder raises many types
-        raise StageFailed(f"cannot load a reward model from {where}: {exc}") from exc
-    architectures = model.config.architectures or []
-    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
-        # A causal LM loads too, with a random score head: PPO would chase noise.
-        raise StageFailed(
-            f"{where} holds a {architectures[0]}, not a reward model: name a reward stage, or a folder "
-            "saved with AutoModelForSequenceClassification (num_labels = 1)"
-        )
-    if model.config.num_labels != 1:
-        raise StageFailed(f"{where} gives {model.config.num_labels} scores per sequence; a reward model gives one")
-    return model
 
 
 def value_network_from(policy: PreTrainedModel, *, seed: int) -> PreTrainedModel:
@@ -337,16 +364,45 @@ def value_network_from(policy: PreTrainedModel, *, seed: int) -> PreTrainedModel
     torch.manual_seed(seed)
     classifier = AutoModelForSequenceClassification.from_config(config)
     classifier.base_model.load_state_dict(policy.base_model.state_dict())
-    torch.nn.init.zeros_(_score_head(classifier).weight)
+    _zero(_score_head(classifier))
     return classifier.to(torch.float32)
 
 
-def _score_head(classifier: PreTrainedModel) -> torch.nn.Linear:
+def quantized_value_network(spec: PPOSpec, hardware: runtime.Runtime, policy_source: Source, reward_source: Source,
+                            resume: Path | None, *, checkpointing: bool) -> Any:  # -> peft.PeftModel
+    """Under QLoRA, the value network as the policy is: a body in 4 or 8 bits
+    (the reward model's, or the policy's with a zeroed head), frozen, with
+    LoRA adapters of the same lora table; its score head trains in full.
+    Held in full it would be a second full model with gradients and AdamW
+    state, most of PPO's memory. On resume the adapters and head come from
+    the checkpoint's value/ folder."""
+    from peft import PeftModel, get_peft_model
+
+    where = reward_source if spec.value_from == "reward" else policy_source
+    classifier = quantized.load_scoring_body(where, spec.quantization, hardware)
+    if spec.value_from == "policy":
+        _zero(_score_head(classifier))  # V = 0 at first, as value_network_from
+    classifier = quantized.prepare_for_adapters(classifier, checkpointing=checkpointing)
+    if resume is not None:
+        return PeftModel.from_pretrained(classifier, str(resume / VALUE_FOLDER), is_trainable=True)
+    torch.manual_seed(spec.seed + 1)  # (the policy's adapters draw from spec.seed)
+    return get_peft_model(classifier, runtime.lora_config(spec.lora, "SEQ_CLS"))
+
+
+def _score_head(classifier: Any) -> torch.nn.Module:
+    """The linear head a classifier scores with; under LoRA, peft's wrapper
+    around it (the copy it trains in full)."""
     for name in ("score", "classifier"):
         head = getattr(classifier, name, None)
-        if isinstance(head, torch.nn.Linear):
+        if isinstance(head, torch.nn.Module) and isinstance(getattr(head, "original_module", head), torch.nn.Linear):
             return head
     raise StageFailed(f"{type(classifier).__name__} has no linear score head to read values per token from")
+
+
+@torch.no_grad()
+def _zero(head: torch.nn.Module) -> None:
+    for parameter in head.parameters():
+        parameter.zero_()
 
 
 class TokenValues(torch.nn.Module):
@@ -354,14 +410,16 @@ class TokenValues(torch.nn.Module):
     last: V(state before each token). A module of its own so that DDP wraps
     (and averages the gradients of) exactly what the value loss trains."""
 
-    def __init__(self, classifier: PreTrainedModel) -> None:
+    def __init__(self, classifier: Any) -> None:  # a classifier, or a peft model of one (QLoRA)
         super().__init__()
         self.classifier = classifier
-        self.head = _score_head(classifier)
+        inner = classifier.get_base_model() if hasattr(classifier, "get_base_model") else classifier
+        self.body = inner.base_model  # (with peft's adapters in its layers, under QLoRA)
+        self.head = _score_head(inner)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor) -> torch.Tensor:
-        body = self.classifier.base_model(input_ids=input_ids, attention_mask=attention_mask,
+        body = self.body(input_ids=input_ids, attention_mask=attention_mask,
                                           position_ids=position_ids, use_cache=False)
         return self.head(body.last_hidden_state).squeeze(-1).float()
 
@@ -733,13 +791,16 @@ def _resolved_config(spec: PPOSpec, models: Models, accelerator: Accelerator, ro
             "source": f"{models.policy_source.kind}:{models.policy_source.value}",
             "parameters": count_parameters(policy),
             "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad),
-            "reference": "the policy with adapters off" if models.reference is None else "a frozen copy",
+            "reference": "the policy with adapters off" if models.reference is None
+            else f"a frozen copy ({_held_as(models.reference)})",
+            "activation_checkpointing": models.activation_checkpointing,
         },
         "value": {"starts_from": spec.value_from, "class": type(models.value.classifier).__name__,
                   "parameters": count_parameters(models.value)},
         "reward_model": {
             "source": f"{models.reward_source.kind}:{models.reward_source.value}",
             "class": type(models.reward_model).__name__,
+            "held_as": _held_as(models.reward_model),
             "parameters": count_parameters(models.reward_model),
             "tokenizer": describe_tokenizer(models.reward_tokenizer, models.reward_source),
             "shares_policy_tokenizer": models.reward_tokenizer.get_vocab() == models.tokenizer.get_vocab(),
@@ -749,6 +810,13 @@ def _resolved_config(spec: PPOSpec, models: Models, accelerator: Accelerator, ro
         "eval_prompts": evaluator.describe(),
         "ptx_examples": len(ptx_texts),
     }
+
+
+def _held_as(model: PreTrainedModel) -> str:
+    """How a frozen model is held in memory: "4bit", "8bit" or its dtype (bfloat16...)."""
+    if quantized.is_quantized(model):
+        return "4bit" if getattr(model, "is_loaded_in_4bit", False) else "8bit"
+    return str(model.dtype).removeprefix("torch.")
 
 
 # --- stopping and checkpoints ----------------------------------------------------------

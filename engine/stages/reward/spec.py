@@ -11,6 +11,7 @@ from engine.spec.fields import (
     CheckpointSettings,
     FromRequired,
     LoraSpec,
+    Quantization,
     TrainerScheduleSettings,
 )
 from engine.stages.common.preference_spec import PreferenceDataSpec
@@ -47,6 +48,7 @@ class RewardSpec(PreferenceDataSpec, FromRequired, TrainerScheduleSettings, Chec
         description="a [stages.NAME.lora] table trains LoRA adapters (and the score head); "
         "without one every weight is trained",
     )
+    quantization: Quantization = "none"
     activation_checkpointing: ActivationCheckpointing = "auto"
     max_length: int = Field(
         512, ge=8, le=131072,

@@ -67,18 +67,20 @@ from trl import RewardConfig, RewardTrainer
 
 from engine.errors import StageFailed
 from engine.feedback.records import is_person
+from engine.stages.common import quantized
 from engine.stages.common.callbacks import attach_stage_callback, train_resumably
 from engine.stages.common.context import Source, StageContext
 from engine.stages.common.models import count_parameters, preset_config
 from engine.stages.common.preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
 from engine.stages.common.prologue import begin
-from engine.stages.common.saving import save_trained
+from engine.stages.common.saving import save_final, save_trained
 from engine.stages.common.tokenizer import describe_tokenizer, load_stage_tokenizer
 from engine.stages.reward.spec import RewardSpec
 
 
 def run(ctx: StageContext) -> None:
     spec, hardware = begin(ctx, RewardSpec)
+    quantized.require(spec, hardware)
 
     trainer, agreement = build_trainer(ctx, hardware)
     if agreement is not None:
@@ -93,7 +95,10 @@ def run(ctx: StageContext) -> None:
     step = train_resumably(trainer, ctx, callback, max_steps=spec.max_steps)
 
     # -- save ------------------------------------------------------------------
-    save_trained(trainer, ctx, step)
+    if spec.quantization != "none":
+        save_qlora_reward_model(trainer, ctx, step)
+    else:
+        save_trained(trainer, ctx, step)
 
 
 def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[RewardTrainer, HeldOutAgreement | None]:
@@ -134,11 +139,20 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[RewardT
         model_source, ctx.resolve_optional(spec.tokenizer), ctx.cache_dir, log=ctx.log)
 
     # -- model -----------------------------------------------------------------
-    model = load_reward_model(model_source, tokenizer, seed=spec.seed)
+    # QLoRA (quantized.require has made sure of CUDA and bitsandbytes): the
+    # body frozen in 4 or 8 bits on this process's GPU; adapters and the score head train.
+    qlora = spec.quantization != "none"
+    if qlora:
+        model = quantized_reward_model(model_source, tokenizer, spec.quantization, hardware, seed=spec.seed)
+    else:
+        model = load_reward_model(model_source, tokenizer, seed=spec.seed)
     if model_source.kind == "builtin":
         ctx.log(f"from builtin:{model_source.value}: training a reward model from a random init", level="warning")
     parameters = count_parameters(model)
-    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters)
+    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters,
+                                                     quantized=qlora)
+    if qlora:
+        model = quantized.prepare_for_adapters(model, checkpointing=checkpointing)
     peft_config = None
     if spec.lora is not None:
         # SEQ_CLS makes peft train (and save) the new score head in full beside the adapters.
@@ -194,6 +208,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[RewardT
                 "parameters": parameters,
                 "trainable_parameters": trainable,
                 "lora": peft_config.to_dict() if peft_config is not None else None,
+                "quantization": spec.quantization,
                 "config": model.config.to_dict(),
             },
             "tokenizer": describe_tokenizer(tokenizer, tokenizer_source),
@@ -255,6 +270,36 @@ def load_reward_model(source: Source, tokenizer: PreTrainedTokenizerBase, *, see
         raise StageFailed("the tokenizer has no pad token: a reward model needs one to find each sequence's end")
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def quantized_reward_model(source: Source, tokenizer: PreTrainedTokenizerBase, setting: str,
+                           hardware: runtime.Runtime, *, seed: int) -> PreTrainedModel:
+    """QLoRA's reward model: the body of `from` in 4 or 8 bits, with a new score
+    head in full precision, drawn from the seed as load_reward_model's is."""
+    set_seed(seed)
+    model = quantized.load_scoring_body(source, setting, hardware)
+    if tokenizer.pad_token_id is None:
+        raise StageFailed("the tokenizer has no pad token: a reward model needs one to find each sequence's end")
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def save_qlora_reward_model(trainer: RewardTrainer, ctx: StageContext, step: int) -> None:
+    """final/ of a QLoRA reward model: the trained adapters and score head
+    moved onto the `from` body loaded in fp32, then saved as any LoRA reward
+    model (merged, and the adapter alone in adapter/). Merging into the 4- or
+    8-bit weights would round the merged result."""
+    spec = ctx.spec
+    assert isinstance(spec, RewardSpec)
+    if trainer.is_world_process_zero():
+        source = ctx.resolve(spec.from_)  # type: ignore[arg-type]  # required by the spec
+        tokenizer = trainer.processing_class
+        assert isinstance(tokenizer, PreTrainedTokenizerBase)
+        full = load_reward_model(source, tokenizer, seed=spec.seed)
+        save_final(quantized.adapters_on(trainer.accelerator.unwrap_model(trainer.model), full), tokenizer,
+                   ctx.final_dir)
+    ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
+    ctx.flush()
 
 
 # --- whole prompts per batch ----------------------------------------------------

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field
 
 from engine.spec.fields import (
+    ActivationCheckpointing,
     CheckpointSettings,
     EvalAnswerSettings,
     LoraSpec,
+    Quantization,
     StageSpec,
     TrainerScheduleSettings,
 )
@@ -70,15 +71,8 @@ class SFTSpec(StageSpec, TrainerScheduleSettings, CheckpointSettings, EvalAnswer
         description="a [stages.NAME.lora] table trains LoRA adapters (r, alpha, dropout, target_modules); "
         "without one every weight is fine-tuned",
     )
-    quantization: Literal["none", "4bit", "8bit"] = Field(
-        "none",
-        description="QLoRA: load the frozen base model in 4 or 8 bits (needs lora, a CUDA GPU and bitsandbytes)",
-    )
-    activation_checkpointing: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="recompute activations in the backward pass to save memory; "
-        "auto = on a GPU for models of 100M+ parameters or quantized ones, off on the CPU",
-    )
+    quantization: Quantization = "none"
+    activation_checkpointing: ActivationCheckpointing = "auto"
     # Schedule: TrainerScheduleSettings, placed here, with this kind's own defaults and help.
     max_steps: int = Field(400, ge=1, description="optimizer steps")
     batch_size: int = Field(32, ge=1, description="examples per step per process")
@@ -94,15 +88,3 @@ class SFTSpec(StageSpec, TrainerScheduleSettings, CheckpointSettings, EvalAnswer
     )
     eval_every: int = Field(50, ge=1, description="steps between held-out loss evaluations")
     eval_batches: int = Field(8, ge=1, description="batches per evaluation (caps its cost)")
-
-    @field_validator("quantization")
-    @classmethod
-    def _quantization_needs_lora(cls, value: str, info: ValidationInfo) -> str:
-        # A lora table that failed its own checks is not in info.data: one problem is enough.
-        if value != "none" and "lora" in info.data and info.data["lora"] is None:
-            raise PydanticCustomError(
-                "needs_lora",
-                "quantization (QLoRA) trains adapters on a frozen quantized model: "
-                "add a [stages.NAME.lora] table",
-            )
-        return value

@@ -38,19 +38,17 @@ from engine.stages.common import setup as runtime
 
 # isort: split
 
-import importlib.util
-import os
 import warnings
 from typing import Any
 
 import datasets
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from engine.errors import StageFailed
+from engine.stages.common import quantized
 from engine.stages.common.callbacks import attach_stage_callback, train_resumably
-from engine.stages.common.context import Source, StageContext, checkpoint_name
+from engine.stages.common.context import StageContext, checkpoint_name
 from engine.stages.common.data_loading import (
     held_out_prompts,
     instruction_examples,
@@ -67,7 +65,7 @@ from engine.stages.sft.spec import SFTSpec
 
 def run(ctx: StageContext) -> None:
     spec, hardware = begin(ctx, SFTSpec)
-    check_quantization(spec, hardware)
+    quantized.require(spec, hardware)
 
     trainer, sampler = build_trainer(ctx, hardware)
     callback = attach_stage_callback(trainer, ctx)
@@ -81,24 +79,6 @@ def run(ctx: StageContext) -> None:
 
     # -- save ------------------------------------------------------------------
     save_trained(trainer, ctx, step, base=parent_weights(ctx))
-
-
-def check_quantization(spec: SFTSpec, hardware: runtime.Runtime) -> None:
-    """QLoRA needs a CUDA GPU and bitsandbytes: say exactly which is missing."""
-    if spec.quantization == "none":
-        return
-    missing = []
-    if hardware.device != "cuda":
-        missing.append("this stage runs on the CPU" + (
-            " (device = 'cpu')" if spec.device == "cpu" else " (no CUDA GPU is visible)"))
-    if importlib.util.find_spec("bitsandbytes") is None:
-        missing.append("the bitsandbytes package is not installed (pip install bitsandbytes)")
-    if missing:
-        raise StageFailed(
-            f"quantization = {spec.quantization!r} (QLoRA) needs a CUDA GPU and bitsandbytes, but "
-            + " and ".join(missing)
-            + "; set quantization = 'none' to train LoRA adapters on the unquantized model"
-        )
 
 
 def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrainer, EvalAnswersCallback]:
@@ -144,12 +124,20 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
     )
 
     # -- model -----------------------------------------------------------------
-    model = _load_model(model_source, tokenizer, spec, hardware)
+    # QLoRA (quantized.require has made sure of CUDA and bitsandbytes): the
+    # frozen base in 4 or 8 bits on this process's GPU, adapters in full.
+    qlora = spec.quantization != "none"
+    if qlora:
+        model = quantized.load_causal_lm(model_source, spec.quantization, hardware)
+    else:
+        model = load_model_for_training(model_source, tokenizer, seed=spec.seed)
     if model_source.kind == "builtin":
         ctx.log(f"from builtin:{model_source.value}: fine-tuning a randomly initialised model", level="warning")
     parameters = count_parameters(model)
     checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters,
-                                                     quantized=spec.quantization != "none")
+                                                     quantized=qlora)
+    if qlora:
+        model = quantized.prepare_for_adapters(model, checkpointing=checkpointing)
     peft_config = None
     if spec.lora is not None:
         peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM")
@@ -247,38 +235,3 @@ def _conversations_for_answer_loss(
     ctx.log("the chat template has no {% generation %} markers: the loss falls on the last assistant "
             "turn of each conversation", level="warning")
     return pairs, False
-
-
-def _load_model(
-    source: Source, tokenizer: PreTrainedTokenizerBase, spec: SFTSpec, hardware: runtime.Runtime
-) -> PreTrainedModel:
-    if spec.quantization == "none":
-        return load_model_for_training(source, tokenizer, seed=spec.seed)
-    # QLoRA (check_quantization has made sure of CUDA and bitsandbytes): the
-    # frozen base in 4 or 8 bits on this process's GPU, adapters in bf16/fp32.
-    if source.kind == "builtin":
-        raise StageFailed(
-            "quantization needs pretrained weights to quantize; a built-in preset is a random init: "
-            "name a stage, a folder or a hub id in `from`"
-        )
-    from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    compute_dtype = torch.bfloat16 if hardware.bf16 else torch.float16 if hardware.fp16 else torch.float32
-    if spec.quantization == "4bit":
-        quantization = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-        )
-    else:
-        quantization = BitsAndBytesConfig(load_in_8bit=True)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source.value, quantization_config=quantization, dtype=compute_dtype, use_safetensors=True,
-            device_map={"": int(os.environ.get("LOCAL_RANK", "0"))},
-        )
-    except (OSError, ValueError) as exc:
-        raise StageFailed(f"cannot load a causal language model from {source.value}: {exc}") from exc
-    checkpointing = spec.activation_checkpointing != "off"
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
-
