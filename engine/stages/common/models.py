@@ -147,13 +147,15 @@ def enable_activation_checkpointing(model: PreTrainedModel) -> None:
 
 def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
     """`model` with every dropout off, modules (nn.Dropout) and the rates
-    attention layers read from their config (`attention_dropout`) alike, so
-    that training mode changes nothing but whether layers are checkpointed:
-    transformers checkpoints a layer only in training mode."""
+    attention layers read from their config (`attention_dropout`) alike, and
+    the noise a mixture of experts adds to its router while training
+    (`jitter_noise`), so that training mode changes nothing but whether
+    layers are checkpointed: transformers checkpoints a layer only in
+    training mode."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-        for name in ("attention_dropout", "dropout"):
+        for name in ("attention_dropout", "dropout", "jitter_noise"):
             if isinstance(getattr(module, name, None), float):
                 setattr(module, name, 0.0)
     return model
