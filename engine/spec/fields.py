@@ -132,6 +132,8 @@ class StageSpec(BaseModel):
     #: the stages it comes from): that one defaults to the demo task's data, named here. A user's
     #: own model never falls back on the demo's data (the pipeline loader applies this).
     demo_defaults: ClassVar[dict[str, str]] = {}
+    #: plain path fields (not references) the loader makes absolute, relative to the spec's folder
+    path_fields: ClassVar[frozenset[str]] = frozenset({"accelerate_config"})
 
     kind: str
     processes: int = Field(
@@ -151,7 +153,8 @@ class StageSpec(BaseModel):
     )
     accelerate_config: str | None = Field(
         None,
-        description="an accelerate config file (absolute path, as `accelerate config` writes it) that decides "
+        description="an accelerate config file (as `accelerate config` writes it; relative to the spec's folder) "
+        "that decides "
         "everything but processes, machines and ranks, which this spec still gives; instead of strategy",
     )
     main_process_ip: str | None = Field(
@@ -208,8 +211,8 @@ class StageSpec(BaseModel):
                 "accelerate_config", "expected an accelerate config file (.yaml, .yml or .json, "
                 "as `accelerate config` writes it)",
             )
-        # The pipeline loader resolves reference fields, not this one: a relative path
-        # would be read from wherever the stage happens to start.
+        # The pipeline loader makes a relative path absolute (`path_fields`); one still relative here
+        # (a spec built in code) would be read from wherever the stage happens to start.
         if not path.expanduser().is_absolute():
             raise PydanticCustomError(
                 "accelerate_config", "expected an absolute path (or one starting with ~/) to an accelerate "

@@ -286,6 +286,11 @@ class _Loader:
             else:
                 report(f"unknown field for a {kind} stage{_did_you_mean(key, allowed)}", key)
 
+        for alias in cls.path_fields:
+            value = data.get(alias)
+            if isinstance(value, str) and value.strip() and not Path(value.strip()).expanduser().is_absolute():
+                data[alias] = str((self.base_dir / value.strip()).resolve())
+
         # The demo task's data only for a demo model; a user's model must be given its own.
         for alias, demo_value in cls.demo_defaults.items():
             if data.get(alias) is not None:

@@ -37,12 +37,6 @@ def stage(settings: str) -> str:
             id="strategy_and_config_file",
         ),
         pytest.param(
-            'accelerate_config = "fsdp.yaml"',
-            "field 'accelerate_config': expected an absolute path (or one starting with ~/) to an accelerate "
-            "config file, got the string 'fsdp.yaml'",
-            id="relative_config_file",
-        ),
-        pytest.param(
             'accelerate_config = "/etc/accelerate/fsdp.toml"',
             "field 'accelerate_config': expected an accelerate config file (.yaml, .yml or .json, as "
             "`accelerate config` writes it), got the string '/etc/accelerate/fsdp.toml'",
@@ -121,3 +115,11 @@ def test_defaults_launch_one_plain_process(specs) -> None:
 def test_a_stage_stored_before_the_launch_keys_existed_still_validates() -> None:
     old = {"kind": "pretrain", "from": "builtin:llama-4m", "processes": 2}
     assert stage_spec_from_dict(old).strategy == "ddp"
+
+
+def test_a_relative_accelerate_config_is_read_beside_the_spec(tmp_path) -> None:
+    from engine import parse_spec
+
+    spec = parse_spec('[stages.pretrain]\nkind = "pretrain"\naccelerate_config = "configs/fsdp.yaml"\n',
+                      source="p.toml", base_dir=tmp_path)
+    assert spec.stages["pretrain"].accelerate_config == str(tmp_path.resolve() / "configs" / "fsdp.yaml")
