@@ -87,12 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     _watch_supervisor(ctx)
     if args.resume_from is not None:
         ctx.log(f"resuming from {args.resume_from}")
-        resumed_at = CHECKPOINT_NAME.match(args.resume_from.name)
-        if is_main and resumed_at:
-            # The steps after the checkpoint run again: their new metrics replace the old, never sit beside them.
-            dropped = store.drop_metrics_after(stage_id=stage.id, step=int(resumed_at.group(1)))
-            if dropped:
-                ctx.log(f"{dropped} metric points logged after step {resumed_at.group(1)} replaced by the re-run")
+    resumed_at = CHECKPOINT_NAME.match(args.resume_from.name) if args.resume_from is not None else None
+    if is_main and (resumed_at or args.resume_from is None):
+        # The steps after the checkpoint run again: their new metrics replace the old, never sit beside them.
+        # Without a checkpoint (killed before the first one was whole) that is every step from the start,
+        # the eval a stage runs before its first step (step 0) included; on a first attempt nothing is there.
+        after = int(resumed_at.group(1)) if resumed_at else -1
+        dropped = store.drop_metrics_after(stage_id=stage.id, step=after)
+        if dropped:
+            since = f"after step {after}" if resumed_at else "by an earlier attempt (no whole checkpoint to start from)"
+            ctx.log(f"{dropped} metric points logged {since} replaced by the re-run")
 
     def record(status: StageStatus, error: str | None, tb: str | None = None) -> None:
         ctx.flush()
