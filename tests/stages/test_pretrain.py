@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -172,3 +173,21 @@ def test_two_processes_stop_together_when_only_one_sees_the_cancel(make_context,
     assert [(c.step, c.is_final) for c in checkpoints] == [(3, False)]
     assert (ctx.checkpoints_dir / "checkpoint-3" / "trainer_state.json").is_file()
     assert not ctx.final_dir.exists()
+
+
+@pytest.mark.slow
+def test_resuming_from_the_last_checkpoint_trains_no_step_past_the_end(make_context, workspace) -> None:
+    # Killed after checkpoint-max_steps was whole but before success was recorded (issue 14,
+    # found by bench_faults): the resume used to run step max_steps + 1 on a schedule past its end.
+    spec = tiny_spec(max_steps=4, save_every=2, eval_every=100)
+    first = make_context(spec)
+    pretrain.run(first)
+    last = first.checkpoints_dir / "checkpoint-4"
+    weights = (first.final_dir / "model.safetensors").read_bytes()
+    shutil.rmtree(first.final_dir)  # as if killed before the final save
+
+    resumed = make_context(spec, like=first, resume_from=last)
+    pretrain.run(resumed)
+    assert not (first.checkpoints_dir / "checkpoint-5").exists()
+    assert [s for s, _ in series(workspace, first, "train/loss")] == [1, 2, 3, 4]
+    assert (first.final_dir / "model.safetensors").read_bytes() == weights  # the step-4 weights, unchanged

@@ -10,6 +10,7 @@ nothing in a worker writes to the terminal.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from engine.errors import StageCancelled, StageFailed
@@ -220,6 +222,15 @@ def train_resumably(trainer: Trainer, ctx: StageContext, callback: StageCallback
         if not Path(ctx.resume_from).is_dir():
             raise StageFailed(f"cannot resume: checkpoint {ctx.resume_from} does not exist")
         resume_from = str(ctx.resume_from)
+        done = _checkpoint_step(Path(resume_from))
+        if done is not None and done >= max_steps:
+            # The last checkpoint was whole but the stage died before recording success. The
+            # Trainer checks for the end only after a step, so train() would run step max_steps + 1
+            # on a schedule past its end: take the checkpoint's weights and state as they are.
+            trainer._load_from_checkpoint(resume_from)  # noqa: SLF001  # the Trainer has no public "load only"
+            trainer.state = TrainerState.load_from_json(str(Path(resume_from) / TRAINER_STATE_NAME))
+            ctx.log(f"the checkpoint of step {done} is the last of {max_steps} steps: nothing left to train")
+            return done
     trainer.train(resume_from_checkpoint=resume_from)
     step = trainer.state.global_step
     if callback.cancelled:
@@ -229,3 +240,11 @@ def train_resumably(trainer: Trainer, ctx: StageContext, callback: StageCallback
         trainer.accelerator.wait_for_everyone()
         raise StageCancelled(f"stopped at step {step} of {max_steps}; checkpoint saved")
     return step
+
+
+def _checkpoint_step(folder: Path) -> int | None:
+    """The step a Trainer checkpoint was saved at, from its trainer_state.json."""
+    try:
+        return int(json.loads((folder / TRAINER_STATE_NAME).read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
