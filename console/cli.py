@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("resume", "continue a failed, cancelled or crashed run from its last checkpoint")
     p.add_argument("run", help="run id or name")
+    p.add_argument("--weights-only", action="store_true",
+                   help="accept a checkpoint whose optimizer or scheduler state is lost: continue from its "
+                        "weights and step with a fresh optimizer (the curves then differ from an unbroken run)")
     _follow_options(p)
 
     p = command("generate", "answer a prompt with one or two checkpoints (runs as an engine job)")
@@ -188,7 +191,7 @@ async def cmd_demo(engine: Engine, args: argparse.Namespace, out: Console) -> in
 
 
 async def cmd_resume(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    run = await engine.resume(args.run)
+    run = await engine.resume(args.run, weights_only=args.weights_only)
     return await _attached(engine, run, args, out)
 
 

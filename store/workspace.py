@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .db import HEAD_REVISION, MIN_FREE_BYTES, create_sqlite_engine, current_revision, migrate, writable
 from .errors import WorkspaceError
 from .permissions import file_mode
+from .space_reserve import keep_space_reserve, release_space_reserve
 
 if TYPE_CHECKING:
     from .repository import Store
@@ -85,6 +86,14 @@ class Workspace:
 
     def stage_dir(self, run_id: int, stage_name: str) -> Path:
         return self.run_dir(run_id) / stage_name
+
+    def keep_space_reserve(self) -> bool:
+        """Set a few MiB aside for telling a full disk (store/space_reserve.py); False where there is no room."""
+        return keep_space_reserve(self.root)
+
+    def release_space_reserve(self) -> bool:
+        """Free that room now, to record why the disk is full."""
+        return release_space_reserve(self.root)
 
     def close(self) -> None:
         if self._store is not None:

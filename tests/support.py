@@ -2,14 +2,20 @@
 
 - `fake_spec`: a one-stage pipeline of the fake kind (tests/engine/fake_stage.py),
   for engine and console tests that need a real run process but no model;
-- `end_run_processes`: kills what the runs of a test's engine started.
+- `end_run_processes`: kills what the runs of a test's engine started;
+- `mounted_tmpfs`: a small disk of its own for a test (skipped where none can be mounted).
 """
 
 from __future__ import annotations
 
 import signal
+import subprocess
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from engine import Engine, PipelineSpec, parse_spec
 from engine.runtime.liveness import process_tree, signal_tree, supervisor_alive
@@ -47,4 +53,20 @@ def end_run_processes(engine: Engine) -> None:
             signal_tree(process_tree(run.pid), signal.SIGKILL)
 
 
-__all__ = ["FAKE_STAGE_PLUGINS", "end_run_processes", "fake_spec"]
+@contextmanager
+def mounted_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (e.g. "4m") mounted at `mount_point` while the block runs: a disk
+    the test can fill. Mounting needs root and a kernel that lets the sandbox mount;
+    the test is skipped where it cannot."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+__all__ = ["FAKE_STAGE_PLUGINS", "end_run_processes", "fake_spec", "mounted_tmpfs"]

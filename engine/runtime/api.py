@@ -171,13 +171,17 @@ class Engine:
             self.store.add_event(run_id=run.id, kind="RunCancelled")
         return self.store.get_run(run.id)
 
-    async def resume(self, run: int | str) -> RunRead:
+    async def resume(self, run: int | str, *, weights_only: bool = False) -> RunRead:
         """Continue a failed, cancelled or crashed run: finished stages are
-        kept, the interrupted stage restarts from its newest checkpoint with
-        its step count, optimizer and scheduler state."""
-        return await asyncio.to_thread(self._resume, run)
+        kept, the interrupted stage restarts from its newest whole checkpoint
+        with its step count, optimizer and scheduler state.
 
-    def _resume(self, ref: int | str) -> RunRead:
+        A checkpoint whose optimizer or scheduler state is lost is not whole:
+        resuming from its weights with a fresh optimizer changes the run's
+        curves, so it happens only with `weights_only`."""
+        return await asyncio.to_thread(self._resume, run, weights_only)
+
+    def _resume(self, ref: int | str, weights_only: bool = False) -> RunRead:
         run = self._get_run(ref)
         if run.status.is_active:
             raise InvalidRunState(f"run '{run.name}' is still {run.status}")
@@ -196,7 +200,9 @@ class Engine:
             pid=None, attempt=run.attempt + 1,
         ):
             raise InvalidRunState(f"run '{run.name}' changed state meanwhile; try again")
-        self.store.add_event(run_id=run.id, kind="RunResumed", data={"attempt": run.attempt + 1})
+        # The run process reads this event to choose the checkpoint (engine/runtime/supervisor.py).
+        self.store.add_event(run_id=run.id, kind="RunResumed",
+                             data={"attempt": run.attempt + 1, "weights_only": weights_only})
         self._launch(run.id)
         return self.store.get_run(run.id)
 

@@ -69,10 +69,27 @@ def _sharded_optimizer_state(folder: Path) -> bool:
                and any(child.iterdir()) for child in folder.iterdir())
 
 
+class OptimizerStateLost(Exception):
+    """The newest checkpoint with whole weights has no optimizer state, and no
+    earlier one is whole: resuming would silently start a fresh optimizer."""
+
+    def __init__(self, folder: Path, problem: str) -> None:
+        super().__init__(
+            f"cannot resume: {folder.name} has whole weights but {problem}, and no earlier checkpoint "
+            "is whole; `rlhf resume RUN --weights-only` continues from its weights with a fresh "
+            "optimizer and schedule (the curves then differ from an uninterrupted run)")
+        self.folder = folder
+
+
 def newest_whole_checkpoint(checkpoints_dir: Path, *, weights_only: bool = False,
                             skipped: Callable[[Path, str], None] | None = None) -> Path | None:
     """The newest `checkpoint-STEP` folder that is whole; each newer one
-    passed over is reported to `skipped(folder, why)`."""
+    passed over is reported to `skipped(folder, why)`.
+
+    None when there is none at all (the stage starts over). Raises
+    OptimizerStateLost when the only usable weights lack their optimizer
+    state and the resume is not of the weights only: starting over, or
+    quietly with a fresh optimizer, would both throw away what the user has."""
     if not checkpoints_dir.is_dir():
         return None
     found = sorted(
@@ -80,12 +97,18 @@ def newest_whole_checkpoint(checkpoints_dir: Path, *, weights_only: bool = False
          if child.is_dir() and (match := CHECKPOINT_NAME.match(child.name))),
         reverse=True,
     )
+    weights_without_state: tuple[Path, str] | None = None
     for _, folder in found:
         problem = checkpoint_problem(folder, weights_only=weights_only)
         if problem is None:
             return folder
+        if weights_without_state is None and checkpoint_problem(folder, weights_only=True) is None:
+            weights_without_state = (folder, problem)
+            problem += " (`rlhf resume --weights-only` would use its weights)"
         if skipped is not None:
             skipped(folder, problem)
+    if weights_without_state is not None:
+        raise OptimizerStateLost(*weights_without_state)
     return None
 
 

@@ -31,7 +31,7 @@ import yaml  # type: ignore[import-untyped]  # accelerate's own dependency; no s
 
 import engine
 from engine.errors import StageFailed
-from engine.runtime.checkpoints import newest_whole_checkpoint
+from engine.runtime.checkpoints import OptimizerStateLost, newest_whole_checkpoint
 
 #: the folder holding the engine/, store/ and console/ packages
 PROJECT_ROOT = Path(engine.__file__).resolve().parent.parent
@@ -242,8 +242,13 @@ def _check_runnable(named: str, strategy: str, kind: str, device_kind: str) -> N
                           "(pip install deepspeed)")
 
 
-def find_resume_checkpoint(checkpoints_dir: Path, *,
+def find_resume_checkpoint(checkpoints_dir: Path, *, weights_only: bool = False,
                            skipped: Callable[[Path, str], None] | None = None) -> Path | None:
     """The newest whole `checkpoint-STEP` folder, if any (engine/runtime/checkpoints.py:
-    its files present and parsing, optimizer state included); newer torn ones go to `skipped`."""
-    return newest_whole_checkpoint(checkpoints_dir, skipped=skipped)
+    its files present and parsing, optimizer state included unless `weights_only`);
+    newer torn ones go to `skipped`. StageFailed where only weights without their
+    optimizer state are left and the resume is not of the weights only."""
+    try:
+        return newest_whole_checkpoint(checkpoints_dir, weights_only=weights_only, skipped=skipped)
+    except OptimizerStateLost as exc:
+        raise StageFailed(str(exc)) from None

@@ -67,6 +67,8 @@ class Supervisor:
                 self.store.add_event(run_id=self.run_id, kind="RunCancelled")
             return RunStatus.CANCELLED
         self.store.update_run(self.run_id, pid=os.getpid(), host=HOST, heartbeat_at=utcnow())
+        # Room for telling a full disk, should a stage fill it (store/space_reserve.py).
+        self.ws.keep_space_reserve()
         self._install_signal_handlers()
         heartbeat = threading.Thread(target=self._beat, daemon=True)
         heartbeat.start()
@@ -178,6 +180,11 @@ class Supervisor:
                 return True
         return False
 
+    def _resumed_weights_only(self) -> bool:
+        """Whether the latest `rlhf resume` of this run asked for the weights only (engine/runtime/api.py)."""
+        resumes = [e for e in self.store.events_since(run_id=self.run_id) if e.kind == "RunResumed"]
+        return bool(resumes and (resumes[-1].data or {}).get("weights_only"))
+
     def _stage_log(self, stage_id: int, message: str, *, level: str = "info") -> None:
         """A line in the stage's log from the run process (as the worker's StageContext.log writes them)."""
         self.store.add_logs([{"run_id": self.run_id, "stage_id": stage_id, "stream": "log", "level": level,
@@ -186,9 +193,18 @@ class Supervisor:
     def _run_stage(self, stage: StageRead, spec: dict, lease: SlotLease) -> tuple[StageStatus, str | None]:
         stage_dir = self.ws.stage_dir(self.run_id, stage.name)
         stage_dir.mkdir(parents=True, exist_ok=True)
-        resume_from = find_resume_checkpoint(
-            stage_dir / "checkpoints", skipped=lambda folder, why: self._stage_log(
-                stage.id, f"resume: skipped {folder.name}, {why}; using an earlier checkpoint", level="warning"))
+        weights_only = self._resumed_weights_only()
+        try:
+            resume_from = find_resume_checkpoint(
+                stage_dir / "checkpoints", weights_only=weights_only, skipped=lambda folder, why: self._stage_log(
+                    stage.id, f"resume: skipped {folder.name}, {why}; trying an earlier checkpoint",
+                    level="warning"))
+        except StageFailed as exc:  # only weights without their optimizer state are left
+            self._finish_stage(stage, StageStatus.FAILED, str(exc))
+            return StageStatus.FAILED, str(exc)
+        if resume_from is not None and weights_only:
+            self._stage_log(stage.id, f"resume: weights of {resume_from.name}, as asked (--weights-only); "
+                            "where its optimizer or scheduler state is missing they start fresh", level="warning")
         self.store.update_stage(
             stage.id, status=StageStatus.RUNNING, device=lease.names or None, started_at=utcnow(),
             finished_at=None, error=None, traceback=None, attempt=stage.attempt + 1,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from engine.errors import StageCancelled, StageFailed
 from engine.runtime.checkpoints import CHECKPOINT_NAME
+from engine.runtime.disk_space import no_space_message
 from engine.runtime.liveness import supervisor_alive
 from engine.stages.common.context import StageContext
 from engine.stages.registry import load_stage_plugins, stage_kind
@@ -117,12 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         # Only rank 0 reports the cancel by its exit code: a non-zero exit of
         # another rank would make accelerate's launcher print a failure.
         return EXIT_CANCELLED if is_main else EXIT_OK
-    except StageFailed as exc:
-        record(StageStatus.FAILED, str(exc))
-        return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001  any stage bug is recorded with its traceback
-        record(StageStatus.FAILED, f"{type(exc).__name__}: {exc}", traceback.format_exc())
-        traceback.print_exc()  # also into the stage log
+        full = no_space_message(exc, ctx.output_dir)
+        if full is not None:
+            # The store is on that disk too: the room set aside for this lets it record why.
+            workspace.release_space_reserve()
+            print(f"stage failed: {full}", file=sys.stderr, flush=True)
+            record(StageStatus.FAILED, full, traceback.format_exc())
+        elif isinstance(exc, StageFailed):
+            record(StageStatus.FAILED, str(exc))
+        else:
+            record(StageStatus.FAILED, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            traceback.print_exc()  # also into the stage log
         return EXIT_FAILED
     ctx.flush()
     if is_main:

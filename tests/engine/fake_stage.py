@@ -28,6 +28,7 @@ class FakeSpec(StageSpec):
     save_every: int = 5
     fail_at: int | None = None
     say: str | None = None  # printed once, for tests of how logs are shown
+    fill_disk_at: int | None = None  # at this step, write into the stage folder until the disk is full
 
 
 def _save(ctx: StageContext, step: int) -> None:
@@ -59,6 +60,10 @@ def run(ctx: StageContext) -> None:
         step += 1
         if step == spec.fail_at:
             raise RuntimeError(f"fake failure at step {step}")
+        if step == spec.fill_disk_at:
+            with (ctx.output_dir / "filler.bin").open("wb") as filler:
+                while True:  # until the OSError of a full disk (ENOSPC), as a large checkpoint would meet it
+                    filler.write(b"\0" * (1 << 16))
         ctx.log_metrics(step, {"train/loss": 1.0 / step})
         ctx.set_progress(step, spec.steps)
         print(f"fake step {step}", flush=True)

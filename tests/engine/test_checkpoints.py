@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.runtime.checkpoints import checkpoint_problem, newest_whole_checkpoint
+from engine.runtime.checkpoints import OptimizerStateLost, checkpoint_problem, newest_whole_checkpoint
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 
@@ -61,7 +61,20 @@ def test_a_missing_optimizer_is_skipped_unless_only_weights_are_wanted(checkpoin
     (checkpoints / "checkpoint-200" / "optimizer.pt").unlink()
     chosen, skipped = skipped_by(checkpoints)
     assert chosen == checkpoints / "checkpoint-100"
-    assert skipped == [("checkpoint-200", "no optimizer state (optimizer.pt missing or empty)")]
+    assert skipped == [("checkpoint-200", "no optimizer state (optimizer.pt missing or empty) "
+                                          "(`rlhf resume --weights-only` would use its weights)")]
+    assert newest_whole_checkpoint(checkpoints, weights_only=True) == checkpoints / "checkpoint-200"
+
+
+def test_weights_without_their_optimizer_are_refused_rather_than_restarted_from_scratch(checkpoints: Path) -> None:
+    # Before: with no whole checkpoint left the stage quietly started over (or, earlier still,
+    # resumed with a fresh optimizer). The user's steps are in those weights: say how to keep them.
+    for step in (100, 200):
+        (checkpoints / f"checkpoint-{step}" / "scheduler.pt").unlink()
+    with pytest.raises(OptimizerStateLost) as refused:
+        newest_whole_checkpoint(checkpoints)
+    assert refused.value.folder == checkpoints / "checkpoint-200"
+    assert "scheduler.pt missing" in str(refused.value) and "--weights-only" in str(refused.value)
     assert newest_whole_checkpoint(checkpoints, weights_only=True) == checkpoints / "checkpoint-200"
 
 

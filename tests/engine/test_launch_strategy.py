@@ -271,7 +271,7 @@ print(json.dumps({"rank": accelerator.process_index, "world": accelerator.num_pr
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(200)
 def test_two_machines_meet_through_accelerates_own_flags(tmp_path: Path) -> None:
     """Two launchers on this host, as two machines would start them (`machines = 2`,
     each its own machine_rank, the main one's address), meet over gloo."""
@@ -279,21 +279,24 @@ def test_two_machines_meet_through_accelerates_own_flags(tmp_path: Path) -> None
     probe.write_text(PROBE)
     port = free_port()
     env = child_env({"OMP_NUM_THREADS": "1"})
-    machines = [
-        subprocess.Popen(
-            [*accelerate_launch(LaunchSettings(processes=1, machines=2, machine_rank=rank,
-                                               main_process_ip="127.0.0.1", main_process_port=port), "cpu"),
-             str(probe)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )
-        for rank in (0, 1)
-    ]
+    # Output to files, not pipes: reading one launcher's pipe while the other's fills up would
+    # block that one's writes, and the first launcher's exit barrier waits for it (a 240 s hang, seen once).
+    outputs = [(tmp_path / f"machine{rank}.out", tmp_path / f"machine{rank}.err") for rank in (0, 1)]
+    machines = []
+    for rank, (out_path, err_path) in enumerate(outputs):
+        with out_path.open("w") as out, err_path.open("w") as err:
+            machines.append(subprocess.Popen(
+                [*accelerate_launch(LaunchSettings(processes=1, machines=2, machine_rank=rank,
+                                                   main_process_ip="127.0.0.1", main_process_port=port), "cpu"),
+                 str(probe)],
+                env=env, stdout=out, stderr=err, text=True, start_new_session=True,
+            ))
     reports = []
     try:
-        for machine in machines:
-            out, err = machine.communicate(timeout=240)
-            assert machine.returncode == 0, err[-3000:]
-            reports.append(json.loads(out.strip().splitlines()[-1]))
+        for machine, (out_path, err_path) in zip(machines, outputs, strict=True):
+            machine.wait(timeout=150)
+            assert machine.returncode == 0, err_path.read_text()[-3000:]
+            reports.append(json.loads(out_path.read_text().strip().splitlines()[-1]))
     finally:
         for machine in machines:
             if machine.poll() is None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from store import RunStatus, open_workspace
+from tests.support import mounted_tmpfs
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 SPEC = '[stages.pretrain]\nkind = "pretrain"\nfrom = "builtin:llama-1m"\nmax_steps = 1\n'
@@ -27,16 +28,8 @@ SPEC = '[stages.pretrain]\nkind = "pretrain"\nfrom = "builtin:llama-1m"\nmax_ste
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+    with mounted_tmpfs(tmp_path / "disk", "4m") as disk:
+        yield disk
 
 
 def workspace_with_a_run(root: Path) -> Path:
