@@ -305,7 +305,9 @@ def add_arena_command(commands: Any, common: argparse.ArgumentParser) -> None:
     actions = arena.add_subparsers(dest="arena_command", metavar="ACTION")
     p = actions.add_parser("new", parents=[common], help="sample checkpoints on held-out prompts and compare them")
     p.add_argument("checkpoints", nargs="+", help="two or more models: folders, stage outputs, hub ids")
-    p.add_argument("--prompts", default="builtin:demo-prompts", help="held-out prompts (default builtin:demo-prompts)")
+    p.add_argument("--prompts", default=None,
+                   help="held-out prompts: a file, a hub dataset, or builtin:demo-prompts for the demo's models "
+                        "(required unless every checkpoint is a built-in model)")
     p.add_argument("--max-prompts", type=int, default=50)
     p.add_argument("--judge", help="`demo` or module:function; without one, people rank it (`rlhf rank`)")
     p.add_argument("--temperature", type=float, default=0.7)
@@ -353,7 +355,7 @@ async def _show_leaderboard(engine: Engine, args: argparse.Namespace, out: Conso
         } for r in ratings])
         return EXIT_OK
     if not ratings:
-        out.print("no comparisons between different checkpoints yet: `rlhf arena new A B --judge demo`")
+        out.print("no comparisons between different checkpoints yet: `rlhf arena new A B --prompts FILE --judge JUDGE`")
         return EXIT_OK
     table = Table(box=None, header_style="bold")
     for column in ("#", "CHECKPOINT", "RATING", "95% CI", "GAMES", "W/T/L", "WIN RATE"):

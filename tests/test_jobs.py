@@ -65,8 +65,12 @@ def test_job_specs_keep_awkward_text_and_leave_unset_fields_out(model_dirs: list
     assert generate_spec("a", prompts, base_dir=tmp_path).stages["generate"].prompt_texts == prompts
     people = rank_spec(3, judge=None)
     assert people.stages["rank"].judge is None and people.stages["rank"].batch == "3"
-    judged = arena_spec(["a", "b"], judge="demo", temperature=1e-5, base_dir=tmp_path)
+    judged = arena_spec(["a", "b"], prompts="builtin:demo-prompts", judge="demo", temperature=1e-5,
+                        base_dir=tmp_path)
     assert judged.stages["rank"].judge == "demo" and judged.stages["sample"].temperature == 1e-5
+    # A user's checkpoints are compared on the user's prompts: nothing falls back to the demo's.
+    with pytest.raises(SpecError, match="prompts"):
+        arena_spec(["a", "b"], judge="demo", base_dir=tmp_path)
     assert score_spec("a", 5, base_dir=tmp_path).stages["score"].batch == "5"
 
 

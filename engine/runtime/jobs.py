@@ -96,7 +96,7 @@ def rank_spec(
 def arena_spec(
     checkpoints: Sequence[str],
     *,
-    prompts: str = "builtin:demo-prompts",
+    prompts: str | None = None,
     max_prompts: int = 50,
     judge: str | None = None,
     temperature: float = 0.7,
@@ -107,16 +107,22 @@ def arena_spec(
 ) -> PipelineSpec:
     """Blind comparisons: every checkpoint answers each prompt once (a `sample`
     stage), and the answers are compared in pairs of different checkpoints (a
-    `rank` stage with `pairwise`), by a judge or by people."""
+    `rank` stage with `pairwise`), by a judge or by people.
+
+    `prompts` (a file, a hub dataset, `builtin:demo-prompts`) is the user's to
+    name: left out, the sample stage asks for it, unless every checkpoint is a
+    built-in demo model."""
     if len(checkpoints) < 2:
         raise UserInputError("arena: name two or more checkpoints to compare")
     if len(checkpoints) > MAX_RESPONSES:
         raise UserInputError(f"arena: at most {MAX_RESPONSES} checkpoints at once, got {len(checkpoints)}")
     sample: dict[str, object] = {
-        "kind": "sample", "from": list(checkpoints), "prompts": prompts, "max_prompts": max_prompts,
+        "kind": "sample", "from": list(checkpoints), "max_prompts": max_prompts,
         "responses_per_prompt": len(checkpoints), "temperature": temperature, "max_new_tokens": max_new_tokens,
         "seed": seed,
     }
+    if prompts is not None:
+        sample["prompts"] = prompts
     rank = {"kind": "rank", "from": "sample", "pairwise": True, "judge": judge}  # no judge: people rank
     return _job_spec(name, {"sample": sample, "rank": rank}, source="rlhf arena", base_dir=base_dir)
 
