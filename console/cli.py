@@ -75,8 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("round", "another round of RLHF on a finished run: sample its newest policy, rank, reward, PPO, arena")
     p.add_argument("run", help="the run to continue from (the demo, or a run with a policy stage)")
-    p.add_argument("--people", action="store_true",
-                   help="people rank the new answers (rlhf rank); default the demo judge")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--people", action="store_true",
+                     help="people rank the new answers (rlhf rank); default: whoever ranked the run's own")
+    who.add_argument("--judge", metavar="NAME", default=None,
+                     help="this judge ranks the new answers and the arena: demo or module:function; "
+                          "default: the run's own rank stage's judge")
     _follow_options(p)
 
     p = command("report", "a run's key numbers side by side: loss, judge score, reward accuracy, win rates, arena")
@@ -226,7 +230,8 @@ async def cmd_status(engine: Engine, args: argparse.Namespace, out: Console) -> 
 
 
 async def cmd_round(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    run = await engine.next_round(args.run, judge=None if args.people else "demo")
+    # Neither flag: the round keeps the run's own judge (or people), never a default of ours.
+    run = await engine.next_round(args.run, judge=None if args.people else args.judge or ...)
     code = await _attached(engine, run, args, out)
     if not args.detach and not args.json and code != EXIT_INTERRUPTED:
         headless.print_report(await engine.report(run.id), out)

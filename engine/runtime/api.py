@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from types import EllipsisType
 from typing import TYPE_CHECKING
 
 from engine.errors import InvalidRunState, RunNotFound
@@ -250,9 +251,10 @@ class Engine:
             runs = reads.list_runs(self.workspace.db_path)
         return runs
 
-    async def next_round(self, run: int | str, *, judge: str | None = None) -> RunRead:
-        """Iterated RLHF: submit the next round of a finished run (engine.recipe.rounds);
-        with no `judge`, people rank its samples."""
+    async def next_round(self, run: int | str, *, judge: str | EllipsisType | None = ...) -> RunRead:
+        """Iterated RLHF: submit the next round of a finished run (engine.recipe.rounds), on the
+        run's own task and settings. `judge` left out: the run's own rank stage's judge ranks the
+        new answers (none there: people); None: people rank them; a name: that judge."""
         from engine.recipe.rounds import next_round_spec
 
         row = await self.get_run(run)
