@@ -4,8 +4,9 @@ to the `StageContext`.
 It reports what the Trainer logs as slash-namespaced metrics, progress after
 every step, and every checkpoint the Trainer writes or rotates away; and it
 turns a cancel request into "save a checkpoint at this step, then stop".
-`attach_stage_callback` also removes the Trainer's own printing callbacks:
-nothing in a worker writes to the terminal.
+`attach_stage_callback` also removes the Trainer's own printing callbacks
+(nothing in a worker writes to the terminal) and makes the Trainer write its
+checkpoints whole or not at all (engine/stages/common/checkpoint_writing.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from engine.errors import StageCancelled, StageFailed
+from engine.runtime.checkpoints import CHECKPOINT_NAME
+from engine.stages.common.checkpoint_writing import (
+    CheckpointWriter,
+    record_and_prune,
+    write_trainer_checkpoints_atomically,
+)
 from engine.stages.common.context import StageContext
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -60,6 +67,8 @@ class StageCallback(TrainerCallback):
         self.tokens_per_step = tokens_per_step
         self.perplexity = perplexity
         self.cancelled = False
+        #: set by attach_stage_callback: checkpoints are staged, published and pruned through it
+        self.writer: CheckpointWriter | None = None
         self._known_checkpoints: set[Path] = set()
         # Throughput window: from the previous train log to this one, minus the
         # time spent evaluating and saving, which is not training.
@@ -150,11 +159,15 @@ class StageCallback(TrainerCallback):
         self._pause_since_last_event()
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
-            self.ctx.checkpoint_saved(state.global_step, folder)
-            # save_total_limit has already deleted the oldest folders by now.
-            present = _checkpoint_folders(args.output_dir)
-            self.ctx.checkpoints_removed(sorted(self._known_checkpoints - present))
-            self._known_checkpoints = present
+            if self.writer is not None:
+                # Published whole by now; old ones are renamed away, forgotten, then deleted.
+                record_and_prune(self.ctx, self.writer, state.global_step, folder)
+            else:
+                # A Trainer left to itself: save_total_limit has already deleted the oldest folders.
+                self.ctx.checkpoint_saved(state.global_step, folder)
+                present = _checkpoint_folders(args.output_dir)
+                self.ctx.checkpoints_removed(sorted(self._known_checkpoints - present))
+                self._known_checkpoints = present
         self._pause_since_last_event()  # the store writes above are bookkeeping too
 
     # --- stopping -----------------------------------------------------------
@@ -177,13 +190,16 @@ class StageCallback(TrainerCallback):
 def attach_stage_callback(
     trainer: Trainer, ctx: StageContext, *, tokens_per_step: int | None = None, perplexity: bool = True
 ) -> StageCallback:
-    """Replace the Trainer's printing callbacks with a StageCallback.
+    """Replace the Trainer's printing callbacks with a StageCallback, and
+    make the Trainer write checkpoints through a CheckpointWriter (staged,
+    renamed into place whole, pruned without a half-deleted folder).
 
     With `disable_tqdm=True` the Trainer prints every log dict to stdout
     (PrinterCallback); otherwise it draws tqdm bars (ProgressCallback)."""
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     callback = StageCallback(ctx, tokens_per_step=tokens_per_step, perplexity=perplexity)
+    callback.writer = write_trainer_checkpoints_atomically(trainer, ctx)
     trainer.add_callback(callback)
     return callback
 
@@ -192,7 +208,7 @@ def _checkpoint_folders(output_dir: str) -> set[Path]:
     root = Path(output_dir)
     if not root.is_dir():
         return set()
-    return {p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and p.is_dir()}
+    return {p for p in root.iterdir() if CHECKPOINT_NAME.match(p.name) and p.is_dir()}
 
 
 def _perplexity(loss: float) -> float:

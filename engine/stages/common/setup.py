@@ -145,6 +145,9 @@ def training_kwargs(spec: StageSpec, runtime: Runtime, output_dir: Path) -> dict
         "logging_first_step": True,  # the chart starts at step 1, not at log_every
         "save_strategy": "steps",
         "save_steps": s.save_every,
+        # How many checkpoints the stage keeps. The pruning is checkpoint_writing's (via
+        # attach_stage_callback): the Trainer's own rotation only ever sees the staging
+        # folder, which holds just the checkpoint being written, and so deletes nothing.
         "save_total_limit": s.keep_checkpoints,
         # A NaN loss is worth seeing; the filter also costs a device sync per step on GPUs.
         "logging_nan_inf_filter": False,
