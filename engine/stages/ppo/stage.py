@@ -56,7 +56,6 @@ from engine.stages.common import setup as runtime
 import copy
 import json
 import random
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -70,7 +69,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 from engine.errors import StageCancelled, StageFailed
 from engine.runtime.checkpoints import CHECKPOINT_DONE_MARKER
 from engine.stages.common import quantized
-from engine.stages.common.callbacks import CHECKPOINT_PREFIX
+from engine.stages.common.checkpoint_writing import CheckpointWriter, record_and_prune, start_writing
 from engine.stages.common.context import Source, StageContext
 from engine.stages.common.data_loading import instruction_examples, load_records
 from engine.stages.common.distributed import full_weights_for_generation
@@ -104,6 +103,10 @@ def run(ctx: StageContext) -> None:
         mixed_precision="bf16" if hardware.bf16 else "fp16" if hardware.fp16 else "no",
     )
     resume = _resume_folder(ctx)
+    # Checkpoints are staged and renamed into place whole; a kill's leftovers go first.
+    writer = CheckpointWriter(ctx.checkpoints_dir, keep=spec.keep_checkpoints, is_main=accelerator.is_main_process,
+                              barrier=accelerator.wait_for_everyone)
+    start_writing(ctx, writer)
 
     # -- models ----------------------------------------------------------------
     models = load_models(ctx, spec, accelerator.device, resume, hardware=hardware)
@@ -186,8 +189,8 @@ def run(ctx: StageContext) -> None:
         stopping = update < spec.updates and stop_agreed(ctx, accelerator)
         checkpoint = None
         if update < spec.updates and (update % spec.save_every == 0 or stopping):
-            checkpoint = save_checkpoint(ctx, accelerator, update, policy, value, optimizer, kl_controller,
-                                         tokenizer, spec.keep_checkpoints)
+            checkpoint = save_checkpoint(ctx, writer, accelerator, update, policy, value, optimizer,
+                                         kl_controller, tokenizer)
         # Samples even when stopping: the resumed run starts after this update.
         if update % spec.sample_every == 0 or update == spec.updates:
             # The last update's weights are the ones final/ receives below.
@@ -842,50 +845,31 @@ def _resume_folder(ctx: StageContext) -> Path | None:
     return folder
 
 
-def save_checkpoint(ctx: StageContext, accelerator: Accelerator, update: int, policy: Any, value: Any,
-                    optimizer: Any, kl_controller: ppo_math.FixedKLController,
-                    tokenizer: PreTrainedTokenizerBase, keep: int) -> Path:
+def save_checkpoint(ctx: StageContext, writer: CheckpointWriter, accelerator: Accelerator, update: int,
+                    policy: Any, value: Any, optimizer: Any, kl_controller: ppo_math.FixedKLController,
+                    tokenizer: PreTrainedTokenizerBase) -> Path:
     """checkpoint-UPDATE/: the policy as a Hugging Face folder (or its
     adapter), value/, ppo_state.pt (optimizer, beta, update counter) and
     trainer_state.json (the engine's mark of a complete checkpoint); each
-    process adds its RNG states. Written beside and renamed into place,
-    so a crash mid-save leaves the previous checkpoint intact."""
-    folder = ctx.checkpoints_dir / f"{CHECKPOINT_PREFIX}{update}"
-    tmp = folder.with_name(f".{folder.name}.tmp")
+    process adds its RNG states. Staged and renamed into place whole, old
+    ones pruned so that the store never lists a half-deleted folder
+    (engine/stages/common/checkpoint_writing.py)."""
+    staged = writer.begin(update)
+    torch.save(_rng_states(), staged / f"rng_state_{accelerator.process_index}.pt")
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    torch.save(_rng_states(), tmp / f"rng_state_{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(policy).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        accelerator.unwrap_model(value).classifier.save_pretrained(tmp / VALUE_FOLDER)
+        accelerator.unwrap_model(policy).save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
+        accelerator.unwrap_model(value).classifier.save_pretrained(staged / VALUE_FOLDER)
         torch.save({"update": update, "optimizer": optimizer.state_dict(),
-                    "kl_controller": kl_controller.state_dict()}, tmp / STATE_FILE)
+                    "kl_controller": kl_controller.state_dict()}, staged / STATE_FILE)
         # Last, by the engine's convention: the file `rlhf resume` looks for
-        # to tell a complete checkpoint (engine/runtime/launcher.py).
-        (tmp / CHECKPOINT_DONE_MARKER).write_text(json.dumps(
+        # to tell a complete checkpoint (engine/runtime/checkpoints.py).
+        (staged / CHECKPOINT_DONE_MARKER).write_text(json.dumps(
             {"global_step": update, "stage": "ppo", "beta": kl_controller.beta}, indent=2) + "\n")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-        ctx.checkpoint_saved(update, folder)
-        ctx.checkpoints_removed(_rotate(ctx.checkpoints_dir, keep))
+    folder = writer.publish(update)
+    record_and_prune(ctx, writer, update, folder)
     accelerator.wait_for_everyone()
     return folder
-
-
-def _rotate(root: Path, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` checkpoints; return what went."""
-    folders = sorted((p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir()),
-                     key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)))
-    removed = folders[:-keep] if len(folders) > keep else []
-    for folder in removed:
-        shutil.rmtree(folder, ignore_errors=True)
-    return removed
 
 
 def load_training_state(folder: Path, accelerator: Accelerator, optimizer: Any,
