@@ -11,10 +11,13 @@ plain loop of the same algorithm written here. Same model folder,
 tokenizer, data, batch, sequence length, optimizer, schedule, LoRA config,
 precision, activation checkpointing and thread count as the stage.
 
-Writes RESULT.json: for every step, when it ended (unix seconds) and the
-process's peak memory so far, recorded where our stage's are (the first log
-of the step: scale_probe.py), plus the process's footprint before any model
-loads and, for PPO, what its models and optimizer hold (the memory budget).
+Writes RESULT.json: for every step, when it ended (unix seconds), the CPU
+seconds so far and the process's peak memory so far, recorded where our
+stage's are (the first log of the step: scale_probe.py's step_record), one
+more such record (step SET_UP) once the models and trainer are built, before
+the first step (the Trainer's on_train_begin; in the PPO loop once its
+optimizer exists), plus the process's footprint before any model loads and,
+for PPO, what its models and optimizer hold (the memory budget).
 Nothing is saved: a save comes after the last step, outside what is timed.
 """
 
@@ -57,7 +60,7 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from bench.scale_common import Job
-from bench.scale_probe import step_record
+from bench.scale_probe import SET_UP, step_record
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -70,6 +73,10 @@ class StepRecorder(TrainerCallback):
 
     def __init__(self) -> None:
         self.records: list[dict[str, float]] = []
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        self.records.append(step_record(SET_UP))  # models and trainer built, the first step next
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:
@@ -219,7 +226,9 @@ def ppo(job: Job, tokenizer: PreTrainedTokenizerBase, result: dict[str, Any]) ->
     ppo_epochs passes of clipped policy + value steps over minibatches."""
     device = torch.device(job.device)
     autocast = torch.autocast(job.device, dtype=torch.bfloat16, enabled=job.precision == "bf16")
-    policy = get_peft_model(causal_lm(job), lora_config(job, "CAUSAL_LM")).to(device).eval()
+    adapters = lora_config(job, "CAUSAL_LM")
+    assert adapters is not None, "PPO is one of LORA_STAGES"  # the reference is the policy without them
+    policy = get_peft_model(causal_lm(job), adapters).to(device).eval()
     value = AutoModelForSequenceClassification.from_pretrained(job.reward_dir, dtype=torch.float32).to(device).eval()
     scorer = reward_model(job).to(device)
     policy_params = [p for p in policy.parameters() if p.requires_grad]
@@ -227,6 +236,7 @@ def ppo(job: Job, tokenizer: PreTrainedTokenizerBase, result: dict[str, Any]) ->
     optimizer = torch.optim.AdamW([{"params": policy_params}, {"params": value_params}],
                                   lr=job.learning_rate, weight_decay=0.0)
     result["budget"] = memory_budget([policy, value, scorer], policy_params + value_params)
+    records = [step_record(SET_UP)]
 
     tokenizer.padding_side = "left"
     prompts = [tokenizer.apply_chat_template(chat(r["prompt"], "user"), tokenize=False, add_generation_prompt=True)
@@ -243,7 +253,6 @@ def ppo(job: Job, tokenizer: PreTrainedTokenizerBase, result: dict[str, Any]) ->
         values = value.score(body).squeeze(-1).float()[:, -length - 1:-1]
         return logits, values
 
-    records = []
     for update in range(1, job.steps + 1):
         # -- rollout
         batch = [prompts[order[(update * job.rollout_batch + i) % len(prompts)]] for i in range(job.rollout_batch)]
@@ -353,9 +362,11 @@ def main() -> None:
     datasets.disable_progress_bars()
     transformers.set_seed(job.seed)
     tokenizer = AutoTokenizer.from_pretrained(job.model_dir)
+    before = step_record(0)
     result: dict[str, Any] = {"threads": torch.get_num_threads(),
                               # what the process holds before any model: the interpreter and libraries
-                              "footprint_mb": step_record(0)["rss_peak_mb"]}
+                              # (the peak resident set, and the part of it allocated rather than mapped)
+                              "footprint_mb": before["rss_peak_mb"], "footprint_anon_mb": before["rss_anon_mb"]}
     started = time.time()
     if job.stage == "ppo":
         result["steps"] = ppo(job, tokenizer, result)
