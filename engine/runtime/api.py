@@ -192,7 +192,7 @@ class Engine:
             if stage.status != StageStatus.SUCCEEDED:
                 self.store.update_stage(
                     stage.id, status=StageStatus.PENDING, error=None, traceback=None,
-                    finished_at=None, pid=None,
+                    finished_at=None,  # pid kept: the run process waits for that process if it still runs
                 )
         if not self.store.set_run_status_if(
             run.id,

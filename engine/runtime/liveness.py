@@ -54,6 +54,26 @@ def supervisor_alive(pid: int, *, workspace_root: Path | None = None, run_id: in
         return False
 
 
+def stage_process_alive(pid: int, *, workspace_root: Path, stage_id: int) -> bool:
+    """True if `pid` is a live process of that stage of that workspace: its worker, or the
+    accelerate launcher that starts its workers (both carry `--workspace ROOT --stage-id N`).
+    A pid the system has since given to another program is not."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        command = process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+    def value(flag: str) -> str | None:
+        return command[command.index(flag) + 1] if flag in command[:-1] else None
+
+    root = value("--workspace")
+    return (root is not None and Path(root).resolve() == Path(workspace_root).resolve()
+            and value("--stage-id") == str(stage_id))
+
+
 def _runs(command: list[str], workspace_root: Path | None, run_id: int | None) -> bool:
     """Whether a supervisor's command line (`--workspace ROOT --run ID`) is
     for this workspace and run (either left out: not checked)."""

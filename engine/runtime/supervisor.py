@@ -28,7 +28,14 @@ from typing import Any
 from engine.errors import StageFailed
 from engine.runtime.devices import SlotLease, devices_for, try_acquire
 from engine.runtime.launcher import LaunchSettings, child_env, find_resume_checkpoint, worker_command
-from engine.runtime.liveness import HEARTBEAT_SECONDS, HOST, process_tree, signal_tree, supervisor_alive
+from engine.runtime.liveness import (
+    HEARTBEAT_SECONDS,
+    HOST,
+    process_tree,
+    signal_tree,
+    stage_process_alive,
+    supervisor_alive,
+)
 from engine.runtime.log_capture import LogCapture
 from engine.stages.registry import load_stage_plugins, stage_kind
 from store import RunStatus, StageRead, StageStatus, Workspace, open_workspace, utcnow
@@ -180,6 +187,23 @@ class Supervisor:
                 return True
         return False
 
+    def _wait_for_earlier_attempt(self, stage: StageRead) -> None:
+        """A resume right after a kill -9 of the run process can find the stage's previous worker
+        still alive: it noticed within a second and is saving its checkpoint. Starting a second one
+        beside it would have two processes writing the same checkpoints; so wait for it to finish
+        (the cancel grace), then end it, its process tree only, known by workspace and stage."""
+        if not stage.pid or not stage_process_alive(stage.pid, workspace_root=self.ws.root, stage_id=stage.id):
+            return
+        self._stage_log(stage.id, f"waiting for the previous attempt's process (pid {stage.pid}) to finish saving")
+        deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+        while stage_process_alive(stage.pid, workspace_root=self.ws.root, stage_id=stage.id):
+            if time.monotonic() > deadline:
+                self._stage_log(stage.id, f"the previous attempt's process (pid {stage.pid}) did not end within "
+                                f"{CANCEL_GRACE_SECONDS:.0f} s: killed", level="warning")
+                signal_tree(process_tree(stage.pid), signal.SIGKILL)
+                break
+            time.sleep(0.2)
+
     def _resumed_weights_only(self) -> bool:
         """Whether the latest `rlhf resume` of this run asked for the weights only (engine/runtime/api.py)."""
         resumes = [e for e in self.store.events_since(run_id=self.run_id) if e.kind == "RunResumed"]
@@ -193,6 +217,7 @@ class Supervisor:
     def _run_stage(self, stage: StageRead, spec: dict, lease: SlotLease) -> tuple[StageStatus, str | None]:
         stage_dir = self.ws.stage_dir(self.run_id, stage.name)
         stage_dir.mkdir(parents=True, exist_ok=True)
+        self._wait_for_earlier_attempt(stage)
         weights_only = self._resumed_weights_only()
         try:
             resume_from = find_resume_checkpoint(

@@ -23,6 +23,7 @@ from engine.errors import StageCancelled, StageFailed
 from engine.runtime.checkpoints import CHECKPOINT_NAME
 from engine.runtime.disk_space import no_space_message
 from engine.runtime.liveness import supervisor_alive
+from engine.runtime.orphan_output import OrphanSafeStream
 from engine.stages.common.context import StageContext
 from engine.stages.registry import load_stage_plugins, stage_kind
 from store import StageStatus, open_workspace, utcnow
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         is_main_process=is_main,
     )
     ctx.install_signal_handlers()
+    # Output that outlives the run process (kill -9) goes to the stage's log file, not a broken pipe.
+    sys.stdout = OrphanSafeStream(sys.stdout, ctx.output_dir / "stage.log")
+    sys.stderr = OrphanSafeStream(sys.stderr, ctx.output_dir / "stage.log")
     _watch_supervisor(ctx)
     if args.resume_from is not None:
         ctx.log(f"resuming from {args.resume_from}")

@@ -29,6 +29,7 @@ class FakeSpec(StageSpec):
     fail_at: int | None = None
     say: str | None = None  # printed once, for tests of how logs are shown
     fill_disk_at: int | None = None  # at this step, write into the stage folder until the disk is full
+    stop_seconds: float = 0.0  # on a stop, this long before the checkpoint is saved (a big model's save)
 
 
 def _save(ctx: StageContext, step: int) -> None:
@@ -54,6 +55,7 @@ def run(ctx: StageContext) -> None:
         print(f"fake stage resuming at step {step}")
     while step < spec.steps:
         if ctx.should_stop():
+            time.sleep(spec.stop_seconds)
             _save(ctx, step)
             raise StageCancelled(f"stopped at step {step}")
         time.sleep(spec.step_seconds)
