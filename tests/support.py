@@ -3,14 +3,17 @@
 - `fake_spec`: a one-stage pipeline of the fake kind (tests/engine/fake_stage.py),
   for engine and console tests that need a real run process but no model;
 - `end_run_processes`: kills what the runs of a test's engine started;
-- `mounted_tmpfs`: a small disk of its own for a test (skipped where none can be mounted).
+- `mounted_tmpfs`: a small disk of its own for a test (skipped where none can be mounted);
+- `wait_until_ended`, `wait_for_metrics`: polling a real detached run, with a deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +22,7 @@ import pytest
 
 from engine import Engine, PipelineSpec, parse_spec
 from engine.runtime.liveness import process_tree, signal_tree, supervisor_alive
+from store import RunRead
 
 #: RLHF_STAGE_PLUGINS for engines whose runs use the fake kind: their run processes import it too
 FAKE_STAGE_PLUGINS = "tests.engine.fake_stage"
@@ -69,4 +73,22 @@ def mounted_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
 
 
-__all__ = ["FAKE_STAGE_PLUGINS", "end_run_processes", "fake_spec", "mounted_tmpfs"]
+async def wait_for_metrics(engine: Engine, run_id: int, count: int, seconds: float = 60) -> None:
+    """Until some metric of the run has `count` points in the store."""
+    deadline = time.monotonic() + seconds
+    while not any(m.count >= count for m in engine.store.metric_summaries(run_id=run_id)):
+        assert time.monotonic() < deadline, f"run {run_id}: no {count} metric points within {seconds:.0f} s"
+        await asyncio.sleep(0.05)
+
+
+async def wait_until_ended(engine: Engine, run_id: int, seconds: float = 60) -> RunRead:
+    """The run once it is no longer active (ended, or recorded as crashed)."""
+    deadline = time.monotonic() + seconds
+    while (run := await engine.get_run(run_id)).status.is_active:
+        assert time.monotonic() < deadline, f"run {run_id} still {run.status} after {seconds:.0f} s"
+        await asyncio.sleep(0.1)
+    return run
+
+
+__all__ = ["FAKE_STAGE_PLUGINS", "end_run_processes", "fake_spec", "mounted_tmpfs", "wait_for_metrics",
+           "wait_until_ended"]

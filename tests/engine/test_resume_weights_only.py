@@ -11,19 +11,12 @@ from pathlib import Path
 import pytest
 
 from engine import Engine
-from store import RunRead, RunStatus
+from store import RunStatus
+from tests.support import wait_until_ended
 
 from .conftest import fake_pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # real detached runs
-
-
-async def wait_for_end(engine: Engine, run_id: int, seconds: float = 60) -> RunRead:
-    deadline = time.monotonic() + seconds
-    while (run := await engine.get_run(run_id)).status.is_active:
-        assert time.monotonic() < deadline, f"run {run_id} never ended"
-        await asyncio.sleep(0.1)
-    return run
 
 
 async def test_lost_optimizer_state_is_refused_until_weights_only_is_asked(engine: Engine, tmp_path: Path) -> None:
@@ -40,12 +33,12 @@ async def test_lost_optimizer_state_is_refused_until_weights_only_is_asked(engin
     newest = folders[-1]
 
     await engine.resume(run.id)
-    refused = await wait_for_end(engine, run.id)
+    refused = await wait_until_ended(engine, run.id)
     assert refused.status == RunStatus.FAILED
     assert newest.name in (refused.error or "") and "--weights-only" in (refused.error or ""), refused.error
 
     await engine.resume(run.id, weights_only=True)
-    final = await wait_for_end(engine, run.id)
+    final = await wait_until_ended(engine, run.id)
     assert final.status == RunStatus.SUCCEEDED, final.error
     (series,) = await engine.metrics(run.id, key="train/loss")
     steps = [int(p.step) for p in series.points]
