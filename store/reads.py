@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from .db import read_only_uri, writable
 from .errors import StoreError
 from .status import RunStatus, StageStatus
 
@@ -159,9 +160,23 @@ def _moment(value: str) -> datetime:
 
 def _query(db_path: Path, sql: str, parameters: Sequence[object] = ()) -> list[sqlite3.Row]:
     """Rows of one read, on a connection of its own (opened read-only: a reader
-    never creates or changes the file; WAL lets it read while runs write)."""
+    never creates or changes the file; WAL lets it read while runs write).
+
+    A WAL reader must still create or update the -shm index beside the file,
+    which a read-only folder or a full disk refuses: then the read is made as
+    `rlhf ls` makes it there (db.read_only_uri), without locks or the index,
+    right while nobody can write, as nobody can there."""
     try:
-        connection = sqlite3.connect(f"{Path(db_path).as_uri()}?mode=ro", uri=True, timeout=30.0)
+        return _query_at(f"{Path(db_path).as_uri()}?mode=ro", db_path, sql, parameters)
+    except StoreError:
+        if writable(db_path):
+            raise
+        return _query_at(read_only_uri(db_path), db_path, sql, parameters)
+
+
+def _query_at(uri: str, db_path: Path, sql: str, parameters: Sequence[object]) -> list[sqlite3.Row]:
+    try:
+        connection = sqlite3.connect(uri, uri=True, timeout=30.0)
     except sqlite3.Error as exc:
         raise StoreError(f"{db_path}: cannot open the database ({exc})") from exc
     connection.row_factory = sqlite3.Row

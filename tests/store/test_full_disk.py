@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from store import RunStatus, open_workspace
+from store.reads import list_runs
 from tests.support import mounted_tmpfs
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
@@ -59,6 +60,8 @@ def fill(disk: Path) -> None:
 
 
 def check_reads_work_and_writes_say_why(workspace: Path, why: str) -> None:
+    # The console's first screen reads through store.reads (plain sqlite3, no ORM): it works there too.
+    assert [run.name for run in list_runs(workspace / "rlhf.db")] == ["left-running", "kept"]
     listed = rlhf(workspace, "ls")
     assert listed.returncode == 0 and "kept" in listed.stdout, listed.stderr
     assert "a line kept" in rlhf(workspace, "logs", "1").stdout
