@@ -263,6 +263,18 @@ def finished_writing(folder: Path) -> bool:
         return False
 
 
+STAGING = ".staging"  # where a checkpoint is written before its rename into place
+
+
+def checkpoint_folders(checkpoints: Path) -> list[Path]:
+    """The `checkpoint-STEP` folders published in `checkpoints` and those being written in its staging folder."""
+    found: list[Path] = []
+    for folder in (checkpoints, checkpoints / STAGING):
+        with suppress(FileNotFoundError):
+            found += [folder / name for name in os.listdir(folder) if name.startswith("checkpoint-")]
+    return found
+
+
 def written_since(folder: Path, since: float) -> bool:
     """Whether the folder or a file in it changed at or after `since` (time.time())."""
     try:
@@ -297,6 +309,7 @@ class Pretraining:
         self.step_seconds = 0.15
         self.startup: list[float] = []  # stage process found -> first step reported
         self.write_seconds: list[float] = []  # checkpoint folder seen -> its trainer_state.json seen
+        self.published_torn = 0  # torn folders found under a published checkpoint-N name (staging should make it 0)
         plans = ["checkpoint"] * (kills // 2) + ["random"] * (kills - kills // 2)
         rng.shuffle(plans)
         self.chains = [(i, plans[i::chains], random.Random(rng.random())) for i in range(chains)]
@@ -423,11 +436,17 @@ class Pretraining:
         return int(Path(source).name.rpartition("-")[2]) if source else 0
 
     def torn_this_leg(self, checkpoints: Path, resumed: int, leg_start: float) -> str:
-        """A checkpoint folder written in this leg that lacks its last file: what it holds."""
-        for path in sorted(checkpoints.glob("checkpoint-*")):
+        """A checkpoint folder written in this leg that lacks its last file: what it holds.
+        Checkpoints are written under checkpoints/.staging/ and renamed into place when whole
+        (engine/stages/common/checkpoint_writing.py), so a torn one is normally a staged one;
+        one under its published name counts in `published_torn` too, and should never be."""
+        for path in sorted(checkpoint_folders(checkpoints)):
             step = int(path.name.rpartition("-")[2])
             if step > resumed and not finished_writing(path) and written_since(path, leg_start - 1):
-                return f"{path.name} torn: {', '.join(sorted(p.name for p in path.iterdir())) or 'empty'}"
+                where = f"{STAGING}/{path.name}" if path.parent.name == STAGING else path.name
+                if path.parent.name != STAGING:
+                    self.published_torn += 1
+                return f"{where} torn: {', '.join(sorted(p.name for p in path.iterdir())) or 'empty'}"
         return ""
 
     def logged_since(self, stage_id: int, since: float) -> int | None:
@@ -480,9 +499,9 @@ class Pretraining:
                 return None  # it ended (or was ended) before the checkpoint we waited for
             now = time.monotonic()
             with suppress(FileNotFoundError):
-                for name in os.listdir(checkpoints):
+                for path in checkpoint_folders(checkpoints):
+                    name = path.name
                     step = int(name.rpartition("-")[2]) if name.rpartition("-")[2].isdigit() else -1
-                    path = checkpoints / name
                     if step <= resumed or step in finished or not written_since(path, leg_start):
                         continue
                     first_seen.setdefault(step, now)
@@ -553,6 +572,7 @@ class Pretraining:
         f["  of which landed in a checkpoint write"] = sum(bool(k.torn) for k in kills if k.plan == "random")
         f["kills aimed at a checkpoint write"] = sum(k.plan == "checkpoint" for k in kills)
         f["  verified mid-checkpoint (folder torn)"] = sum(bool(k.torn) for k in kills if k.plan == "checkpoint")
+        f["  torn folders under a published checkpoint-N name"] = self.published_torn
         torn = [k.torn for k in kills if k.torn]
         f["  torn: no weights yet / weights, no optimizer.pt / both, no trainer_state"] = " / ".join(str(n) for n in (
             sum("model.safetensors" not in t for t in torn),
@@ -571,6 +591,7 @@ class Pretraining:
             f["runs"] == f["runs succeeded at max_steps"] == f["runs with every step once, losses as uninterrupted"]
             and f["steps stored twice"] == 0 and not self.part.resume_errors and not self.part.problems
             and f["kills"] >= len(self.chains) and f["  verified mid-checkpoint (folder torn)"] > 0
+            and self.published_torn == 0
         )
 
 
