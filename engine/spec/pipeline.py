@@ -84,6 +84,12 @@ def stage_spec_from_dict(config: Mapping[str, Any]) -> StageSpec:
 
 def load_spec(path: str | os.PathLike[str]) -> PipelineSpec:
     """Read and validate a pipeline spec file; raises SpecError."""
+    text, base_dir = read_spec_file(path)
+    return parse_spec(text, source=os.fspath(path), base_dir=base_dir)
+
+
+def read_spec_file(path: str | os.PathLike[str]) -> tuple[str, Path]:
+    """A spec file's text and the folder its relative paths start at; SpecError if it cannot be read."""
     source = os.fspath(path)
     file = Path(source).expanduser()
     try:
@@ -98,7 +104,7 @@ def load_spec(path: str | os.PathLike[str]) -> PipelineSpec:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SpecError([f"{source}: not UTF-8 text (byte {exc.start})"]) from None
-    return parse_spec(text, source=source, base_dir=file.resolve().parent)
+    return text, file.resolve().parent
 
 
 def parse_spec(text: str, *, source: str, base_dir: Path) -> PipelineSpec:
