@@ -1,5 +1,9 @@
 """`rlhf`: the command line. Headless mode for people at a shell and for scripts.
 
+`rlhf validate SPEC` checks a spec as `rlhf run` would and prints its plan;
+`--set STAGE.KEY=VALUE` (run, validate) changes a spec's key for one command;
+`rlhf completion bash|zsh` prints a completion script; `rlhf --version`.
+
 Exit codes: 0 the command (or the run it followed) succeeded; 1 the run
 failed, crashed or was cancelled; 2 bad input (a spec, a run name, a file),
 with one message per problem naming the file and field; 130 interrupted.
@@ -15,7 +19,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
@@ -24,6 +28,7 @@ from engine import Engine, EngineError, RunFinished
 from store import StoreError, is_read_only, why_not_writable
 
 from . import headless
+from .completion import SHELLS, completes_files, completes_folders
 from .feedback_cli import (
     add_arena_command,
     add_prefs_command,
@@ -44,26 +49,73 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, where it has one worth showing and the help
+    does not already say it (argparse's ArgumentDefaultsHelpFormatter would also print
+    `(default: None)` and `(default: False)` after every flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        # Identity, not equality: a default of 0 is worth showing, and 0 == False.
+        shown = not (default is None or default is False or default is argparse.SUPPRESS or default in ("", []))
+        takes_default = bool(action.option_strings) or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+        if shown and takes_default and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser with our help formatter; subcommands' parsers are made of this class too
+    (add_subparsers uses the parent's class), the feedback commands' included."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+class _ShowVersion(argparse.Action):
+    """`--version`: read from installed metadata when asked, not each time the parser is built."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from .version import version_text
+
+        sys.stdout.write(version_text() + "\n")  # stdout, as argparse's own version action (exit() writes stderr)
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --workspace is accepted before or after the command name.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    common = _Parser(add_help=False)
+    completes_folders(common.add_argument(
         "--workspace", "-w", metavar="DIR", default=argparse.SUPPRESS,
         help="workspace folder (default: $RLHF_WORKSPACE, else ./rlhf-workspace)",
-    )
-    parser = argparse.ArgumentParser(
+    ))
+    parser = _Parser(
         prog="rlhf", parents=[common],
         description="Train language models through the InstructGPT recipe from one terminal.",
     )
+    parser.add_argument("--version", action=_ShowVersion,
+                        help="print the versions of rlhf-console, torch, transformers, trl, peft and accelerate")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], help=help_, description=help_)
 
     p = command("run", "validate a pipeline spec and run it")
-    p.add_argument("spec", type=Path, help="pipeline spec (TOML)")
+    completes_files(p.add_argument("spec", type=Path, help="pipeline spec (TOML)"))
     p.add_argument("--name", help="run name (default: the spec's name)")
+    _set_option(p)
     _follow_options(p)
+
+    p = command("validate", "check a pipeline spec as `rlhf run` would and print its plan; runs and records nothing")
+    completes_files(p.add_argument("spec", type=Path, help="pipeline spec (TOML)"))
+    _set_option(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
     p = command("ls", "list runs")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -115,20 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model folder(s), stage output, hub id; the last argument is the prompt")
     p.add_argument("--k", type=int, default=1, help="responses per checkpoint")
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling: keep the likeliest tokens up to "
+                   "this much probability (1 = all)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="longest answer, in tokens")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("export", "write a checkpoint as a plain Hugging Face folder (safetensors, tokenizer)")
-    p.add_argument("checkpoint", type=Path, help="a model or LoRA adapter folder")
-    p.add_argument("--out", type=Path, required=True, help="new folder to write")
+    completes_folders(p.add_argument("checkpoint", type=Path, help="a model or LoRA adapter folder"))
+    completes_folders(p.add_argument("--out", type=Path, required=True, help="new folder to write"))
     p.add_argument("--merge-lora", action="store_true", help="merge a LoRA adapter into its base model")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model's own code (only for models you trust)")
 
     p = command("init", "write a commented example pipeline spec")
-    p.add_argument("path", nargs="?", type=Path, default=Path("pipeline.toml"))
+    completes_files(p.add_argument("path", nargs="?", type=Path, default=Path("pipeline.toml"),
+                                   help="where to write it"))
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     p = command("demo", "run the built-in demo pipeline and open the console on it")
@@ -143,7 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_prefs_command(commands, common)
     add_arena_command(commands, common)
     add_score_command(commands, common)
+
+    p = command("completion", "print a shell completion script for rlhf")
+    p.add_argument("shell", choices=SHELLS,
+                   help="the shell: bash (e.g. rlhf completion bash > ~/.local/share/bash-completion/completions/rlhf)"
+                        " or zsh (rlhf completion zsh > a folder on $fpath, as _rlhf)")
     return parser
+
+
+def _set_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="STAGE.KEY=VALUE",
+                   help="change one key of a stage's table before the spec is validated, e.g. --set sft.max_steps=50 "
+                        "or --set sft.lora.r=16; the value is read as TOML (a word that is not TOML is a string); "
+                        "repeatable")
 
 
 def _follow_options(p: argparse.ArgumentParser) -> None:
@@ -172,9 +238,10 @@ async def _start_and_follow(engine: Engine, run: RunRead, args: argparse.Namespa
 
 
 async def cmd_run(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    from engine import load_spec  # the spec models (pydantic) only for the commands that read a spec
+    # the spec models (pydantic) only for the commands that read a spec
+    from engine.spec.overrides import load_spec_with_overrides
 
-    spec = load_spec(args.spec)  # raises SpecError before anything is written
+    spec = load_spec_with_overrides(args.spec, args.overrides)  # raises SpecError before anything is written
     run = await engine.submit(spec, name=args.name)
     return await _attached(engine, run, args, out)
 
@@ -357,6 +424,28 @@ def cmd_tui(engine: Engine, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_validate(args: argparse.Namespace, out: Console) -> int:
+    """Everything `rlhf run` checks before it submits (the spec, its references, its data files),
+    then the plan; a bad spec raises the same SpecError `rlhf run` gives. Opens no workspace."""
+    from engine.runtime.plan import plan_pipeline
+    from engine.spec.overrides import load_spec_with_overrides
+
+    plan = plan_pipeline(load_spec_with_overrides(args.spec, args.overrides))
+    if args.json:
+        headless.emit_json(plan.to_json())
+    else:
+        run_command = ["rlhf", "run", str(args.spec), *(f"--set={o}" for o in args.overrides)]
+        headless.print_plan(plan, out, run_command=run_command)
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace, out: Console) -> int:
+    from .completion import completion_script
+
+    sys.stdout.write(completion_script(build_parser(), args.shell))
+    return EXIT_OK
+
+
 def cmd_init(args: argparse.Namespace, out: Console) -> int:
     path: Path = args.path
     if path.exists() and not args.force:
@@ -380,13 +469,17 @@ COMMANDS = {
 }
 
 
+#: commands that neither open nor create a workspace
+WITHOUT_A_WORKSPACE = {"init": cmd_init, "validate": cmd_validate, "completion": cmd_completion}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
     try:
-        if args.command == "init":
-            return cmd_init(args, out)
+        if args.command in WITHOUT_A_WORKSPACE:
+            return WITHOUT_A_WORKSPACE[args.command](args, out)
         engine = Engine(getattr(args, "workspace", None))
         try:
             if _wants_console(args):

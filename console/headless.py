@@ -1,14 +1,20 @@
-"""Headless output: what `rlhf run`, `ls`, `status`, `logs` and `metrics` print.
+"""Headless output: what `rlhf run`, `validate`, `ls`, `status`, `logs` and `metrics` print.
 
 Three audiences: a person at a TTY (a progress bar per stage, tables), a
 log file or pipe (plain lines), and scripts (`--json`: one JSON object per
 line while following, one JSON document otherwise). Untrusted text (log
 lines, errors) always goes through `printable` and `Text`, never markup.
+
+JSON output is strict JSON: a value that is not a finite number (a diverged
+loss is stored as inf) is written as null, never as `NaN` or `Infinity`,
+which Python's json module writes by default and most other parsers refuse.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import shlex
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -32,6 +38,7 @@ from engine import (
 from .literal import printable
 
 if TYPE_CHECKING:
+    from engine.runtime.plan import PipelinePlan, StagePlan
     from store import MetricSummary, RunRead, StageRead
 
 #: metrics worth a line of their own when following without a progress bar
@@ -40,9 +47,21 @@ _HEADLINE_PREFIXES = ("eval/",)
 _TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second"}
 
 
-def emit_json(data: Any, out: TextIO = sys.stdout) -> None:
-    out.write(json.dumps(data, default=str) + "\n")
+def emit_json(data: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout  # looked up now, not at import: tests and callers may have replaced it
+    out.write(json.dumps(finite(data), default=str, allow_nan=False) + "\n")
     out.flush()
+
+
+def finite(data: Any) -> Any:
+    """`data` with every NaN and infinity (in dicts, lists and tuples, at any depth) as None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(value) for value in data]
+    return data
 
 
 async def follow(
@@ -144,6 +163,47 @@ def _plain_line(update: Any) -> str | None:
     if isinstance(update, RunFinished):
         return f"run {update.status}" + (f": {update.error}" if update.error else "")
     return None
+
+
+# --- the plan (rlhf validate) ---------------------------------------------------
+
+
+def print_plan(plan: PipelinePlan, console: Console, *, run_command: Sequence[str]) -> None:
+    """A validated spec's stages in the order they would run, what each reads, where it would run."""
+    count = f"{len(plan.stages)} stage{'s' if len(plan.stages) != 1 else ''}"
+    console.print(Text(printable(f"{plan.source}: valid; run '{plan.name}', {count} in this order:"), style="bold"),
+                  soft_wrap=True)
+    if plan.description:
+        console.print(Text(printable(plan.description), style="dim"), soft_wrap=True)
+    for position, stage in enumerate(plan.stages, start=1):
+        after = f", after {', '.join(stage.after)}" if stage.after else ""
+        console.print(Text(printable(f"{position:>3}. {stage.name} ({stage.kind}{after})")), soft_wrap=True)
+        rows = [(alias, ", ".join(value) if isinstance(value, list) else value)
+                for alias, value in stage.sources.items()]
+        rows.append(("runs on", _runs_on(stage)))
+        rows += [("warning", note) for note in stage.notes]
+        width = max(len(label) for label, _ in rows)
+        for label, value in rows:
+            console.print(Text(printable(f"       {label:<{width}}  {value}"),
+                               style="yellow" if label == "warning" else ""), soft_wrap=True)
+    console.print(Text(printable(f"nothing was started or recorded; `{shlex.join(run_command)}` runs it")),
+                  soft_wrap=True)
+
+
+def _runs_on(stage: StagePlan) -> str:
+    if stage.device_here == "none":
+        return "no device (it waits for no device slot)"
+    where = "the CPU" if stage.device_here == "cpu" else f"{stage.slots} GPU{'s' if stage.slots != 1 else ''}"
+    if stage.device != "auto":
+        where += f" (device = {stage.device})"
+    processes = f"{stage.processes} process{'es' if stage.processes != 1 else ''}"
+    if stage.machines > 1:
+        processes += f" on each of {stage.machines} machines"
+    if stage.accelerate_config is not None:
+        processes += f" through accelerate, as {stage.accelerate_config} says"
+    elif stage.strategy is not None:
+        processes += f" through accelerate, strategy {stage.strategy}"
+    return f"{where}, {processes}"
 
 
 # --- tables -------------------------------------------------------------------
