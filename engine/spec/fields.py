@@ -33,6 +33,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from pydantic_core import PydanticCustomError
 
 from engine.feedback.judges import is_judge_name
+from engine.spec.pass_through import check_lora_extras, check_trainer
 
 # -- field types ------------------------------------------------------------------
 # Settings several stages share, defined once so that they read (and validate)
@@ -188,6 +189,15 @@ class StageSpec(BaseModel):
     on_stall: Literal["warn", "fail"] = Field(
         "warn", description="when stalled: warn (show it, keep waiting) or fail (stop the stage, resumable)",
     )
+    # Checked against the library config's fields (engine/spec/pass_through.py, torch-free), so a
+    # mistyped key fails here, before anything trains; the stage lays it over its own keywords.
+    trainer: dict[str, Any] | None = Field(
+        None,
+        description="a [stages.NAME.trainer] table: settings passed as they are to the library config the "
+        "stage builds (TrainingArguments, or trl's SFTConfig, RewardConfig, DPOConfig, GRPOConfig, RLOOConfig; "
+        "PPO: its optimizer and Accelerator), e.g. optim, torch_compile, neftune_noise_alpha; the settings "
+        "this spec has fields for are set on the stage itself",
+    )
 
     #: whether the stage waits for a device slot (a GPU, or the machine's CPU slot)
     needs_device: ClassVar[bool] = True
@@ -219,6 +229,18 @@ class StageSpec(BaseModel):
                 "config file",
             )
         return str(path.expanduser())
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer_settings(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        if not value:
+            return value
+        kind = info.data.get("kind")
+        if not isinstance(kind, str):
+            return value  # the kind's own error is enough
+        own = [f.alias or name for name, f in cls.model_fields.items() if name != "trainer"]
+        raise_pass_through_problems(check_trainer(kind, value, own))
+        return value
 
     @field_validator("main_process_ip")
     @classmethod
@@ -317,9 +339,12 @@ class FromRequired(BaseModel):
 
 
 class LoraSpec(BaseModel):
-    """A `[stages.NAME.lora]` table: train low-rank adapters instead of every weight."""
+    """A `[stages.NAME.lora]` table: train low-rank adapters instead of every weight.
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    Other keys of peft's LoraConfig (use_dora, use_rslora, init_lora_weights...) are
+    kept as extras, checked against its fields, and passed to it as they are."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
 
     r: int = Field(16, ge=1, le=4096, description="rank of the adapter matrices")
     alpha: int = Field(32, ge=1, description="scaling numerator: adapter updates are scaled by alpha / r")
@@ -340,6 +365,29 @@ class LoraSpec(BaseModel):
             return value
         raise PydanticCustomError(
             "modules", 'expected "all-linear" or a non-empty array of module names such as ["q_proj", "v_proj"]'
+        )
+
+    @model_validator(mode="after")
+    def _extras_are_lora_config_fields(self) -> LoraSpec:
+        raise_pass_through_problems(self.extra_problems(self.model_extra or {}))
+        return self
+
+    @classmethod
+    def extra_problems(cls, table: dict[str, Any]) -> list[tuple[str, str]]:
+        """(key, problem) for each bad extra key of a [lora] table. The pipeline loader asks too
+        when a field of the table failed: pydantic then skips the check above."""
+        extras = {key: value for key, value in table.items() if key not in cls.model_fields}
+        return check_lora_extras(extras, list(cls.model_fields))
+
+
+def raise_pass_through_problems(problems: list[tuple[str, str]]) -> None:
+    """One validation error carrying every bad key of a pass-through table; the
+    pipeline loader reports each on its own line, as `trainer.KEY` (or `lora.KEY`)."""
+    if problems:
+        raise PydanticCustomError(
+            "pass_through", "{summary}",
+            {"summary": "; ".join(f"{key}: {problem}" for key, problem in problems),
+             "problems": [list(p) for p in problems]},
         )
 
 

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine.errors import SpecError
 from engine.spec.fields import StageSpec
+from engine.spec.pass_through import stage_level_hint
 from engine.spec.refs import STAGE_NAME, Ref, RefError, resolve_ref
 
 # As a module, read at call time (tests patch registry.PLANNED_KINDS).
@@ -290,7 +291,9 @@ class _Loader:
             if key in allowed:
                 data[key] = value
             else:
-                report(f"unknown field for a {kind} stage{_did_you_mean(key, allowed)}", key)
+                # A Hugging Face name (save_steps) is told what this spec calls it before difflib guesses.
+                hint = stage_level_hint(kind, key, allowed) or _did_you_mean(key, allowed)
+                report(f"unknown field for a {kind} stage{hint}", key)
 
         for alias in cls.path_fields:
             value = data.get(alias)
@@ -348,9 +351,29 @@ class _Loader:
             for error in exc.errors(include_url=False):
                 # A field of a nested table ([stages.NAME.lora]) is named by its path: `lora.r`.
                 field_key = ".".join(str(part) for part in error["loc"]) or None
+                if error["type"] == "pass_through":  # a [trainer] or [lora] table: one line per bad key
+                    for key, problem in error["ctx"]["problems"]:
+                        report(problem, f"{field_key}.{key}" if field_key else key)
+                    continue
                 report(_human_error(error, cls, field_key), field_key)
+            self.report_skipped_extras(exc, cls, data, report)
             return None, refs
         return (spec if ok else None), refs
+
+    @staticmethod
+    def report_skipped_extras(exc: ValidationError, cls: type[StageSpec], data: dict[str, Any],
+                              report: typing.Callable[[str, str | None], None]) -> None:
+        """A nested table that passes extra keys through ([lora]) checks them after its fields,
+        which pydantic skips when a field fails: so that one pass still names every problem,
+        its extras are checked here then."""
+        checked = {error["loc"][:1] for error in exc.errors() if error["type"] == "pass_through"}
+        for alias, value in data.items():
+            model = _model_at(cls, alias)
+            extra_problems = getattr(model, "extra_problems", None)
+            if (alias,) in checked or not isinstance(value, dict) or extra_problems is None:
+                continue
+            for key, problem in extra_problems(value):
+                report(problem, f"{alias}.{key}")
 
     def starts_from_builtin_model(self, stage: str) -> bool | None:
         """Whether every model `stage` starts from is a built-in preset (the
