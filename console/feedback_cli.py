@@ -160,7 +160,8 @@ def add_prefs_command(commands: Any, common: argparse.ArgumentParser) -> None:
                    help="drop = ties and both-bad make no pairs; margin = margins by rank distance, ties as "
                         "two pairs with margin 0")
     p.add_argument("--batch", "-b", action="append", default=[], help="only this batch (repeatable)")
-    p.add_argument("--annotators", choices=("all", "people", "judges", "imported"), default="all")
+    p.add_argument("--annotators", choices=("all", "people", "judges", "imported"), default="all",
+                   help="whose judgements: everyone's, people's, judges' (judge:NAME) or imported ones")
     p.add_argument("--annotator", action="append", default=[], help="only this annotator (repeatable)")
     p.add_argument("--conversational", action="store_true", help="write prompts and answers as chat messages")
 
@@ -300,7 +301,8 @@ def add_arena_command(commands: Any, common: argparse.ArgumentParser) -> None:
                     "a judge (or people: `rlhf rank`) compare them blind, in pairs.",
     )
     arena.add_argument("--batch", "-b", action="append", default=[], help="only this batch (repeatable)")
-    arena.add_argument("--annotators", choices=("all", "people", "judges", "imported"), default="all")
+    arena.add_argument("--annotators", choices=("all", "people", "judges", "imported"), default="all",
+                       help="whose comparisons count: everyone's, people's, judges' (judge:NAME) or imported ones")
     arena.add_argument("--json", action="store_true", help="print JSON")
     actions = arena.add_subparsers(dest="arena_command", metavar="ACTION")
     p = actions.add_parser("new", parents=[common], help="sample checkpoints on held-out prompts and compare them")
@@ -308,10 +310,10 @@ def add_arena_command(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", default=None,
                    help="held-out prompts: a file, a hub dataset, or builtin:demo-prompts for the demo's models "
                         "(required unless every checkpoint is a built-in model)")
-    p.add_argument("--max-prompts", type=int, default=50)
+    p.add_argument("--max-prompts", type=int, default=50, help="use at most this many prompts (the first ones)")
     p.add_argument("--judge", help="`demo` or module:function; without one, people rank it (`rlhf rank`)")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer, in tokens")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
