@@ -5,11 +5,14 @@ FSDP does not: accelerate 1.16 turns it on only for GPU process groups
 (tests/engine/test_launch_strategy.py checks that it is refused). deepspeed is
 not a dependency: without it these are skipped.
 
-Measured by hand with deepspeed 0.19.8 installed beside the venv (pip install
---target, on PYTHONPATH): ZeRO-2 passes; ZeRO-3 trains, but final/ holds the
-main process's empty shards of the big weights, because save_final (common/
-saving.py) saves the unwrapped model on the main process alone, without
-gathering; that test is marked xfail until it does."""
+Run with deepspeed 0.19.8 installed beside the venv (pip install --target DIR,
+then PYTHONPATH=DIR): ZeRO-2 and ZeRO-3 both pass. Under ZeRO-3 final/ is
+written from the weights gathered across the processes (common/saving.py,
+whole_for_saving; before it, final/ held the main process's empty
+placeholders), and it must equal what DeepSpeed's own zero_to_fp32 rebuilds
+from the optimizer shards of the last checkpoint: an independent way to the
+same weights. tests/stages/test_saving_gather.py checks the gather-then-save
+path without deepspeed."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
@@ -58,11 +62,7 @@ def empty_tensors(weights: Path) -> list[str]:
         return [name for name in saved.keys() if 0 in saved.get_slice(name).get_shape()]  # noqa: SIM118  not a dict
 
 
-@pytest.mark.parametrize("strategy", [
-    "deepspeed-zero2",
-    pytest.param("deepspeed-zero3", marks=pytest.mark.xfail(
-        strict=True, reason="save_final saves the main process's shards under ZeRO-3 (no gather yet)")),
-])
+@pytest.mark.parametrize("strategy", ["deepspeed-zero2", "deepspeed-zero3"])
 def test_pretraining_under_deepspeed_zero_on_two_cpu_processes(workspace, builtin_cache, strategy: str) -> None:
     stage_id, folder = run_pretrain(workspace, builtin_cache, strategy)
     stage = workspace.store.get_stage(stage_id=stage_id)
@@ -72,6 +72,13 @@ def test_pretraining_under_deepspeed_zero_on_two_cpu_processes(workspace, builti
     shards = sorted(p.name for p in (folder / "checkpoints" / "checkpoint-4" / "global_step4").iterdir()
                     if p.name.endswith("optim_states.pt"))
     assert len(shards) == 2, shards
-    # final/ is whole weights that plain transformers loads.
+    # final/ is whole weights that plain transformers loads: the trained ones, as DeepSpeed
+    # rebuilds them from the last checkpoint's fp32 optimizer shards (final/ and checkpoint-4 are step 4).
     assert empty_tensors(folder / "final" / "model.safetensors") == []
-    AutoModelForCausalLM.from_pretrained(folder / "final")
+    final = AutoModelForCausalLM.from_pretrained(folder / "final").state_dict()
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    rebuilt = get_fp32_state_dict_from_zero_checkpoint(str(folder / "checkpoints" / "checkpoint-4"), tag="global_step4")
+    assert sorted(final) == sorted(rebuilt)
+    different = [name for name, tensor in rebuilt.items() if not torch.equal(final[name], tensor)]
+    assert different == [], different

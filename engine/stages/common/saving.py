@@ -5,6 +5,14 @@ tokenizer with its chat template; no training_args.bin, which is a pickle),
 written beside its place and renamed into it, so a crash mid-save never
 leaves a half-written final folder. Used by pretrain, sft, reward, dpo, ppo
 and the online RL stages.
+
+Under DeepSpeed ZeRO-3 and FSDP no process holds the whole model: ZeRO-3
+leaves an empty placeholder in each parameter between forward passes, FSDP
+a shard. `whole_for_saving` gathers the full state dict (accelerate's
+`get_state_dict`, a collective every process enters) and builds the model
+whole from it on the main process, which then saves it as any other.
+Without sharding (one process, DDP, ZeRO-1/2) it gathers nothing and the
+model saved is the trained one itself, as before.
 """
 
 from __future__ import annotations
@@ -13,8 +21,11 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from engine.errors import StageFailed
@@ -55,12 +66,86 @@ def save_trained(trainer: Trainer, ctx: StageContext, step: int, *,
     """How a Trainer-based stage ends: its model saved as final/ by the main
     process (`save_final`, with the trainer's tokenizer unless `tokenizer`
     is given; `base`: the parent weights a quantized LoRA merges into),
-    recorded as the final checkpoint at `step`, and the metrics flushed."""
+    recorded as the final checkpoint at `step`, and the metrics flushed.
+    Every process calls it: under ZeRO-3 or FSDP gathering the weights
+    takes them all."""
+    # The Trainer keeps what accelerate prepared (the DeepSpeed engine, the FSDP
+    # module) as model_wrapped; unwrapped, that is trainer.model itself.
+    model = whole_for_saving(trainer.accelerator, trainer.model_wrapped)
     if trainer.is_world_process_zero():
+        assert model is not None  # the main process always gets the model
         saved_tokenizer = tokenizer if tokenizer is not None else trainer.processing_class
-        save_final(trainer.accelerator.unwrap_model(trainer.model), saved_tokenizer, ctx.final_dir, base=base)
+        save_final(model, saved_tokenizer, ctx.final_dir, base=base)
     ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
     ctx.flush()
+
+
+def whole_for_saving(accelerator: Accelerator, prepared: torch.nn.Module) -> PreTrainedModel | None:
+    """The trained model with every weight whole, for `save_final`.
+
+    `prepared`: what `accelerator.prepare` returned (or the model itself, if
+    it never went through it). Where nothing shards the weights, the
+    unwrapped model itself, on every process: no gather, no copy. Under
+    ZeRO-3 or FSDP every process must call this at the same point (the
+    gather is collective); the main process gets a model built from the
+    gathered weights, the others None."""
+    if not _shards_weights(accelerator):
+        return accelerator.unwrap_model(prepared)
+    state = _gathered_state_dict(accelerator, prepared)
+    if not accelerator.is_main_process:
+        return None
+    return _built_from(accelerator.unwrap_model(prepared), state)
+
+
+def _shards_weights(accelerator: Accelerator) -> bool:
+    """Whether a process lacks part of the weights: FSDP, or DeepSpeed's ZeRO
+    stage 3 (stages 1 and 2 shard optimizer state and gradients only)."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return bool(accelerator.deepspeed_config["zero_optimization"]["stage"] == 3)
+    return False
+
+
+def _gathered_state_dict(accelerator: Accelerator, prepared: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The full state dict on the main process ({} or None on the others),
+    gathered by every process: FSDP's full state dict, or ZeRO-3's
+    parameters gathered one module at a time and copied to the CPU."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and \
+            not prepared.zero_gather_16bit_weights_on_model_save():  # type: ignore[operator]  # a DeepSpeed engine
+        # accelerate refuses to gather unless the DeepSpeed config says to gather on save
+        # (`stage3_gather_16bit_weights_on_model_save`; our `deepspeed-zero3` strategy sets it, a
+        # user's config file may not). The consolidation it would call works all the same, and
+        # failing here, after the whole training, would lose final/.
+        return prepared._zero3_consolidated_16bit_state_dict()  # type: ignore[operator]  # noqa: SLF001
+    return accelerator.get_state_dict(prepared)
+
+
+def _built_from(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> PreTrainedModel:
+    """A model of `model`'s classes (its LoRA adapters and score head
+    included) holding the gathered tensors themselves: built on the meta
+    device, so that building it allocates nothing, then given each tensor
+    (assign: no copy). For saving only: buffers that are not saved (rotary
+    tables) are left unbuilt."""
+    peft: Any = sys.modules.get("peft")  # imported only where the model is a PeftModel
+    adapted = peft is not None and isinstance(model, peft.PeftModel)
+    trained: Any = model  # a PreTrainedModel or a PeftModel (peft is untyped)
+    base = trained.get_base_model() if adapted else trained
+    with torch.device("meta"):
+        built: Any = type(base)(base.config)
+        if adapted:
+            # The same adapter config builds the same modules: the LoRA layers and the
+            # layers peft trains in full (a reward model's score head), under the same names.
+            built = peft.get_peft_model(built, trained.peft_config[trained.active_adapter])
+    loaded = built.load_state_dict(state, strict=False, assign=True)
+    (built.get_base_model() if adapted else built).tie_weights()
+    missing = sorted({name for name, tensor in built.state_dict().items() if tensor.is_meta})
+    if missing:
+        unexpected = sorted(loaded.unexpected_keys)
+        raise StageFailed(f"cannot save final/: the gathered weights lack {', '.join(missing[:5])}"
+                          + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+                          + (f"; they hold {', '.join(unexpected[:5])} instead" if unexpected else ""))
+    return built
 
 
 def _merge_into_full_precision(adapter: Path, base: str | None) -> PreTrainedModel:
