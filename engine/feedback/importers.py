@@ -9,6 +9,12 @@ JSON Lines (`.jsonl`, `.json`, `.ndjson`: one object per line, blank lines
 skipped, or one JSON array of objects) and parquet (`.parquet`, read with
 pyarrow, imported only when needed) for every format; CSV (`.csv`, or `.tsv`)
 for the judgement table only, the one format whose CSV this package writes.
+Any of them may be gzip-compressed, `NAME.EXT.gz` (HH ships `train.jsonl.gz`):
+`read_records` decompresses it into a temporary copy the reader reads.
+
+Rows that are not in a file (a `datasets` folder or a hub dataset, which
+the stages open) are read by `read_feedback_records`, with the same formats
+and the same list of bad rows.
 
 Formats, by the fields of a record (other fields are ignored):
 
@@ -16,7 +22,9 @@ Formats, by the fields of a record (other fields are ignored):
   kept if present). Either all plain strings, or all conversations (lists of
   `{"role", "content"}` messages; other message keys are dropped). Without
   `prompt` (TRL's implicit prompt) `chosen` and `rejected` are whole
-  conversations and the prompt is their shared leading messages.
+  conversations and the prompt is their shared leading messages. A plain
+  `prompt` beside whole conversations (HuggingFaceH4/ultrafeedback_binarized)
+  is read the same way: the conversations already hold it.
 - `hh`: Anthropic HH, `chosen` and `rejected` whole dialogues as strings with
   "\\n\\nHuman: ..." / "\\n\\nAssistant: ..." turns. They are read as
   conversations: the prompt is the dialogue before the last Assistant turn
@@ -41,17 +49,27 @@ first 20 in the message.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from engine.errors import FeedbackFormatError, UserInputError
-from engine.feedback.record_files import JSON_SUFFIXES, TABLE_SUFFIXES, RecordFileError, read_record_file
+from engine.feedback.record_files import (
+    JSON_SUFFIXES,
+    TABLE_SUFFIXES,
+    RecordFileError,
+    Row,
+    read_record_file,
+)
 from engine.feedback.records import (
     Judgement,
     Message,
@@ -64,6 +82,7 @@ from engine.feedback.records import (
     content_key,
     is_conversation,
 )
+from engine.spec.data_refs import data_suffix, is_compressed
 
 ImportFormat = Literal["auto", "trl", "hh", "ranked", "kto", "judgements"]
 IMPORT_FORMATS: tuple[str, ...] = get_args(ImportFormat)
@@ -105,7 +124,24 @@ def read_feedback(path: str | os.PathLike[str], *, format: ImportFormat = "auto"
             )
         format = "judgements"
 
-    rows = list(_rows(source))
+    return _read_rows(list(_rows(source)), source=source, format=format, json_cells=container == "csv")
+
+
+def read_feedback_records(records: Iterable[Any], *, source: str, format: ImportFormat = "auto") -> ImportResult:
+    """`read_feedback` for rows that are not in a file: the rows of a
+    `datasets` folder or a hub dataset (dicts), named `SOURCE: row N`."""
+    if format not in IMPORT_FORMATS:
+        raise UserInputError(f"import format {format!r}; expected one of {', '.join(IMPORT_FORMATS)}")
+    rows: list[tuple[str, dict[str, Any] | _Problem]] = [
+        (f"{source}: row {number}",
+         dict(record) if isinstance(record, dict) else _Problem(f"a {type(record).__name__}; expected a record"))
+        for number, record in enumerate(records, start=1)
+    ]
+    return _read_rows(rows, source=Path(source), format=format, json_cells=False)
+
+
+def _read_rows(rows: Sequence[tuple[str, dict[str, Any] | _Problem]], *, source: Path, format: str,
+               json_cells: bool) -> ImportResult:
     records = [(where, row) for where, row in rows if not isinstance(row, _Problem)]
     if not rows:
         raise FeedbackFormatError([f"{source}: no records; expected one record per line (or row)"])
@@ -123,7 +159,7 @@ def read_feedback(path: str | os.PathLike[str], *, format: ImportFormat = "auto"
     # One pass in file order, so the problems read top to bottom.
     problems: list[str] = []
     parsed = []
-    parse = _parser(format, json_cells=container == "csv") if records else None
+    parse = _parser(format, json_cells=json_cells) if records else None
     for where, row in rows:
         try:
             if isinstance(row, _Problem):
@@ -155,24 +191,49 @@ def detect_format(record: dict[str, Any]) -> str | None:
 # --- reading rows ----------------------------------------------------------------
 
 def _container(source: Path) -> str:
-    suffix = source.suffix.lower()
+    suffix = data_suffix(source)
     if suffix in JSON_SUFFIXES:
         return "jsonl"
     if suffix in TABLE_SUFFIXES:
         return "parquet" if suffix == ".parquet" else "csv"
     raise UserInputError(f"{source}: unknown file type {suffix or '(none)'}; "
-                         "expected .jsonl, .json, .ndjson, .parquet, .csv or .tsv")
+                         "expected .jsonl, .json, .ndjson, .parquet, .csv or .tsv (or one of them .gz)")
 
 
 def _rows(source: Path) -> Iterator[tuple[str, dict[str, Any] | _Problem]]:
     """(where, record or its problem) for each record, `where` being FILE:LINE
     (FILE:row N in parquet, FILE:item N in a JSON array)."""
     try:
-        for row in read_record_file(source):
+        for row in read_records(source):
             where = f"{source}:{row.number}" if row.unit == "line" else f"{source}:{row.where}"
             yield where, row.record if row.record is not None else _Problem(row.problem)
     except RecordFileError as error:
         raise FeedbackFormatError([str(error)]) from None
+
+
+def read_records(path: Path, *, columns: Sequence[str] | None = None) -> Iterator[Row]:
+    """`read_record_file` that also reads `NAME.EXT.gz` as `NAME.EXT`. The
+    file is decompressed whole into a temporary copy first (the reader wants
+    a file, and a damaged stream is then told before the first record);
+    messages name the `.gz` file, not the copy."""
+    if not is_compressed(path):
+        yield from read_record_file(path, columns=columns)
+        return
+    with tempfile.TemporaryDirectory(prefix="rlhf-gz-") as folder:
+        copy = Path(folder) / path.name[: -len(path.suffix)]
+        try:
+            with gzip.open(path, "rb") as packed, copy.open("wb") as plain:
+                shutil.copyfileobj(packed, plain, 1 << 20)
+        except EOFError:
+            raise RecordFileError(f"{path}: the gzip file is cut short (it ends before its end marker); "
+                                  "expected a whole .gz file") from None
+        except (gzip.BadGzipFile, zlib.error) as error:
+            raise RecordFileError(f"{path}: not a readable gzip file ({error}); expected gzip-compressed "
+                                  "records") from None
+        try:
+            yield from read_record_file(copy, columns=columns)
+        except RecordFileError as error:
+            raise RecordFileError(str(error).replace(str(copy), str(path))) from None
 
 
 # --- one record of each format -------------------------------------------------------
@@ -206,17 +267,26 @@ def _same_form(texts: dict[str, Text]) -> None:
 
 def _parse_trl(record: dict[str, Any]) -> PreferencePair:
     chosen, rejected = _text(record, "chosen"), _text(record, "rejected")
-    if record.get("prompt") is not None:
-        prompt = _text(record, "prompt")
-        _same_form({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-    else:
+    prompt = _text(record, "prompt") if record.get("prompt") is not None else None
+    if prompt is None or (isinstance(prompt, str) and _repeats_prompt(prompt, chosen, rejected)):
+        # HuggingFaceH4/ultrafeedback_binarized: a plain prompt, and whole conversations that start with it.
         prompt, chosen, rejected = _implicit_prompt(chosen, rejected)
+    else:
+        _same_form({"prompt": prompt, "chosen": chosen, "rejected": rejected})
     margin = record.get("margin")
     if margin is not None:
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
             raise _Problem(f"margin is {margin!r}; expected a finite number or null")
         margin = float(margin)
     return PreferencePair(content_key(prompt), prompt, chosen, rejected, margin)
+
+
+def _repeats_prompt(prompt: str, chosen: Text, rejected: Text) -> bool:
+    """Whether both conversations open with `prompt` as their first user turn."""
+    def opens_with_it(text: Text) -> bool:
+        return (not isinstance(text, str) and len(text) > 1 and text[0].role == "user"
+                and text[0].content.strip() == prompt.strip())
+    return opens_with_it(chosen) and opens_with_it(rejected)
 
 
 def _implicit_prompt(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:

@@ -17,7 +17,9 @@ engine/stages/KIND/spec.py; the registry of kinds is engine/stages/registry.py.
 Reference fields (`from`, `tokenizer`, `data`) are written by people as a
 stage name, `builtin:NAME`, a local path or a hub id; the pipeline loader
 rewrites them to one canonical form: `stage:NAME`, `builtin:NAME`,
-`path:/absolute/path` or `hub:org/name` (see engine/spec/refs.py).
+`path:/absolute/path` or `hub:org/name` (see engine/spec/refs.py). A data
+reference may name the subset, split and hub revision it reads:
+`org/name@REV?subset=S&split=T` (engine/spec/data_refs.py).
 
 Torch-free: imported by the CLI and the console.
 """
@@ -93,7 +95,8 @@ FrozenQuantization = Annotated[Literal["none", "4bit", "8bit"], Field(
 # The fixed prompts a training stage answers while it trains (SFT, DPO, PPO, RLOO, GRPO).
 EvalPrompts = Annotated[str | None, Field(
     description="prompts the model answers while it trains, stored as samples: builtin, a file, a datasets "
-    "folder or a hub id; unset = a held-out share of the stage's own prompts, never trained on",
+    "folder or a hub id (?split=test_sft names a split); unset = a held-out share of the stage's own prompts, "
+    "never trained on",
 )]
 EvalPromptCount = Annotated[int, Field(ge=0, description="how many of them (the first ones; 0 = none)")]
 

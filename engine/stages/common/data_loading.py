@@ -9,10 +9,14 @@ A corpus is a list of documents (strings). Sources:
 - a file: `.txt`/`.md` (one document per blank-line-separated paragraph),
   or a file of records read by engine/feedback/record_files.py (`.jsonl`,
   `.json`, `.ndjson`: JSON lines or an array of objects; `.parquet`, `.csv`,
-  `.tsv`): the `text_field` column;
-- a folder written by `datasets`' `save_to_disk` (its `train` split when it
-  holds several), or a folder of files of the kinds above;
-- a hub dataset id (its `train` split; needs a network).
+  `.tsv`): the `text_field` column; any of them gzip-compressed (`.jsonl.gz`);
+- a folder written by `datasets`' `save_to_disk`, or a folder of files of the
+  kinds above;
+- a hub dataset id (needs a network), or a local folder laid out as one.
+
+A reference may name the subset, split and (hub) revision to read
+(`org/name@REV?subset=S&split=T`, engine/spec/data_refs.py); without a split
+the `train` one is read (datasets_source.py opens these).
 
 Local files are read with the standard library and pyarrow rather than
 `datasets.load_dataset`: that is faster for small files and writes no cache
@@ -31,6 +35,7 @@ prompts a model is asked while it trains.
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import math
@@ -45,10 +50,13 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from engine.errors import StageFailed
-from engine.feedback.record_files import RECORD_SUFFIXES, RecordFileError, read_record_file
+from engine.feedback.importers import read_records
+from engine.feedback.record_files import RECORD_SUFFIXES, RecordFileError
 from engine.spec.catalog import load_provider, record_providers
+from engine.spec.data_refs import DataOptionError, DataOptions, data_suffix, is_compressed, parse_data_value
 from engine.stages.common import stdlib_corpus as corpus
 from engine.stages.common.context import Source
+from engine.stages.common.datasets_source import dataset_rows, uses_datasets
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 SUFFIXES = (*TEXT_SUFFIXES, *RECORD_SUFFIXES)
@@ -77,9 +85,9 @@ def load_texts(
         else:
             docs = corpus.load_stdlib_docs(cache_dir)
     elif source.kind == "path":
-        docs = _read_path(Path(source.value), text_field)
+        docs = _read_path(*_location(source), text_field)
     else:
-        docs = _read_hub(source.value, text_field, max_documents)
+        docs = _read_hub(*_location(source), text_field, max_documents)
     # The readers are lazy where they can be, so a cap stops reading early.
     texts = list(itertools.islice(_non_empty(docs), max_documents))
     if not texts:
@@ -91,9 +99,18 @@ def _non_empty(docs: Iterable[str]) -> Iterator[str]:
     return (d for d in docs if d.strip())
 
 
-def _read_path(path: Path, text_field: str) -> Iterator[str]:
-    if _is_saved_dataset(path):
-        yield from _read_saved_dataset(path, text_field)
+def _location(source: Source) -> tuple[str, DataOptions]:
+    """A path or hub Source's location and the subset/split/revision its reference names."""
+    try:
+        return parse_data_value(source.kind, source.value)
+    except DataOptionError as exc:
+        raise StageFailed(f"{source.kind}:{source.value}: {exc}") from None
+
+
+def _read_path(location: str, options: DataOptions, text_field: str) -> Iterator[str]:
+    path = Path(location)
+    if uses_datasets(path, options):
+        yield from _read_dataset_texts(path, options, text_field)
         return
     for file in _files_at(path):
         yield from _read_file(file, text_field)
@@ -105,17 +122,17 @@ def _files_at(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise StageFailed(f"{path}: no such file or folder")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+    files = sorted(p for p in path.iterdir() if p.is_file() and data_suffix(p) in SUFFIXES)
     if not files:
         raise StageFailed(
             f"{path}: neither a dataset saved with save_to_disk nor a folder of "
-            f"{', '.join(SUFFIXES)} files"
+            f"{', '.join(SUFFIXES)} files (or .gz ones), and no subset or split named (?split=...)"
         )
     return files
 
 
 def _read_file(path: Path, text_field: str) -> Iterator[str]:
-    if path.suffix.lower() in TEXT_SUFFIXES:
+    if data_suffix(path) in TEXT_SUFFIXES:
         yield from _read_paragraphs(path)
         return
     # A parquet file then reads only the text column.
@@ -124,7 +141,11 @@ def _read_file(path: Path, text_field: str) -> Iterator[str]:
 
 
 def _read_paragraphs(path: Path) -> Iterator[str]:
-    text = path.read_text(encoding="utf-8")
+    if is_compressed(path):
+        with gzip.open(path, "rt", encoding="utf-8") as file:
+            text = file.read()
+    else:
+        text = path.read_text(encoding="utf-8")
     for paragraph in _PARAGRAPH_BREAK.split(text):
         yield paragraph.strip()
 
@@ -132,10 +153,10 @@ def _read_paragraphs(path: Path) -> Iterator[str]:
 def _read_records(path: Path, *, columns: Sequence[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, record) for each record of a file of records (the reader the
     feedback importers share); StageFailed at the first that cannot be read."""
-    if path.suffix.lower() not in RECORD_SUFFIXES:
-        raise StageFailed(f"{path}: unsupported file type (supported: {', '.join(SUFFIXES)})")
+    if data_suffix(path) not in RECORD_SUFFIXES:
+        raise StageFailed(f"{path}: unsupported file type (supported: {', '.join(SUFFIXES)}, or one of them .gz)")
     try:
-        for row in read_record_file(path, columns=columns):
+        for row in read_records(path, columns=columns):
             if row.record is None:
                 raise StageFailed(f"{path}: {row.where} is {row.problem}")
             yield row.where, row.record
@@ -151,49 +172,28 @@ def _field(row: object, text_field: str, path: object, where: str) -> str:
     return _as_text(row[text_field], path, text_field)
 
 
-def _is_saved_dataset(path: Path) -> bool:
-    # save_to_disk writes state.json (a Dataset) or dataset_dict.json (a DatasetDict).
-    return path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists())
-
-
-def _load_saved_dataset(folder: Path) -> Any:
-    """A folder written by save_to_disk: the dataset, or the train split of a DatasetDict."""
-    import datasets
-
-    loaded = datasets.load_from_disk(str(folder))
-    if isinstance(loaded, datasets.DatasetDict):
-        loaded = _train_split(loaded, folder)
-    return loaded
-
-
-def _read_saved_dataset(folder: Path, text_field: str) -> Iterator[str]:
-    loaded = _load_saved_dataset(folder)
-    if text_field not in loaded.column_names:
-        raise _missing_column(folder, text_field, loaded.column_names)
-    for value in loaded[text_field]:
-        yield _as_text(value, folder, text_field)
-
-
-def _train_split(splits: Mapping[str, Any], where: object) -> Any:
-    if "train" in splits:
-        return splits["train"]
-    if len(splits) == 1:
-        return next(iter(splits.values()))
-    raise StageFailed(f"{where}: no 'train' split (splits: {', '.join(splits)})")
-
-
-def _read_hub(dataset_id: str, text_field: str, max_documents: int | None) -> Iterator[str]:
-    import datasets
-
-    try:
-        # With a cap, stream: a few thousand documents of a web-scale corpus
-        # should not download all of it.
-        loaded = datasets.load_dataset(dataset_id, split="train", streaming=max_documents is not None)
-    except Exception as exc:  # the hub raises many types: offline, gated, missing
-        raise StageFailed(f"cannot load dataset {dataset_id!r}: {exc}") from exc
+def _read_dataset_texts(folder: Path, options: DataOptions, text_field: str) -> Iterator[str]:
+    label = f"{folder}{options.render('path', str(folder))}"
+    rows = dataset_rows(str(folder), options, hub=False)
+    columns = getattr(rows, "column_names", None)
+    if isinstance(columns, list) and hasattr(rows, "__getitem__"):
+        # A dataset saved with save_to_disk, memory-mapped: read only its text column.
+        if text_field not in columns:
+            raise _missing_column(label, text_field, columns)
+        yield from (_as_text(value, label, text_field) for value in rows[text_field])
+        return
     # A streamed dataset may not know its columns before the first row: check each row.
+    for number, row in enumerate(rows, start=1):
+        yield _field(row, text_field, label, f"row {number}")
+
+
+def _read_hub(dataset_id: str, options: DataOptions, text_field: str, max_documents: int | None) -> Iterator[str]:
+    # With a cap, stream: a few thousand documents of a web-scale corpus
+    # should not download all of it.
+    loaded = dataset_rows(dataset_id, options, hub=True, streaming=max_documents is not None)
+    label = f"{dataset_id}{options.render('hub', dataset_id)}"
     for number, row in enumerate(loaded, start=1):
-        yield _field(row, text_field, dataset_id, f"row {number}")
+        yield _field(row, text_field, label, f"row {number}")
 
 
 def _as_text(value: object, where: object, text_field: str) -> str:
@@ -316,40 +316,32 @@ def load_records(
             known = ", ".join([*record_providers(), corpus.NAME])
             raise StageFailed(f"unknown built-in data set {source.value!r} (known: {known})")
     elif source.kind == "path":
-        rows = _read_record_path(Path(source.value))
+        rows = _read_record_path(*_location(source))
     else:
-        rows = _read_hub_records(source.value, max_records)
+        location, options = _location(source)
+        rows = dataset_rows(location, options, hub=True, streaming=max_records is not None)
     records = list(itertools.islice(rows, max_records))
     if not records:
         raise StageFailed(f"{source.value}: no rows found")
     return records
 
 
-def _read_record_path(path: Path) -> Iterator[dict[str, Any]]:
-    if _is_saved_dataset(path):
-        yield from _load_saved_dataset(path)
+def _read_record_path(location: str, options: DataOptions) -> Iterator[dict[str, Any]]:
+    path = Path(location)
+    if uses_datasets(path, options):
+        yield from dataset_rows(location, options, hub=False)
         return
     for file in _files_at(path):
         yield from _read_record_file(file)
 
 
 def _read_record_file(path: Path) -> Iterator[dict[str, Any]]:
-    if path.suffix.lower() in TEXT_SUFFIXES:
+    if data_suffix(path) in TEXT_SUFFIXES:
         for paragraph in _read_paragraphs(path):
             yield {"text": paragraph}
     else:
         for _where, record in _read_records(path):
             yield record
-
-
-def _read_hub_records(dataset_id: str, max_records: int | None) -> Iterator[dict[str, Any]]:
-    import datasets
-
-    try:
-        loaded = datasets.load_dataset(dataset_id, split="train", streaming=max_records is not None)
-    except Exception as exc:  # the hub raises many types: offline, gated, missing
-        raise StageFailed(f"cannot load dataset {dataset_id!r}: {exc}") from exc
-    yield from loaded
 
 
 def detect_format(
