@@ -199,7 +199,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     # -- trainer ---------------------------------------------------------------
     schedule = runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir)
     schedule["eval_strategy"] = "no"  # no held-out loss: the eval prompts are answered by EvalAnswersCallback
-    args = flavour.config_class(
+    args = runtime.library_config(flavour.config_class, spec,
         **schedule,
         num_generations=spec.num_generations,
         max_completion_length=spec.max_new_tokens,

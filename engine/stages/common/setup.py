@@ -105,8 +105,19 @@ def lora_config(lora: Any, task_type: str) -> Any:  # (LoraSpec, "CAUSAL_LM" | "
     """peft's LoraConfig for a stage's [lora] table (peft is imported only when one is used)."""
     from peft import LoraConfig
 
+    # The table's other keys (use_dora, use_rslora, ...) were checked against LoraConfig's fields
+    # when the spec was validated (engine/spec/pass_through.py); they go in as they are.
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, task_type=task_type)
+                      target_modules=lora.target_modules, task_type=task_type, **(lora.model_extra or {}))
+
+
+def library_config(config_class: type[Any], spec: StageSpec, /, **kwargs: Any) -> Any:
+    """`config_class(**kwargs)` with the stage's [trainer] table laid over the keywords.
+
+    The table was checked against config_class's fields at spec validation, and keys the
+    spec or the engine own were refused there; what is left may override the engine's
+    other defaults (dataloader_num_workers, pad_to_multiple_of, ...), so it goes last."""
+    return config_class(**{**kwargs, **(spec.trainer or {})})
 
 
 def training_kwargs(spec: StageSpec, runtime: Runtime, output_dir: Path) -> dict[str, Any]:

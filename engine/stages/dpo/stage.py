@@ -171,7 +171,7 @@ def build_trainer(
     schedule = runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir)
     if held_out is None:
         schedule["eval_strategy"] = "no"
-    args = DPOConfig(
+    args = runtime.library_config(DPOConfig, spec,
         **schedule,
         beta=spec.beta,
         # With sft_weight, TRL adds the chosen responses' NLL to the preference loss (RPO).

@@ -68,6 +68,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from engine.errors import StageCancelled, StageFailed
 from engine.runtime.checkpoints import CHECKPOINT_DONE_MARKER
+from engine.spec.pass_through import split_ppo_settings
 from engine.stages.common import quantized
 from engine.stages.common.checkpoint_writing import CheckpointWriter, record_and_prune, start_writing
 from engine.stages.common.context import Source, StageContext
@@ -98,9 +99,12 @@ STATE_FILE = "ppo_state.pt"
 def run(ctx: StageContext) -> None:
     spec, hardware = begin(ctx, PPOSpec)
     quantized.require(spec, hardware)
+    # The [trainer] table's settings for our own loop: AdamW's and the Accelerator's (validated by the spec).
+    optimizer_settings, accelerator_settings = split_ppo_settings(spec.trainer)
     accelerator = Accelerator(
         cpu=hardware.device == "cpu",
         mixed_precision="bf16" if hardware.bf16 else "fp16" if hardware.fp16 else "no",
+        **accelerator_settings,
     )
     resume = _resume_folder(ctx)
     # Checkpoints are staged and renamed into place whole; a kill's leftovers go first.
@@ -119,15 +123,8 @@ def run(ctx: StageContext) -> None:
     ptx_texts = read_ptx_texts(ctx, spec, tokenizer) if spec.ptx_coef > 0 else []
 
     # -- optimizer -------------------------------------------------------------
-    # One AdamW, two parameter groups: the policy's and the value network's
-    # learning rates may differ, and a single optimizer keeps fp16 loss
-    # scaling (one unscale, one step per minibatch) correct.
     value_lr = spec.value_learning_rate or spec.learning_rate
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": spec.learning_rate},
-         {"params": [p for p in value.parameters() if p.requires_grad], "lr": value_lr}],
-        weight_decay=spec.weight_decay,
-    )
+    optimizer = build_optimizer(policy, value, spec, optimizer_settings)
     policy, value, optimizer = accelerator.prepare(policy, value, optimizer)
     kl_controller = (
         ppo_math.AdaptiveKLController(spec.beta, target=spec.target_kl, horizon=spec.horizon)
@@ -237,6 +234,21 @@ class Models:
             return self.reference(*args, **kwargs).logits
         with self.policy.disable_adapter():  # a peft model
             return self.policy(*args, **kwargs).logits
+
+
+def build_optimizer(policy: torch.nn.Module, value: torch.nn.Module, spec: PPOSpec,
+                    settings: dict[str, Any]) -> torch.optim.AdamW:
+    """One AdamW, two parameter groups: the policy's and the value network's
+    learning rates may differ, and a single optimizer keeps fp16 loss
+    scaling (one unscale, one step per minibatch) correct. `settings`: the
+    [trainer] table's AdamW keywords (betas, eps, amsgrad, fused, foreach)."""
+    value_lr = spec.value_learning_rate or spec.learning_rate
+    return torch.optim.AdamW(
+        [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": spec.learning_rate},
+         {"params": [p for p in value.parameters() if p.requires_grad], "lr": value_lr}],
+        weight_decay=spec.weight_decay,
+        **settings,
+    )
 
 
 def load_models(ctx: StageContext, spec: PPOSpec, device: torch.device, resume: Path | None, *,

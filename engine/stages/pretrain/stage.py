@@ -79,7 +79,7 @@ def run(ctx: StageContext) -> None:
         )
 
     # -- trainer ---------------------------------------------------------------
-    args = TrainingArguments(
+    args = runtime.library_config(TrainingArguments, spec,
         **runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir),
         # The Trainer would otherwise keep every eval batch's logits
         # (batch x block x vocab floats) to compute metrics we do not have.

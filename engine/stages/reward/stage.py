@@ -162,7 +162,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[RewardT
     schedule = runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir)
     if held_out is None:
         schedule["eval_strategy"] = "no"
-    args = RewardConfig(
+    args = runtime.library_config(RewardConfig, spec,
         **schedule,
         max_length=spec.max_length,
         # TRL turns checkpointing on by default, which costs ~30% on tiny models.

@@ -143,7 +143,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
         peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM")
 
     # -- trainer ---------------------------------------------------------------
-    args = SFTConfig(
+    args = runtime.library_config(SFTConfig, spec,
         **runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir),
         max_length=spec.max_length,
         completion_only_loss=spec.completion_only_loss if data_format != "text" else False,
