@@ -9,7 +9,10 @@ Where pairs come from (`spec.preferences`, `spec.batches`):
   `final/manifest.json`), judged in the store;
 - a stored batch, by name or id;
 - a file: TRL preference pairs, Anthropic HH dialogues, ranked lists or a
-  judgement table (engine/feedback/importers.py), recorded as `import:FILE`.
+  judgement table (engine/feedback/importers.py), recorded as `import:FILE`;
+- a `datasets` folder or a hub dataset of TRL pairs or HH dialogues, the
+  subset and split its reference names (preference_sources.py), recorded as
+  `import:ORG/NAME?split=...`.
 
 The annotator selection (people, judges, imported, names, dates) applies to
 judgements; a file of pairs has no annotators and is taken whole. Rankings of
@@ -37,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import UserInputError
-from engine.feedback.importers import read_feedback
 from engine.feedback.pairs import preference_pairs
 from engine.feedback.records import Message, PreferencePair, Text
 from engine.feedback.stored.selection import Selection, selected_judgements
-from engine.stages.common.context import StageContext
+from engine.stages.common.context import Source, StageContext
+from engine.stages.common.preference_sources import read_preference_source, source_name
 from engine.stages.common.preference_spec import PreferenceDataSpec
 
 
@@ -68,18 +71,13 @@ class PreferenceData:
 def load_preference_data(ctx: StageContext, spec: PreferenceDataSpec) -> PreferenceData:
     examples: list[PreferenceExample] = []
     batch_refs = list(spec.batches)
-    files: list[Path] = []
+    files: list[str] = []  # files, datasets folders and hub datasets, as canonical references
     for source in spec.preference_sources:
         scheme, _, value = source.partition(":")
         if scheme == "stage":
             batch_refs.append(str(_stage_batch(ctx, value)))
-        elif scheme == "path":
-            files.append(Path(value))
         else:
-            raise UserInputError(
-                f"preferences: {source!r} is neither a stage of this pipeline nor a file; download a hub "
-                "data set and name the file, or import it with `rlhf prefs import`"
-            )
+            files.append(source)
 
     if batch_refs:
         selection = Selection(
@@ -89,8 +87,8 @@ def load_preference_data(ctx: StageContext, spec: PreferenceDataSpec) -> Prefere
         for judgement in selected_judgements(ctx.store, selection):
             for pair in preference_pairs([judgement], ties=spec.ties, margin_per_rank=spec.margin_per_rank):
                 examples.append(PreferenceExample(pair, judgement.annotator or "unknown"))
-    for path in files:
-        examples.extend(_file_examples(path, spec))
+    for source in files:
+        examples.extend(_file_examples(ctx.resolve(source), spec))
 
     if not examples:
         raise UserInputError(
@@ -105,7 +103,7 @@ def load_preference_data(ctx: StageContext, spec: PreferenceDataSpec) -> Prefere
         "pairs": len(examples), "train_pairs": len(train), "eval_pairs": len(held_out),
         "prompts": len({e.pair.group for e in examples}),
         "annotators": dict(Counter(e.annotator for e in examples)),
-        "batches": batch_refs, "files": [str(f) for f in files], "ties": spec.ties,
+        "batches": batch_refs, "files": [f.removeprefix("path:") for f in files], "ties": spec.ties,
     }
     return PreferenceData(train=train, eval=held_out, summary=summary)
 
@@ -164,11 +162,11 @@ def _stage_batch(ctx: StageContext, stage_name: str) -> int:
         ) from exc
 
 
-def _file_examples(path: Path, spec: PreferenceDataSpec) -> list[PreferenceExample]:
-    result = read_feedback(path)
-    who = f"import:{path.name}"
+def _file_examples(source: Source, spec: PreferenceDataSpec) -> list[PreferenceExample]:
+    result = read_preference_source(source)
+    who = f"import:{source_name(source)}"
     if result.unpaired:
-        raise UserInputError(f"{path}: KTO data (completion + label) has no pairs; expected preference pairs")
+        raise UserInputError(f"{result.path}: KTO data (completion + label) has no pairs; expected preference pairs")
     examples = [PreferenceExample(pair, who) for pair in result.pairs]
     for judgement in result.judgements:
         # Always the file: a row naming "alice" or "judge:demo" must not count as a person or a judge.
