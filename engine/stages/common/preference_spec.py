@@ -25,8 +25,9 @@ class PreferenceDataSpec(StageSpec):
     preferences: str | list[str] | None = Field(
         None,
         description="rank (or sample) stages of this pipeline whose judgements to learn from, and/or "
-        "preference files (JSONL/parquet: TRL prompt/chosen/rejected, Anthropic HH, ranked lists, "
-        "judgement tables)",
+        "preference files (JSONL, .jsonl.gz, parquet: TRL prompt/chosen/rejected, Anthropic HH, ranked "
+        "lists, judgement tables), and/or datasets folders or hub datasets of TRL pairs or HH dialogues "
+        "(ORG/NAME@REV?subset=S&split=T)",
     )
     batches: list[str] = Field(
         default_factory=list, description="stored sample batches whose judgements to learn from, by name or id",
