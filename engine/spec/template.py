@@ -30,6 +30,7 @@ _HELP = {
 # Values shown (commented out) for fields that are unset by default.
 _EXAMPLES: dict[str, Any] = {
     "max_documents": 10000,
+    "trainer": {"optim": "adamw_torch_fused"},  # any setting of the stage's library config
 }
 
 _HEADER = """\
