@@ -38,16 +38,30 @@ Torch-free on purpose: spec validation reads it in the console and the CLI.
 
 CONFIGS: config name -> field -> (the TOML types it takes, the strings it is limited to).
 Types: bool, int, float, str, array, table; "any" where the annotation says no more.
+trl's configs extend TransformersArguments: OWN_FIELDS holds only what each adds or
+types differently, and CONFIGS lays that over its base (BASES).
 """
 
 from __future__ import annotations
+
+Field = tuple[tuple[str, ...], tuple[str, ...]]
 
 #: the library versions these fields were read from
 VERSIONS: dict[str, str] = {{
 {versions_dict}}}
 
-CONFIGS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {{
+#: config -> the config whose fields it extends
+BASES: dict[str, str] = {{
+{bases_dict}}}
+
+OWN_FIELDS: dict[str, dict[str, Field]] = {{
 '''
+
+FOOTER = """
+CONFIGS: dict[str, dict[str, Field]] = {
+    name: {**(OWN_FIELDS[BASES[name]] if name in BASES else {}), **own} for name, own in OWN_FIELDS.items()
+}
+"""
 
 
 def _types(annotation: Any) -> tuple[set[str], list[str], bool]:
@@ -151,10 +165,20 @@ def configs() -> dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]]:
     }
 
 
+#: trl's configs subclass TrainingArguments: listed once there, their own additions beside them
+TRAINER_SUBCLASSES = ("SFTConfig", "RewardConfig", "DPOConfig", "GRPOConfig", "RLOOConfig")
+
+
 def render() -> str:
     versions = {name: version(name) for name in LIBRARIES}
-    text = HEADER.format(versions_dict="".join(f"    {k!r}: {v!r},\n" for k, v in versions.items()))
-    for config, fields in configs().items():
+    found = configs()
+    base = found["TrainingArguments"]
+    bases = {name: "TrainingArguments" for name in TRAINER_SUBCLASSES}
+    own = {name: {k: v for k, v in fields.items() if name not in bases or base.get(k) != v}
+           for name, fields in found.items()}
+    text = HEADER.format(versions_dict="".join(f"    {k!r}: {v!r},\n" for k, v in versions.items()),
+                         bases_dict="".join(f"    {k!r}: {v!r},\n" for k, v in bases.items()))
+    for config, fields in own.items():
         text += f"    {config!r}: {{\n"
         for name, entry in sorted(fields.items()):
             # One field per entry, wrapped to the house's 120 columns (a long list of choices).
@@ -166,7 +190,7 @@ def render() -> str:
                 lines = pformat(entry, width=120 - 13, compact=True).splitlines()
                 text += key + "\n" + "".join(f"            {line}\n" for line in lines).rstrip("\n") + ",\n"
         text += "    },\n"
-    return text + "}\n"
+    return text + "}\n" + FOOTER
 
 
 def main(argv: list[str]) -> int:
