@@ -33,7 +33,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 #: enough ranked prompts for the reward model and DPO to learn the judge's taste
 SHORT = {
     "pretrain": {"max_steps": 100, "eval_every": 50, "save_every": 100},
-    "sft": {"max_steps": 600, "sample_every": 300, "eval_every": 300},
+    # 450 steps, not 600 (the suite's longest test): measured at these settings, one thread as in CI, the
+    # judge's score 0.71 (from 0.0), the reward model 0.68 on held-out pairs, PPO beats SFT 37/14/9 and
+    # DPO 41/14/5 in the arena. At 300 DPO's arena rate fell to 0.59, under what is asserted below.
+    "sft": {"max_steps": 450, "sample_every": 225, "eval_every": 225},
     "sample": {"max_prompts": 256},
     "reward": {"max_steps": 100, "eval_every": 50},
     "ppo": {"updates": 16, "learning_rate": 2e-5, "sample_every": 8},
@@ -77,7 +80,7 @@ def test_the_demo_pipeline_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     assert margin["last"] > margin["first"]  # DPO widened the held-out chosen-minus-rejected margin
 
     # The arena: the judge compares answers to held-out prompts blind. PPO and
-    # DPO beat SFT (measured at these settings: PPO 80%, DPO 75% of 60).
+    # DPO beat SFT (measured at these settings: PPO 73%, DPO 80% of 60, ties counting half).
     rates = {(r["policy"], r["annotators"]): r for r in report["win_rates"]}
     for policy in ("ppo", "dpo"):
         rate = rates[(policy, "judges")]
