@@ -3,7 +3,7 @@
 No fakes: real worker processes, torch, the Trainer, the store. These are the
 issue's checks: the eval loss falls, kill -9 shows crashed within 15 s and
 `rlhf resume` finishes with the step count intact, a detached run survives
-SIGHUP, cancel saves a checkpoint, and two processes train through accelerate.
+SIGHUP, cancel saves a checkpoint, and two processes train through accelerate and cancel cleanly.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def test_pretraining_lowers_eval_loss_and_writes_a_plain_hf_model(tmp_path: Path
 
 
 def test_kill_9_of_the_stage_shows_crashed_and_resume_continues_exactly(tmp_path: Path, env: dict[str, str]) -> None:
-    steps_in_all = 200  # the stage is still training seconds after its first checkpoint (step 10)
+    steps_in_all = 100  # the stage is still training seconds after its first checkpoint (step 10)
     spec = spec_file(tmp_path, "crashy", max_steps=steps_in_all, eval_every=1000, save_every=10)
     assert rlhf("run", str(spec), "--detach", env=env).returncode == 0
 
@@ -233,20 +233,9 @@ def test_cancel_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, env: dict
     assert steps.count(1) == 1 and steps.count(stopped_at + 1) == 1
 
 
-def test_two_processes_through_accelerate(tmp_path: Path, env: dict[str, str]) -> None:
-    spec = spec_file(tmp_path, "ddp", max_steps=16, eval_every=8, save_every=8, processes=2)
-    result = rlhf("run", str(spec), "--json", env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    detail = status("ddp", env)
-    assert detail["stages"][0]["step"] == 16
-    steps = [s for s, _ in series("ddp", "train/loss", env)]
-    assert steps == sorted(set(steps)), "metrics were written by more than one rank"
-    # The resolved config is what the Trainer really used: two ranks.
-    assert detail["stages"][0]["config"]["world_size"] == 2
-
-
 def test_cancel_of_a_two_process_stage_leaves_no_process_behind(tmp_path: Path, env: dict[str, str]) -> None:
+    # Also the check that `rlhf run` with `processes = 2` trains through accelerate at all (two ranks,
+    # metrics from one); tests/stages/test_pretrain.py runs such a stage to its end.
     import psutil
 
     spec = spec_file(tmp_path, "ddpstop", max_steps=2000, eval_every=5000, save_every=5000, processes=2)
@@ -261,5 +250,10 @@ def test_cancel_of_a_two_process_stage_leaves_no_process_behind(tmp_path: Path, 
     assert status("ddpstop", env)["status"] == "cancelled"
     _, alive = psutil.wait_procs(tree, timeout=15)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
-    saved = [c for c in status("ddpstop", env)["checkpoints"] if not c["is_final"]]
+    detail = status("ddpstop", env)
+    saved = [c for c in detail["checkpoints"] if not c["is_final"]]
     assert saved and saved[-1]["step"] >= 3
+    # The resolved config is what the Trainer really used: two ranks, and only one wrote metrics.
+    assert detail["stages"][0]["config"]["world_size"] == 2
+    steps = [s for s, _ in series("ddpstop", "train/loss", env)]
+    assert steps and steps == sorted(set(steps)), "metrics were written by more than one rank"
