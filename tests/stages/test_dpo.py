@@ -21,6 +21,7 @@ from engine.spec import parse_spec
 from engine.spec.fields import LoraSpec
 from engine.stages.common.callbacks import attach_stage_callback
 from engine.stages.common.context import StageContext
+from engine.stages.common.preference_training import precompute_reference
 from engine.stages.common.saving import save_final
 from engine.stages.common.setup import Runtime, choose_runtime
 from engine.stages.dpo import stage as dpo
@@ -235,7 +236,7 @@ def test_when_the_reference_is_scored_before_training(setting: str, steps: int, 
     spec = DPOSpec(from_="hub:org/model", batches=["b"], precompute_ref_log_probs=setting, max_steps=steps,
                    batch_size=8)
     hardware = Runtime(device="cpu", bf16=False, fp16=False, world_size=processes)
-    assert dpo._precompute_reference(spec, 60, hardware) is expected
+    assert precompute_reference(spec, 60, hardware) is expected
 
 
 @pytest.mark.slow  # trains DPO twice

@@ -36,7 +36,7 @@ KINDS = [
     ("pretrain", TrainingArguments, "", "optim", "adafactor"),
     ("sft", SFTConfig, "", "neftune_noise_alpha", 5.0),
     ("reward", RewardConfig, 'from = "./m"\npreferences = "./p.jsonl"\n', "center_rewards_coefficient", 0.01),
-    ("dpo", DPOConfig, 'from = "./m"\npreferences = "./p.jsonl"\n', "label_smoothing", 0.1),
+    ("dpo", DPOConfig, 'from = "./m"\npreferences = "./p.jsonl"\n', "discopop_tau", 0.1),
     ("grpo", GRPOConfig, 'from = "./m"\njudges = "demo"\nprompts = "./p.jsonl"\n', "num_iterations", 2),
     ("rloo", RLOOConfig, 'from = "./m"\njudges = "demo"\nprompts = "./p.jsonl"\n', "mask_truncated_completions",
      True),

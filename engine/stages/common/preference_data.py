@@ -75,14 +75,14 @@ def load_preference_data(ctx: StageContext, spec: PreferenceDataSpec) -> Prefere
     for source in spec.preference_sources:
         scheme, _, value = source.partition(":")
         if scheme == "stage":
-            batch_refs.append(str(_stage_batch(ctx, value)))
+            batch_refs.append(str(stage_batch(ctx, value)))
         else:
             files.append(source)
 
     if batch_refs:
         selection = Selection(
             batches=tuple(batch_refs), annotators=spec.annotators, names=tuple(spec.annotator_names),
-            since=_time(spec.since), until=_time(spec.until),
+            since=utc_time(spec.since), until=utc_time(spec.until),
         )
         for judgement in selected_judgements(ctx.store, selection):
             for pair in preference_pairs([judgement], ties=spec.ties, margin_per_rank=spec.margin_per_rank):
@@ -151,7 +151,7 @@ def _as_plain(text: Text) -> str:
     return "\n".join(m.content for m in text if isinstance(m, Message))
 
 
-def _stage_batch(ctx: StageContext, stage_name: str) -> int:
+def stage_batch(ctx: StageContext, stage_name: str) -> int:
     source = ctx.resolve(f"stage:{stage_name}")
     manifest = Path(source.value) / "manifest.json"
     try:
@@ -178,7 +178,7 @@ def _file_examples(source: Source, spec: PreferenceDataSpec) -> list[PreferenceE
     return examples
 
 
-def _time(value: str | None) -> datetime | None:
+def utc_time(value: str | None) -> datetime | None:
     if value is None:
         return None
     moment = datetime.fromisoformat(value)
@@ -189,4 +189,5 @@ def _unit_hash(key: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
-__all__ = ["PreferenceData", "PreferenceExample", "load_preference_data", "split_by_prompt", "to_dataset"]
+__all__ = ["PreferenceData", "PreferenceExample", "load_preference_data", "split_by_prompt", "stage_batch",
+           "to_dataset", "utc_time"]
