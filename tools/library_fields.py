@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
+import os
 import sys
 import types
 import typing
@@ -155,18 +156,24 @@ def configs() -> dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]]:
     from accelerate import Accelerator
     from peft import LoraConfig
     from transformers import TrainingArguments
-    from trl import DPOConfig, GRPOConfig, RewardConfig, RLOOConfig, SFTConfig
+    from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, RLOOConfig, SFTConfig
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # its import warning says nothing here
+    from trl.experimental.cpo import CPOConfig
+    from trl.experimental.orpo import ORPOConfig
 
     return {
         **{cls.__name__: dataclass_fields(cls)
-           for cls in (TrainingArguments, SFTConfig, RewardConfig, DPOConfig, GRPOConfig, RLOOConfig, LoraConfig)},
+           for cls in (TrainingArguments, SFTConfig, RewardConfig, DPOConfig, KTOConfig, ORPOConfig, CPOConfig,
+                       GRPOConfig, RLOOConfig, LoraConfig)},
         "AdamW": signature_fields(torch.optim.AdamW.__init__, torch.optim.AdamW),
         "Accelerator": signature_fields(Accelerator.__init__, Accelerator),
     }
 
 
 #: trl's configs subclass TrainingArguments: listed once there, their own additions beside them
-TRAINER_SUBCLASSES = ("SFTConfig", "RewardConfig", "DPOConfig", "GRPOConfig", "RLOOConfig")
+TRAINER_SUBCLASSES = ("SFTConfig", "RewardConfig", "DPOConfig", "KTOConfig", "ORPOConfig", "CPOConfig", "GRPOConfig",
+                      "RLOOConfig")
 
 
 def render() -> str:

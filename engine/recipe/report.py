@@ -36,8 +36,10 @@ HEADLINES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "rank": (("judgements", "rank/judgements", "last"),),
     "reward": (("held-out pair accuracy", "eval/accuracy", "last"),
                ("accuracy on people's pairs", "eval/accuracy_people", "last"), ("margin", "eval/margin", "last")),
-    "dpo": (("log-prob margin, held-out", "eval/logp_margin", "first_last"), ("held-out loss", "eval/loss", "last"),
-            ("accuracy", "eval/rewards/accuracies", "last"), ("judge score", "eval/judge_score", "first_last")),
+    # The preference-optimisation family shares DPO's rows (KTO logs no accuracy: it has no pairs to order).
+    **dict.fromkeys(("dpo", "kto", "orpo", "cpo"), (
+        ("log-prob margin, held-out", "eval/logp_margin", "first_last"), ("held-out loss", "eval/loss", "last"),
+        ("accuracy", "eval/rewards/accuracies", "last"), ("judge score", "eval/judge_score", "first_last"))),
     "ppo": (("reward-model score, held-out", "eval/rm_score", "first_last"),
             ("reward-model score, rollouts", "ppo/rm_score", "first_last"), ("KL to SFT", "ppo/kl", "last"),
             ("judge score", "eval/judge_score", "first_last"), ("answers that ended", "ppo/ended_fraction", "last")),

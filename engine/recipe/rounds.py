@@ -39,7 +39,7 @@ from engine.stages import registry
 from store import StageRead, StageStatus, Store
 
 #: the stages whose output is a policy, newest kind first
-POLICY_KINDS = ("ppo", "rloo", "grpo", "dpo", "sft")
+POLICY_KINDS = ("ppo", "rloo", "grpo", "dpo", "kto", "orpo", "cpo", "sft")
 #: stages that name the prompts a policy is trained on, in the order a round looks for them
 PROMPT_KINDS = ("sample", "ppo", "rloo", "grpo")
 #: the answer-scoring settings a PPO stage takes from a policy stage when the run had no PPO of its own

@@ -21,8 +21,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from engine.spec.fields import StageSpec
+from engine.stages.cpo.spec import CPOSpec
 from engine.stages.dpo.spec import DPOSpec
 from engine.stages.grpo.spec import GRPOSpec
+from engine.stages.kto.spec import KTOSpec
+from engine.stages.orpo.spec import ORPOSpec
 from engine.stages.ppo.spec import PPOSpec
 from engine.stages.pretrain.spec import PretrainSpec
 from engine.stages.rank.spec import RankSpec
@@ -51,8 +54,8 @@ def _builtin(spec: type[StageSpec]) -> StageKind:
 
 _KINDS: dict[str, StageKind] = {
     spec.model_fields["kind"].default: _builtin(spec)
-    for spec in (PretrainSpec, SFTSpec, SampleSpec, RankSpec, RewardSpec, ScoreSpec, DPOSpec, PPOSpec,
-                 RLOOSpec, GRPOSpec)
+    for spec in (PretrainSpec, SFTSpec, SampleSpec, RankSpec, RewardSpec, ScoreSpec, DPOSpec, KTOSpec, ORPOSpec,
+                 CPOSpec, PPOSpec, RLOOSpec, GRPOSpec)
 }
 
 #: kinds announced for later versions: rejected with a clear message, not "unknown"

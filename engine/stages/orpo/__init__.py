@@ -1,0 +1,1 @@
+"""The orpo stage kind: its spec (spec.py) and its run (stage.py)."""
