@@ -52,9 +52,13 @@ def render_samples(samples: Sequence[Any], *, title: str = "") -> Text:
         if sample.checkpoint:
             where.append(sample.checkpoint.rstrip("/").rsplit("/", 1)[-1])
         text.append(printable(" · ".join(where)), style="bold")
-        if sample.meta:
-            text.append("  " + printable(_meta(sample.meta)), style="dim")
+        # A rejection stage's answer says why it was chosen: on its own line, not among the notes.
+        notes = {key: value for key, value in sample.meta.items() if key != "why"}
+        if notes:
+            text.append("  " + printable(_meta(notes)), style="dim")
         text.append("\n")
+        if "why" in sample.meta:
+            text.append("chosen: " + printable(str(sample.meta["why"])) + "\n", style="green")
         text.append(printable(sample.prompt), style="cyan")
         text.append("\n")
         text.append(printable(sample.response))

@@ -29,6 +29,7 @@ from engine.stages.orpo.spec import ORPOSpec
 from engine.stages.ppo.spec import PPOSpec
 from engine.stages.pretrain.spec import PretrainSpec
 from engine.stages.rank.spec import RankSpec
+from engine.stages.rejection.spec import RejectionSpec
 from engine.stages.reward.spec import RewardSpec
 from engine.stages.rloo.spec import RLOOSpec
 from engine.stages.sample.spec import SampleSpec
@@ -54,8 +55,8 @@ def _builtin(spec: type[StageSpec]) -> StageKind:
 
 _KINDS: dict[str, StageKind] = {
     spec.model_fields["kind"].default: _builtin(spec)
-    for spec in (PretrainSpec, SFTSpec, SampleSpec, RankSpec, RewardSpec, ScoreSpec, DPOSpec, KTOSpec, ORPOSpec,
-                 CPOSpec, PPOSpec, RLOOSpec, GRPOSpec)
+    for spec in (PretrainSpec, SFTSpec, SampleSpec, RankSpec, RewardSpec, ScoreSpec, RejectionSpec, DPOSpec, KTOSpec,
+                 ORPOSpec, CPOSpec, PPOSpec, RLOOSpec, GRPOSpec)
 }
 
 #: kinds announced for later versions: rejected with a clear message, not "unknown"

@@ -1,0 +1,1 @@
+"""The rejection stage kind (rejection sampling): its spec (spec.py) and its run (stage.py)."""
