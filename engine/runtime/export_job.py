@@ -28,9 +28,12 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from engine.errors import EngineError, UserInputError
+
+if TYPE_CHECKING:
+    from store.reads import StoreReader
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -145,8 +148,11 @@ def run_export(
     merge_lora: bool = False,
     trust_remote_code: bool = False,
     timeout: float | None = None,
+    store: StoreReader | None = None,
 ) -> ExportResult:
-    """Export `checkpoint` into the new folder `out` (in a child process).
+    """Export `checkpoint` into the new folder `out` (in a child process),
+    with its model card (README.md) where the folder's provenance record or
+    `store` (the workspace's) says how it was trained.
 
     `out` must not exist, or be an empty folder. Nothing is left at `out` if
     the export fails. Raises UserInputError for bad input (the message names
@@ -184,8 +190,24 @@ def run_export(
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
         raise EngineError(f"export of {info.path} failed (exit code {done.returncode}):\n{tail}")
     data = json.loads(result_line[len(RESULT_PREFIX):])
+    files = list(data["files"])
+    card = write_export_card(info.path, Path(data["out"]), store)
+    if card is not None and card.name not in files:
+        files = sorted([*files, card.name])
     return ExportResult(out=Path(data["out"]), kind=data["kind"], merged=data["merged"], base=data["base"],
-                        files=data["files"], notes=data["notes"])
+                        files=files, notes=data["notes"])
+
+
+def write_export_card(checkpoint: Path, out: Path, store: StoreReader | None) -> Path | None:
+    """The model card of `checkpoint`, written into its export `out`, where
+    the checkpoint's provenance record or `store` says how it was trained
+    (None: nothing does, or `out` holds a README.md someone else wrote).
+    Written here, not in the child, which has no store."""
+    # Imported here: the child imports this module for its constants, and the store's models cost it a second.
+    from engine.recipe.model_card import find_source, render_card, write_card
+
+    found = find_source(checkpoint, store)
+    return write_card(out, render_card(found, store)) if found.known else None
 
 
 def _last_line(text: str) -> str:
@@ -193,4 +215,4 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-__all__ = ["CheckpointInfo", "ExportResult", "adapter_base", "inspect_checkpoint", "run_export"]
+__all__ = ["CheckpointInfo", "ExportResult", "adapter_base", "inspect_checkpoint", "run_export", "write_export_card"]

@@ -29,6 +29,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from engine.errors import StageFailed, UserInputError
+from engine.recipe.provenance import PROVENANCE_FILE
 from engine.runtime.export_job import ADAPTER_CONFIG, ADAPTER_WEIGHTS, EXIT_BAD_INPUT, RESULT_PREFIX, inspect_checkpoint
 from engine.stages.common.inference import base_source, load_merged_adapter
 from store.permissions import folder_mode
@@ -65,6 +66,7 @@ def export(checkpoint: Path, out: Path, *, merge_lora: bool, trust_remote_code: 
             # Training switches the KV cache off; every tool that generates wants it on.
             model.config.use_cache = True
             model.save_pretrained(tmp, max_shard_size=MAX_SHARD_SIZE)
+        _copy_provenance(info.path, tmp)
         if not _save_tokenizer(info.path, tmp, trust_remote_code):
             if info.kind == "adapter" and _save_tokenizer(_base_of(info), tmp, trust_remote_code):
                 notes.append(f"the tokenizer comes from the base model {info.base}")
@@ -81,6 +83,15 @@ def export(checkpoint: Path, out: Path, *, merge_lora: bool, trust_remote_code: 
         "out": str(out), "kind": kind, "merged": merged, "base": info.base,
         "files": sorted(p.name for p in out.iterdir()), "notes": notes,
     }
+
+
+def _copy_provenance(checkpoint: Path, target: Path) -> None:
+    """The checkpoint's provenance record goes with the export (a stage's
+    `adapter/` has none of its own: its stage folder's is the one)."""
+    for folder in (checkpoint, checkpoint.parent) if checkpoint.name == "adapter" else (checkpoint,):
+        if (folder / PROVENANCE_FILE).is_file():
+            shutil.copy2(folder / PROVENANCE_FILE, target / PROVENANCE_FILE)
+            return
 
 
 def _load_model(folder: Path, trust_remote_code: bool) -> Any:

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from engine.errors import StageFailed
+from engine.recipe.provenance import hub_commit
 from engine.stages.common.context import Source
 
 #: Long enough for any block size or chat a tiny model is trained on.
@@ -89,9 +90,13 @@ def load_model_for_training(
     if source.kind == "builtin":
         set_seed(seed)  # the random init is part of what the seed reproduces
         return LlamaForCausalLM(preset_config(source.value, tokenizer))
+    # A hub model: the commit its default branch resolves to now, pinned for the
+    # load, which is what saving.py records (transformers 5 keeps no trace of it).
+    commit = hub_commit(source.value) if source.kind == "hub" else None
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source.value,
+            revision=commit or "main",  # "main": from_pretrained's own default
             dtype=torch.float32,
             # Refuse pickled weights: unpickling a downloaded file can run code.
             use_safetensors=True,

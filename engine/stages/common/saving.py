@@ -13,6 +13,11 @@ a shard. `whole_for_saving` gathers the full state dict (accelerate's
 whole from it on the main process, which then saves it as any other.
 Without sharding (one process, DDP, ZeRO-1/2) it gathers nothing and the
 model saved is the trained one itself, as before.
+
+Beside `config.json` goes `rlhf_provenance.json` (engine/recipe/provenance.py):
+the run, the stage and the model it started from (a hub model with the commit
+it loaded), which the model card and `rlhf push` read; the store gets the
+source as a `SourceModel` event of the stage.
 """
 
 from __future__ import annotations
@@ -29,13 +34,16 @@ from accelerate.utils import DistributedType
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from engine.errors import StageFailed
-from engine.stages.common.context import StageContext
+from engine.recipe.provenance import FORMAT, hub_commit, source_record, write_provenance
+from engine.stages.common.context import Source, StageContext
+from store import is_busy
 
 
 def save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path,
-               *, base: str | None = None) -> None:
+               *, base: str | None = None, provenance: dict[str, Any] | None = None) -> None:
     """A folder plain `from_pretrained` loads: weights (safetensors), config,
-    tokenizer with its chat template. A LoRA model is saved twice: its
+    tokenizer with its chat template, and the provenance record (`provenance`,
+    else one naming `base` as the source). A LoRA model is saved twice: its
     adapter in `adapter/`, and merged into the base weights at the top, so
     that every later stage and plain transformers read a plain model.
 
@@ -56,6 +64,10 @@ def save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folde
     model.config.use_cache = True
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    if provenance is None and base is not None:
+        provenance = _record(_source_of(base))
+    if provenance is not None:
+        write_provenance(tmp, provenance)
     if folder.exists():
         shutil.rmtree(folder)
     os.rename(tmp, folder)
@@ -75,7 +87,9 @@ def save_trained(trainer: Trainer, ctx: StageContext, step: int, *,
     if trainer.is_world_process_zero():
         assert model is not None  # the main process always gets the model
         saved_tokenizer = tokenizer if tokenizer is not None else trainer.processing_class
-        save_final(model, saved_tokenizer, ctx.final_dir, base=base)
+        provenance = stage_provenance(ctx)
+        save_final(model, saved_tokenizer, ctx.final_dir, base=base, provenance=provenance)
+        record_source(ctx, provenance)
     ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
     ctx.flush()
 
@@ -158,6 +172,51 @@ def _merge_into_full_precision(adapter: Path, base: str | None) -> PreTrainedMod
         raise StageFailed("cannot merge the adapter: the base model has no folder")
     full = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
     return PeftModel.from_pretrained(full, str(adapter)).merge_and_unload()
+
+
+def stage_provenance(ctx: StageContext) -> dict[str, Any]:
+    """The provenance record of the stage's model: this run and stage, and the
+    `from` model it started from (resolved: a stage name is that stage's folder,
+    whose own record is copied in)."""
+    reference = getattr(ctx.spec, "from_", None)
+    source = ctx.resolve(reference) if isinstance(reference, str) else None
+    run = ctx.store.get_run(ctx.run_id)
+    return _record(
+        _source_record(source) if source is not None else None,
+        run={"id": ctx.run_id, "name": run.name},
+        stage={"id": ctx.stage_id, "name": ctx.stage_name, "kind": ctx.spec.kind},
+    )
+
+
+def record_source(ctx: StageContext, provenance: dict[str, Any]) -> None:
+    """The stage's source model in the store, as a `SourceModel` event
+    (beside its CheckpointSaved events). The folder's file holds it too, so a
+    store locked by another process is said on stderr rather than waited out
+    at the end of a finished training."""
+    if not ctx.is_main_process:
+        return
+    try:
+        ctx.store.add_event(run_id=ctx.run_id, stage_id=ctx.stage_id, kind="SourceModel",
+                            data=dict(provenance.get("source") or {}))
+    except Exception as exc:
+        if not is_busy(exc):
+            raise
+        print(f"the store is locked: the source model is recorded only in {ctx.final_dir}", file=sys.stderr)
+
+
+def _record(source: dict[str, Any] | None, **identity: dict[str, Any]) -> dict[str, Any]:
+    return {"format": FORMAT, "written_by": "rlhf-console", **identity, "source": source}
+
+
+def _source_record(source: Source) -> dict[str, Any]:
+    revision = hub_commit(source.value) if source.kind == "hub" else None
+    return source_record(source.kind, source.value, revision=revision)
+
+
+def _source_of(base: str) -> dict[str, Any]:
+    """The source of a stage that names only its parent weights (`base`,
+    as `parent_weights` gives them: a folder or a hub id)."""
+    return _source_record(Source("path", base) if Path(base).exists() else Source("hub", base))
 
 
 def parent_weights(ctx: StageContext) -> str | None:
