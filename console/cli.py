@@ -180,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model's own code (only for models you trust)")
 
+    p = command("push", "upload a checkpoint folder to the Hugging Face hub, with a model card written from the store")
+    completes_folders(p.add_argument("checkpoint", type=Path,
+                                     help="a model or LoRA adapter folder (a stage's final/, an export)"))
+    p.add_argument("--repo", required=True, metavar="ORG/NAME", help="the hub repo (created if it does not exist)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", metavar="BRANCH", default=None,
+                   help="push to this branch (created from main if missing); default: main")
+    p.add_argument("--commit-message", metavar="TEXT", default=None,
+                   help="the hub commit's message (default: Upload FOLDER with rlhf-console)")
+
     p = command("init", "write a commented example pipeline spec")
     completes_files(p.add_argument("path", nargs="?", type=Path, default=Path("pipeline.toml"),
                                    help="where to write it"))
@@ -391,9 +401,20 @@ async def cmd_export(engine: Engine, args: argparse.Namespace, out: Console) -> 
 
     result = await asyncio.to_thread(
         run_export, args.checkpoint, args.out, merge_lora=args.merge_lora,
-        trust_remote_code=args.trust_remote_code,
+        trust_remote_code=args.trust_remote_code, store=engine.reads,
     )
     out.print(Text(printable(result.message)))
+    return EXIT_OK
+
+
+async def cmd_push(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    from engine.runtime.push_job import run_push
+
+    result = await asyncio.to_thread(
+        run_push, args.checkpoint, args.repo, store=engine.reads, private=args.private,
+        revision=args.revision, commit_message=args.commit_message,
+    )
+    out.print(Text(printable(result.message)), soft_wrap=True)
     return EXIT_OK
 
 
@@ -464,7 +485,7 @@ class _BadInput(EngineError):
 COMMANDS = {
     "run": cmd_run, "demo": cmd_demo, "resume": cmd_resume, "ls": cmd_ls, "status": cmd_status,
     "logs": cmd_logs, "report": cmd_report, "round": cmd_round, "metrics": cmd_metrics, "cancel": cmd_cancel,
-    "generate": cmd_generate, "export": cmd_export, "rank": cmd_rank,
+    "generate": cmd_generate, "export": cmd_export, "push": cmd_push, "rank": cmd_rank,
     "prefs": cmd_prefs, "arena": cmd_arena, "score": cmd_score,
 }
 
