@@ -104,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
             ctx.log(f"{dropped} metric points logged {since} replaced by the re-run")
 
     def record(status: StageStatus, error: str | None, tb: str | None = None) -> None:
-        ctx.flush()
+        ctx.close()  # its metrics, and its trackers' files, complete before the outcome is recorded
         # A failing rank records its error even when it is not rank 0.
         if is_main or status == StageStatus.FAILED:
             store.update_stage(stage.id, status=status, error=error, traceback=tb)
 
     try:
+        ctx.open_trackers()  # report_to: a missing package fails here, before the model loads
         module = importlib.import_module(kind.module)
         module.run(ctx)
     except StageCancelled as exc:
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             record(StageStatus.FAILED, f"{type(exc).__name__}: {exc}", traceback.format_exc())
             traceback.print_exc()  # also into the stage log
         return EXIT_FAILED
-    ctx.flush()
+    ctx.close()
     if is_main:
         store.update_stage(
             stage.id, status=StageStatus.SUCCEEDED, output_path=str(ctx.final_dir),

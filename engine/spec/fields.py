@@ -26,6 +26,7 @@ Torch-free: imported by the CLI and the console.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
 from pathlib import Path
@@ -116,6 +117,41 @@ SampleEvery = Annotated[int, Field(
 SampleTemperature = Annotated[float, Field(ge=0, le=100, description="sampling temperature; 0 = greedy")]
 SampleMaxNewTokens = Annotated[int, Field(ge=1, le=32768, description="longest answer, in tokens")]
 
+#: the experiment trackers a stage can report to -> the package each needs (engine/stages/common/trackers.py)
+TRACKER_PACKAGES: dict[str, str] = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
+
+
+def _package_installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _tracker_installed(name: str) -> str:
+    # Checked where the spec is validated, without importing the package (wandb alone takes seconds):
+    # a missing one is exit 2 from `rlhf run`/`rlhf validate`, not a failure after the model has loaded.
+    package = TRACKER_PACKAGES[name]
+    if not _package_installed(package):
+        raise PydanticCustomError(
+            "report_to", "not installed here (pip install {package}, or every tracker: "
+            "pip install 'rlhf-console[trackers]')", {"package": package},
+        )
+    return name
+
+
+def _no_tracker_twice(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise PydanticCustomError("report_to", "names a tracker twice")
+    return value
+
+
+#: where a stage's metrics go besides the store; a pipeline's [defaults] table may set it for every stage
+ReportTo = Annotated[
+    list[Annotated[Literal["tensorboard", "trackio", "wandb"], AfterValidator(_tracker_installed)]],
+    AfterValidator(_no_tracker_twice),
+    Field(description="experiment trackers that also get every metric the stage stores: tensorboard, trackio, "
+          "wandb (all offline; W&B unless WANDB_MODE says otherwise); [] = the store only; a [defaults] table "
+          "may set it for every stage"),
+]
+
 #: a host name or an IPv4/IPv6 address, as torch.distributed's rendezvous takes it
 _ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]*|\[[0-9A-Fa-f:.]+\]", re.ASCII)
 
@@ -192,6 +228,7 @@ class StageSpec(BaseModel):
     on_stall: Literal["warn", "fail"] = Field(
         "warn", description="when stalled: warn (show it, keep waiting) or fail (stop the stage, resumable)",
     )
+    report_to: ReportTo = Field(default_factory=list)
     # Checked against the library config's fields (engine/spec/pass_through.py, torch-free), so a
     # mistyped key fails here, before anything trains; the stage lays it over its own keywords.
     trainer: dict[str, Any] | None = Field(

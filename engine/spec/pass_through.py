@@ -6,7 +6,7 @@ A key passes when it is a field of the library config the stage builds (the
 names come from library_fields.py, generated torch-free), is not one the spec
 already owns (`learning_rate` is set on the stage itself: two places for one
 setting would disagree), is not one the engine must control (`output_dir`,
-`report_to`...: a reason is given), and its value has a type the field takes.
+`save_strategy`...: a reason is given), and its value has a type the field takes.
 At run time the stage lays the table over the keywords it built
 (engine/stages/common/setup.py `library_config`), so a key that passes here
 wins over the engine's own defaults (`dataloader_num_workers`, say).
@@ -159,8 +159,8 @@ ENGINE_OWNED: dict[str, str] = {
     "output_dir": "the engine writes a stage's checkpoints into its own folder of the workspace",
     "overwrite_output_dir": "the engine writes a stage's checkpoints into its own folder of the workspace",
     "logging_dir": "the engine writes a stage's logs into the store",
-    "report_to": "the engine sends a stage's metrics to the store; it cannot be changed here",
-    "log_with": "the engine sends a stage's metrics to the store; it cannot be changed here",
+    "report_to": "set `report_to` on the stage itself: the engine sends the metrics it stores to those trackers",
+    "log_with": "set `report_to` on the stage itself: the engine sends the metrics it stores to those trackers",
     "project_dir": "the engine writes a stage's files into its own folder of the workspace",
     "disable_tqdm": _STAGE_REPORTS,
     "log_level": _STAGE_REPORTS,

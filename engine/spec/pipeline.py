@@ -2,6 +2,8 @@
 
     name = "tiny"                 # optional run name; default: the file's stem
     description = "..."           # optional
+    [defaults]                    # optional: what every stage takes unless it sets it
+    report_to = ["tensorboard"]
     [stages.pretrain]
     kind = "pretrain"
     from = "builtin:llama-4m"
@@ -41,7 +43,9 @@ from engine.spec.refs import STAGE_NAME, Ref, RefError, resolve_ref
 # As a module, read at call time (tests patch registry.PLANNED_KINDS).
 from engine.stages import registry
 
-TOP_LEVEL_KEYS = ("name", "description", "stages")
+TOP_LEVEL_KEYS = ("name", "description", "defaults", "stages")
+#: what a [defaults] table may set: a stage that does not set it itself takes it from there
+DEFAULTS_KEYS = ("report_to",)
 RUN_NAME = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
 
 
@@ -151,7 +155,8 @@ class _Loader:
             raise SpecError([f"{self.source}: {_toml_error(exc)}"]) from None
 
         name, description = self.check_top_level(document)
-        tables = self.stage_tables(document)
+        defaults = self.check_defaults(document)
+        tables = {stage: {**defaults, **table} for stage, table in self.stage_tables(document).items()}
         self.tables = tables
         stage_names = list(tables)
 
@@ -217,6 +222,29 @@ class _Loader:
         if description is not None and not isinstance(description, str):
             self.problem(f"expected a string, got {_describe(description)}", key="description")
         return name, description
+
+    def check_defaults(self, document: dict[str, Any]) -> dict[str, Any]:
+        """The [defaults] table (`report_to = ["tensorboard"]`): settings every stage takes unless its
+        own table sets them; checked here once, so a bad one is one line, not one per stage."""
+        table = document.get("defaults", {})
+        if not isinstance(table, dict):
+            self.problem(f"expected a [defaults] table, got {_describe(table)}", key="defaults")
+            return {}
+        defaults: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in DEFAULTS_KEYS:
+                self.problem(f"not a setting [defaults] takes{_did_you_mean(key, DEFAULTS_KEYS)} "
+                             f"(it takes: {', '.join(DEFAULTS_KEYS)})", key=f"defaults.{key}")
+                continue
+            try:
+                StageSpec.model_validate({"kind": "defaults", key: value})
+            except ValidationError as exc:
+                for error in exc.errors(include_url=False):
+                    field_key = ".".join(str(part) for part in error["loc"])
+                    self.problem(_human_error(error, StageSpec, field_key), key=f"defaults.{field_key}")
+                continue
+            defaults[key] = value
+        return defaults
 
     def stage_tables(self, document: dict[str, Any]) -> dict[str, dict[str, Any]]:
         example = 'e.g. [stages.pretrain] with kind = "pretrain"'

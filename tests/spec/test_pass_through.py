@@ -85,8 +85,8 @@ tf32 = true
         "it is this spec's name for save_steps",
         "pipeline.toml: stage 'pre', field 'trainer.output_dir': not settable here: the engine writes a stage's "
         "checkpoints into its own folder of the workspace",
-        "pipeline.toml: stage 'pre', field 'trainer.report_to': not settable here: the engine sends a stage's "
-        "metrics to the store; it cannot be changed here",
+        "pipeline.toml: stage 'pre', field 'trainer.report_to': set `report_to` on the stage itself, "
+        "not in its [trainer] table: the spec owns it",
         "pipeline.toml: stage 'pre', field 'trainer.torch_compile': expected true or false, got the string 'yes'",
         f"pipeline.toml: stage 'pre', field 'trainer.optim': expected one of "
         f"{', '.join(CONFIGS['TrainingArguments']['optim'][1][:12])}, ...; got 'adamw_torch_fusd'; "

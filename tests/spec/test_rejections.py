@@ -396,7 +396,7 @@ def test_all_problems_collected_in_file_order(specs, monkeypatch):
     )
     assert problems == [
         f"{path}: unknown top-level key 'nmae'; did you mean 'name'? "
-        "(allowed: name, description, stages; stage settings go in [stages.NAME])",
+        "(allowed: name, description, defaults, stages; stage settings go in [stages.NAME])",
         f"{path}: stage 'a', field 'max_step': unknown field for a pretrain stage; did you mean 'max_steps'?",
         f"{path}: stage 'a', field 'learning_rate': must be greater than 0, got 0",
         f"{path}: stage 'a', field 'data': builtin:llama-4m is a model, "

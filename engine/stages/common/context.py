@@ -12,12 +12,17 @@ last checkpoint: metrics and progress stay buffered and go at a later flush,
 and other writes try again until `STORE_PATIENCE_SECONDS`, each wait said
 on stderr (the run's log file).
 
+It is also the one tap for experiment trackers (`report_to`, trackers.py):
+each batch of metrics the store takes goes on to the stage's trackers as it
+was written, so they show what the store holds, for every kind.
+
 Torch-free on purpose: tests drive it without a model.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -29,6 +34,7 @@ from typing import Any, Literal, TypeVar
 
 from engine.errors import StageFailed
 from engine.spec.fields import StageSpec
+from engine.stages.common.trackers import Trackers, open_trackers
 from store import Store, is_busy, utcnow
 
 T = TypeVar("T")
@@ -86,6 +92,7 @@ class StageContext:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._locked_since: float | None = None  # when the current run of locked-store writes began
+        self._trackers: Trackers | None = None  # opened by open_trackers (the worker, at the stage's start)
 
     # --- folders ------------------------------------------------------------
 
@@ -123,6 +130,7 @@ class StageContext:
         """Record metric values at a step; keys are slash-namespaced (`train/loss`)."""
         if not self.is_main_process:
             return
+        self.open_trackers()  # a no-op once open; here for contexts that no worker started (tests)
         now = time.time()
         with self._lock:
             for key, value in metrics.items():
@@ -222,10 +230,11 @@ class StageContext:
             metrics, self._pending_metrics = self._pending_metrics, []
             progress, self._pending_progress = self._pending_progress, None
             self._last_flush = time.monotonic()
+        written: list[dict[str, Any]] = []
         try:
             if metrics:
                 self.store.add_metrics(metrics)
-                metrics = []
+                written, metrics = metrics, []
             if progress is not None:
                 step, total = progress
                 fields: dict[str, Any] = {"step": step}
@@ -241,6 +250,41 @@ class StageContext:
                 if self._pending_progress is None:
                     self._pending_progress = progress
             self._note_locked("metrics kept to write later")
+        if written and self._trackers:
+            # What the store just took, row for row: the trackers cannot show anything it lacks.
+            self._trackers.write(written)
+
+    # --- trackers -----------------------------------------------------------
+
+    def open_trackers(self) -> None:
+        """Start the trackers the spec's `report_to` names (main process only; once). A missing
+        package fails the stage here, at its start, in one line that says what to install."""
+        if self._trackers is not None or not self.is_main_process:
+            return
+        names = list(self.spec.report_to)
+        self._trackers = Trackers([], say=self.log)  # set first: a failure below is not retried at every step
+        if not names:
+            return
+        self._trackers = open_trackers(
+            names, stage_dir=self.output_dir, run_name=self.store.get_run(self.run_id).name,
+            stage_name=self.stage_name, kind=self.spec.kind,
+            config=self.spec.model_dump(mode="json", by_alias=True),
+            restart_step=self._restart_step(), say=self.log,
+        )
+
+    def _restart_step(self) -> int | None:
+        """The first step whose metrics this attempt writes anew: the worker drops the store's
+        points from there (engine/runtime/worker.py), and TensorBoard's reader is told the same."""
+        if self.resume_from is None:
+            return 0  # a first attempt, or one after a kill before the first whole checkpoint
+        resumed_at = re.fullmatch(r"checkpoint-(\d+)", self.resume_from.name)
+        return int(resumed_at.group(1)) + 1 if resumed_at else None
+
+    def close(self) -> None:
+        """The stage is over: write what is buffered, and close its trackers (their files complete)."""
+        self.flush()
+        if self._trackers is not None:
+            self._trackers.close()
 
     def _patiently(self, write: Callable[[], T]) -> T:
         """`write()`, tried again while another process holds the store locked."""

@@ -162,7 +162,8 @@ def training_kwargs(spec: StageSpec, runtime: Runtime, output_dir: Path) -> dict
         "save_total_limit": s.keep_checkpoints,
         # A NaN loss is worth seeing; the filter also costs a device sync per step on GPUs.
         "logging_nan_inf_filter": False,
-        # Quiet: our callback reports to the store; nothing else reports anywhere.
+        # Quiet: our callback reports to the store, and the store's tap (StageContext.flush) to the
+        # trackers the spec's report_to names; the library's own reporting would send a second series.
         "report_to": "none",
         "disable_tqdm": True,
         "log_level": "warning",
