@@ -3,9 +3,13 @@
 - `rlhf rank` opens the console's rank screen on a batch (people), or with
   `--auto JUDGE` has a judge rank it as an engine job (recorded as
   `judge:NAME`); `--list` shows the batches and how far their ranking is.
-- `rlhf prefs stats|import|export`: agreement and outcomes per batch; TRL,
+  `--order active` serves the items a small reward-model ensemble is least
+  sure of first (an engine job keeps the order; `--refresh-every N`).
+- `rlhf prefs stats|import|export|gold`: agreement and outcomes per batch and
+  each annotator's quality (gold accuracy, agreement, pace, skips); TRL,
   HH, ranked-list and judgement-table files in; TRL, KTO, the judgement
-  table and the raw append-only history out.
+  table and the raw append-only history out; `gold` marks a share of a
+  batch's items as gold, answered by a judge or a lead annotator.
 - `rlhf arena`: a blind comparison of checkpoints on held-out prompts (`new`),
   and the Bradley-Terry leaderboard with confidence intervals.
 - `rlhf score`: a reward model scores a batch (as an engine job), and how far
@@ -36,6 +40,7 @@ from . import headless
 from .literal import printable
 
 if TYPE_CHECKING:
+    from engine.feedback.quality import AnnotatorQuality
     from engine.feedback.records import Judgement
     from engine.feedback.stored.selection import Selection
     from engine.recipe.reward_agreement import Agreement, BatchScores
@@ -60,6 +65,12 @@ def add_rank_command(commands: Any, common: argparse.ArgumentParser) -> None:
                    help="rank with a judge instead: `demo` or a Python callable module:function")
     p.add_argument("--judgements-per-item", "-n", type=int, default=1,
                    help="different annotators each item goes to, when the batch is first ranked")
+    p.add_argument("--order", choices=("batch", "active"), default="batch",
+                   help="batch = as sampled; active = what a reward-model ensemble trained on the judgements "
+                        "so far is least sure of first (an engine job keeps the order; it runs until the batch "
+                        "is done or `rlhf cancel`)")
+    p.add_argument("--refresh-every", type=int, default=None, metavar="N",
+                   help="with --order active: retrain the ensemble and re-order after every N new judgements")
     p.add_argument("--list", action="store_true", help="list the batches and their ranking progress")
     p.add_argument("--json", action="store_true", help="print JSON (with --list or --auto)")
 
@@ -90,7 +101,8 @@ async def cmd_rank(engine: Engine, args: argparse.Namespace, out: Console) -> in
             _print_batches(batches, out)
         return EXIT_OK
     batch_id = await asyncio.to_thread(feedback.find_batch, args.batch)
-    run = await engine.submit(rank_spec(batch_id, judge=args.auto, judgements_per_item=args.judgements_per_item))
+    run = await engine.submit(rank_spec(batch_id, judge=args.auto, judgements_per_item=args.judgements_per_item,
+                                        order=args.order, refresh_every=args.refresh_every))
     finished: RunFinished | None = None
     if args.json:
         async for update in engine.follow(run.id, logs=False):
@@ -108,6 +120,22 @@ async def cmd_rank(engine: Engine, args: argparse.Namespace, out: Console) -> in
         out.print(Text(printable(f"ranking failed: {error} (rlhf logs {run.id})")))
         return EXIT_RUN_FAILED
     return EXIT_OK
+
+
+async def start_active_order(engine: Engine, args: argparse.Namespace) -> int | None:
+    """`rlhf rank --order active` (people): submit the rank job that orders the
+    batch and waits for people, before the console opens. Returns its run id
+    (None: batch order, nothing to start)."""
+    from engine.runtime.jobs import rank_spec
+
+    if args.refresh_every is not None and args.order != "active":
+        raise UserInputError("--refresh-every re-orders an active batch: add --order active")
+    if args.order != "active":
+        return None
+    batch_id = await asyncio.to_thread(engine.reads.feedback.find_batch, args.batch)
+    run = await engine.submit(rank_spec(batch_id, judge=None, judgements_per_item=args.judgements_per_item,
+                                        order="active", refresh_every=args.refresh_every))
+    return run.id
 
 
 def _batch_json(batch: RankBatch) -> dict[str, Any]:
@@ -143,6 +171,16 @@ def add_prefs_command(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", "-b", action="append", default=[], help="only this batch (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = actions.add_parser("gold", parents=[common],
+                           help="make a share of a batch's items gold: their answer known, never shown as such")
+    p.add_argument("--batch", "-b", help="sample batch id or name (default: the newest with items left)")
+    p.add_argument("--share", type=float, required=True, help="share of the batch's items to make gold, 0-1")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--judge", help="the answers come from this judge: `demo` or module:function")
+    who.add_argument("--lead", help="the answers are this (lead) annotator's verdicts on the batch")
+    p.add_argument("--seed", type=int, default=0, help="which items are drawn")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
     p = actions.add_parser("import", parents=[common], help="store a preference file as a judged batch")
     p.add_argument("file", type=Path, help="JSONL or parquet (or the CSV judgement table)")
     p.add_argument("--format", choices=IMPORT_FORMATS, default="auto",
@@ -167,7 +205,8 @@ def add_prefs_command(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def cmd_prefs(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    action = {"stats": _prefs_stats, "import": _prefs_import, "export": _prefs_export}[args.prefs_command]
+    action = {"stats": _prefs_stats, "import": _prefs_import, "export": _prefs_export,
+              "gold": _prefs_gold}[args.prefs_command]
     return await action(engine, args, out)
 
 
@@ -175,7 +214,7 @@ async def _prefs_stats(engine: Engine, args: argparse.Namespace, out: Console) -
     from engine.feedback.agreement import agreement_from_judgements
     from engine.feedback.stored.selection import to_record
 
-    def work() -> list[dict[str, Any]]:
+    def work() -> tuple[list[dict[str, Any]], list[AnnotatorQuality]]:
         feedback = engine.reads.feedback
         wanted = {feedback.find_batch(ref) for ref in args.batch}
         rows = []
@@ -192,10 +231,13 @@ async def _prefs_stats(engine: Engine, args: argparse.Namespace, out: Console) -
                 "outcomes": dict(Counter(j.outcome for j in live)),
                 "agreement": _agreement_json(everyone), "agreement_people": _agreement_json(humans),
                 "mean_seconds": _mean([j.seconds for j in live if j.seconds is not None and is_person(j.annotator)]),
+                "annotator_quality": [q.to_json() for q in engine.annotation.quality([batch.id])],
             })
-        return rows
+        # the table: each annotator over every batch shown
+        quality = engine.annotation.quality([row["id"] for row in rows]) if rows and not args.json else []
+        return rows, quality
 
-    rows = await asyncio.to_thread(work)
+    rows, quality = await asyncio.to_thread(work)
     if args.json:
         headless.emit_json(rows)
         return EXIT_OK
@@ -212,6 +254,36 @@ async def _prefs_stats(engine: Engine, args: argparse.Namespace, out: Console) -
         table.add_row(str(row["id"]), Text(printable(row["name"])), done,
                       Text(printable(annotators)), outcomes, _agreement_text(row["agreement"]))
     out.print(table)
+    _print_quality(quality, out)
+    return EXIT_OK
+
+
+def _print_quality(quality: list[AnnotatorQuality], out: Console) -> None:
+    """Per annotator over the batches shown: gold accuracy, agreement, pace, both bad, skips."""
+    table = Table(box=None, header_style="bold")
+    for column in ("ANNOTATOR", "JUDGED", "GOLD", "AGREES", "MEDIAN S", "BOTH BAD", "SKIPS"):
+        table.add_column(column)
+    for q in quality:
+        gold = "-" if q.gold_accuracy is None else f"{q.gold_accuracy:.0%} of {q.gold_verdicts}"
+        agrees = "-" if q.agreement is None else f"{q.agreement:.0%} ({q.agreement_pairs})"
+        seconds = "-" if q.median_seconds is None else f"{q.median_seconds:.1f}"
+        table.add_row(Text(printable(q.annotator)), str(q.verdicts), gold, agrees, seconds,
+                      f"{q.both_bad_share:.0%}", f"{q.skip_share:.0%}")
+    out.print(table)
+
+
+async def _prefs_gold(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    def work() -> tuple[int, int]:
+        batch_id = engine.reads.feedback.find_batch(args.batch)
+        return batch_id, engine.annotation.mark_gold(batch_id=batch_id, share=args.share, judge=args.judge,
+                                                     lead=args.lead, seed=args.seed)
+
+    batch_id, gold = await asyncio.to_thread(work)
+    if args.json:
+        headless.emit_json({"batch_id": batch_id, "gold_items": gold})
+    else:
+        source = f"judge:{args.judge}" if args.judge else args.lead
+        out.print(Text(printable(f"batch {batch_id}: {gold} gold items, answered by {source}")))
     return EXIT_OK
 
 

@@ -319,12 +319,19 @@ class Feedback:
             .scalar_subquery()
         )
         with self._write() as connection:
-            for after in (after_position, -1):
+            # A batch the ranking job has ordered (`order = "active"`) is served in
+            # that stored order from its top, whatever item was on screen before;
+            # items it has not placed (yet) come after, by position.
+            active = connection.execute(select(exists().where(
+                _item.c.batch_id == batch_id, _item.c.serve_rank.is_not(None)))).scalar()
+            order = ((_item.c.serve_rank.is_(None), _item.c.serve_rank, _item.c.position) if active
+                     else (_item.c.position,))
+            for after in ((-1,) if active else (after_position, -1)):
                 query = (
                     select(_item)
                     .where(_item.c.batch_id == batch_id, _item.c.position > after,
                            _item.c.verdicts + others_claims < _item.c.needed, ~already)
-                    .order_by(_item.c.position).limit(1)
+                    .order_by(*order).limit(1)
                 )
                 if excluded:
                     query = query.where(_item.c.id.not_in(excluded))
@@ -336,6 +343,65 @@ class Feedback:
             item = RankItemRead.model_validate(row._mapping)
             self._claim(connection, item.id, annotator)
             return self._view(connection, item, annotator)
+
+    def batch_items(self, *, batch_id: int) -> list[RankItemRead]:
+        """Every item of a batch, by position (gold answers included: not for annotators' screens)."""
+        with self.engine.connect() as connection:
+            return [RankItemRead.model_validate(r._mapping) for r in connection.execute(
+                select(_item).where(_item.c.batch_id == batch_id).order_by(_item.c.position))]
+
+    def batch_texts(self, *, batch_id: int) -> tuple[dict[int, str], dict[int, str]]:
+        """The texts a batch's items show: prompts by prompt id, responses by sample id."""
+        items = self.batch_items(batch_id=batch_id)
+        with self.engine.connect() as connection:
+            responses = self._responses(connection, {s for item in items for s in item.sample_ids})
+            prompt_ids = list({item.prompt_id for item in items})
+            prompts: dict[int, str] = {}
+            for start in range(0, len(prompt_ids), 500):
+                rows = connection.execute(select(_prompt.c.id, _prompt.c.text)
+                                          .where(_prompt.c.id.in_(prompt_ids[start:start + 500])))
+                prompts.update((int(pid), str(text)) for pid, text in rows)
+        return prompts, {sid: r.text for sid, r in responses.items()}
+
+    def set_serve_order(self, *, batch_id: int, item_ids: Sequence[int]) -> None:
+        """Store the order a batch is served in from now on (`order = "active"`):
+        the items listed, first served first; items not listed keep their
+        place. One transaction, so annotators never see half an order."""
+        with self._write() as connection:
+            known = set(connection.execute(
+                select(_item.c.id).where(_item.c.batch_id == batch_id)).scalars())
+            stray = [i for i in item_ids if i not in known]
+            if stray:
+                raise FeedbackError(f"items {stray} are not in batch {batch_id}")
+            for rank, item_id in enumerate(item_ids):
+                connection.execute(update(_item).where(_item.c.id == item_id).values(serve_rank=rank))
+
+    def set_gold(self, *, item_id: int, ranking: Sequence[RankingEntry] | None) -> None:
+        """Make an item gold with its known answer (best first), or with None plain again."""
+        with self._write() as connection:
+            item = self._item(connection, item_id)
+            value = None if ranking is None else [list(e) if isinstance(e, (list, tuple)) else e for e in ranking]
+            if value is not None and sorted(ranking_members(value)) != sorted(item.sample_ids):
+                raise FeedbackError(f"item {item_id}: a gold answer must order all of {item.sample_ids}, "
+                                    f"got {value}")
+            connection.execute(update(_item).where(_item.c.id == item_id).values(gold=value))
+
+    def batch_settings(self, *, batch_id: int) -> dict[str, Any]:
+        """A sample batch's settings (what made it; the ranking job's state under `active`)."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(_batch.c.settings).where(_batch.c.id == batch_id)).first()
+        if row is None:
+            raise NotFound(f"no sample batch with id {batch_id}")
+        return dict(row[0] or {})
+
+    def set_batch_setting(self, *, batch_id: int, key: str, value: Any) -> None:
+        """Set one key of a batch's settings (read, changed and written under the write lock)."""
+        with self._write() as connection:
+            row = connection.execute(select(_batch.c.settings).where(_batch.c.id == batch_id)).first()
+            if row is None:
+                raise NotFound(f"no sample batch with id {batch_id}")
+            connection.execute(update(_batch).where(_batch.c.id == batch_id)
+                               .values(settings={**(row[0] or {}), key: value}))
 
     def release(self, *, annotator: str, item_ids: Iterable[int] | None = None) -> None:
         """Give claimed items back (the console does this when it closes)."""

@@ -287,6 +287,10 @@ class RankItemBase(SQLModel):
     needed: int = 1
     verdicts: int = 0
     created_at: datetime = Field(default_factory=utcnow)
+    # active order: where the ranking job last placed it (None: served by position)
+    serve_rank: int | None = None
+    # a gold item's known answer, best first (never shown to annotators as such)
+    gold: list[int | list[int]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class RankItem(RankItemBase, table=True):

@@ -68,6 +68,7 @@ from ..widgets.text_panel import TextPanel
 if TYPE_CHECKING:
     from engine import Annotation
     from engine.feedback import Agreement
+    from engine.feedback.stored.active_state import ActiveState
 
     from ..shell import ConsoleShell
 
@@ -151,8 +152,10 @@ def reveal_text(item: ItemView, judgement: JudgementRead, workspace_root: Path |
     return text
 
 
-def status_text(item: ItemView | None, progress: Progress | None, agreement: Agreement | None) -> Text:
-    """'item 13 of 10,000 · you 12 · batch 340/10,000 verdicts · 2 annotators, agree 82% (κ 0.64, 17 items)'."""
+def status_text(item: ItemView | None, progress: Progress | None, agreement: Agreement | None,
+                learning: ActiveState | None = None) -> Text:
+    """'item 13 of 10,000 · you 12 · batch 340/10,000 verdicts · 2 annotators, agree 82% (κ 0.64, 17 items)',
+    and for a batch in active order ' · model 71% held out at 120 judgements, rising' (dim)."""
     text = Text()
     items = progress.items if progress is not None else None
     if item is not None:
@@ -169,6 +172,15 @@ def status_text(item: ItemView | None, progress: Progress | None, agreement: Agr
                 kappa = "" if agreement.kappa is None else f"κ {agreement.kappa:.2f}, "
                 compared = f"{agreement.items:,} item{'s' if agreement.items != 1 else ''}"
                 text.append(f", agree {agreement.percent:.0f}% ({kappa}{compared})")
+    if learning is not None:
+        if text:
+            text.append(" · ", style="dim")
+        if learning.heldout_accuracy is None:
+            text.append(f"active order, {learning.judgements:,} judgements in", style="dim")
+        else:
+            trend = f", {learning.trend}" if learning.trend else ""
+            text.append(f"model {learning.heldout_accuracy:.0%} held out at {learning.judgements:,} judgements{trend}",
+                        style="dim")
     return text
 
 
@@ -279,6 +291,7 @@ class RankScreen(Screen[None]):
         self.draft: RankingDraft | None = None  # for items of three or more responses
         self.progress: Progress | None = None
         self.agreement: Agreement | None = None
+        self.learning: ActiveState | None = None  # the active order's job, when it serves this batch
         self.reveal = Text()
         self.ready = False  # the first item (or the done message) has been shown
         self._shown_at = time.monotonic()
@@ -449,7 +462,8 @@ class RankScreen(Screen[None]):
             bar.show_ranking(self.draft, verdict)
 
     def _show_status(self) -> None:
-        self.query_one("#rank-status", TextPanel).set_text(status_text(self.item, self.progress, self.agreement))
+        self.query_one("#rank-status", TextPanel).set_text(status_text(self.item, self.progress, self.agreement,
+                                                                                self.learning))
         if self.item is None and self.ready:
             self.query_one("#rank-done", TextPanel).set_text(done_text(self.batch_name, self.progress))
 
@@ -477,6 +491,7 @@ class RankScreen(Screen[None]):
                     took = time.monotonic() - started
                     self._agreement_due = time.monotonic() + max(self.stats_seconds, took / AGREEMENT_SHARE)
                 self.progress = progress
+                self.learning = await loop.run_in_executor(self._reads, self.session.active_state)
                 self._show_status()
                 self.post_message(self.ProgressShown())
                 if not self._stats_again:

@@ -7,6 +7,8 @@
     importers.py    read TRL, Anthropic HH, KTO, ranked-list and judgement-table files
     exporters.py    write TRL and KTO data and the judgement table, atomically
     judges.py       automatic annotators: `demo` or your `module:function`, loaded by name
+    active.py       the active order: features, a Bradley-Terry ensemble, the disagreement rule (numpy)
+    quality.py      annotator quality: gold accuracy, agreement with the others, pace, skips
 
 The modules above touch neither a database nor the screen. The adapters that
 read and write the store (selecting stored judgements, importing a file, a

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from engine.feedback import Agreement
     from engine.feedback.importers import ImportFormat, ImportResult
+    from engine.feedback.quality import AnnotatorQuality
+    from engine.feedback.stored.active_state import ActiveState
     from store import Feedback, ItemView, JudgementOutcome, JudgementRead, Progress, Store
 
 
@@ -67,6 +69,21 @@ class Annotation:
 
         live = self._store.feedback.live_judgements(batch_ids=[batch_id])
         return agreement_from_judgements([to_record(j) for j in live if is_person(j.annotator)])
+
+
+    def mark_gold(self, *, batch_id: int, share: float, judge: str | None = None, lead: str | None = None,
+                  seed: int = 0) -> int:
+        """Make about `share` of a batch's items gold, answered by a judge or a lead
+        annotator (engine.feedback.stored.gold); returns how many are gold now."""
+        from engine.feedback.stored.gold import mark_gold
+
+        return mark_gold(self._store, batch_id, share=share, judge=judge, lead=lead, seed=seed)
+
+    def quality(self, batch_ids: Sequence[int]) -> list[AnnotatorQuality]:
+        """Per annotator over these batches: gold accuracy, agreement, pace, both-bad and skip shares."""
+        from engine.feedback.stored.gold import batch_quality
+
+        return batch_quality(self._store, batch_ids)
 
 
 class AnnotationSession:
@@ -131,6 +148,12 @@ class AnnotationSession:
     def progress(self) -> Progress:
         """How far the batch is, and how far this annotator is in it."""
         return self._feedback.progress(batch_id=self.batch_id, annotator=self.annotator)
+
+    def active_state(self) -> ActiveState | None:
+        """What the active order's job last measured on this batch (None: not served in active order)."""
+        from engine.feedback.stored.active_state import read_state
+
+        return read_state(self._feedback, self.batch_id)
 
     def batch_name(self) -> str | None:
         """The sample batch's name (None: no such batch)."""

@@ -84,12 +84,17 @@ def rank_spec(
     judge: str | None,
     judgements_per_item: int = 1,
     max_responses: int | None = None,
+    order: str = "batch",
+    refresh_every: int | None = None,
     name: str = RANK_RUN,
 ) -> PipelineSpec:
     """A one-stage `rank` pipeline over a stored batch: `rlhf rank --auto JUDGE`
-    (with a judge), or a run that waits for people to finish the batch."""
+    (with a judge), or a run that waits for people to finish the batch; with
+    `order = "active"` it also keeps the batch's serving order (re-ordered
+    after every `refresh_every` judgements)."""
     fields = {"kind": "rank", "batch": str(batch), "judgements_per_item": judgements_per_item,
-              "judge": judge, "max_responses": max_responses}  # None: left out, the spec's default
+              "judge": judge, "max_responses": max_responses,  # None: left out, the spec's default
+              "order": order, "refresh_every": refresh_every}
     return _job_spec(name, {RANK_RUN: fields}, source="rlhf rank")
 
 

@@ -569,6 +569,25 @@ async def test_progress_shows_the_batch_agreement_once_two_people_judged_it(stor
         assert "you 1 · batch 2/4 verdicts · 2 annotators, agree 100% (1 item)" in screen_text(app)
 
 
+async def test_an_active_batch_is_served_in_its_stored_order_and_shows_what_the_model_learned(
+        store: Store) -> None:
+    from engine.feedback.stored.active_state import SETTINGS_KEY, ActiveState
+
+    batch = make_rank_batch(store, prompts=3, k=2)
+    items = [item.id for item in store.feedback.batch_items(batch_id=batch)]
+    store.feedback.set_serve_order(batch_id=batch, item_ids=[items[2], items[0], items[1]])
+    state = ActiveState(judgements=12, heldout_accuracy=0.7, history=((8, 0.6), (12, 0.7)), trend="rising")
+    store.feedback.set_batch_setting(batch_id=batch, key=SETTINGS_KEY, value=state.to_json())
+    app = RankHarness(store, batch_id=batch, annotator="ann")
+    async with app.run_test(size=(160, 30)) as pilot:
+        await _started(app, pilot)
+        item = app.shown[-1]
+        assert item is not None and item.id == items[2]  # the top of the stored order, not position 0
+        await app.wait_for(lambda: app.rank.learning is not None)
+        await pilot.pause()
+        assert "model 70% held out at 12 judgements, rising" in screen_text(app)
+
+
 # --- snapshots ------------------------------------------------------------------------------------
 
 

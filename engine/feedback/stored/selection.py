@@ -31,6 +31,9 @@ class Selection:
     names: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
+    #: leave out annotators whose accuracy on the batches' gold items is below this
+    #: (engine.feedback.quality; annotators without gold verdicts are kept)
+    min_gold_accuracy: float | None = None
 
 
 def to_record(live: LiveJudgement) -> Judgement:
@@ -67,7 +70,15 @@ def selected_live(store: Store, selection: Selection) -> list[LiveJudgement]:
         "judges": lambda name: name.startswith("judge:"),
         "imported": lambda name: name.startswith("import:"),
     }[selection.annotators]
-    return [j for j in live if keep(j.annotator)]
+    chosen = [j for j in live if keep(j.annotator)]
+    if selection.min_gold_accuracy is not None:
+        from engine.feedback.quality import below_gold
+        from engine.feedback.stored.gold import batch_quality
+
+        measured_on = batch_ids if batch_ids is not None else sorted({j.batch_id for j in live})
+        dropped = below_gold(batch_quality(store, measured_on), selection.min_gold_accuracy)
+        chosen = [j for j in chosen if j.annotator not in dropped]
+    return chosen
 
 
 def selected_judgements(store: Store, selection: Selection) -> list[Judgement]:

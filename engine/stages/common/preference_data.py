@@ -82,7 +82,7 @@ def load_preference_data(ctx: StageContext, spec: PreferenceDataSpec) -> Prefere
     if batch_refs:
         selection = Selection(
             batches=tuple(batch_refs), annotators=spec.annotators, names=tuple(spec.annotator_names),
-            since=utc_time(spec.since), until=utc_time(spec.until),
+            since=utc_time(spec.since), until=utc_time(spec.until), min_gold_accuracy=spec.min_gold_accuracy,
         )
         for judgement in selected_judgements(ctx.store, selection):
             for pair in preference_pairs([judgement], ties=spec.ties, margin_per_rank=spec.margin_per_rank):

@@ -39,6 +39,11 @@ class PreferenceDataSpec(StageSpec):
     annotator_names: list[str] = Field(
         default_factory=list, description="only these annotators (exact names, e.g. alice or judge:demo)",
     )
+    min_gold_accuracy: float | None = Field(
+        None, ge=0, le=1,
+        description="leave out annotators whose accuracy on the batches' gold items is below this "
+        "(`rlhf prefs gold`; annotators who judged no gold item are kept)",
+    )
     since: str | None = Field(None, description="only judgements made at or after this ISO date/time")
     until: str | None = Field(None, description="only judgements made before this ISO date/time")
     ties: Literal["drop", "margin"] = Field(

@@ -51,6 +51,23 @@ class RankSpec(StageSpec):
         description="compare answers in pairs of different checkpoints (an arena) instead of ranking all K",
     )
 
+    order: Literal["batch", "active"] = Field(
+        "batch",
+        description="serving order: `batch` = as sampled; `active` = the items a small reward-model ensemble "
+        "trained on the judgements so far is least sure of first (README: active order)",
+    )
+    refresh_every: int | None = Field(
+        None, ge=1,
+        description="order = active: retrain the ensemble and re-order the unjudged items after every N new "
+        "judgements (unset: ordered once, at the start)",
+    )
+
+    @model_validator(mode="after")
+    def _refresh_needs_active(self) -> RankSpec:
+        if self.refresh_every is not None and self.order != "active":
+            raise PydanticCustomError("rank_refresh", "refresh_every re-orders an active batch: set order = \"active\"")
+        return self
+
     @model_validator(mode="after")
     def _one_source(self) -> RankSpec:
         if (self.from_ is None) == (self.batch is None):

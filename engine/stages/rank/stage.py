@@ -12,6 +12,9 @@ batch named in `batch`), makes it rankable (one item per prompt, each going to
 
 The output folder `final/manifest.json` names the batch and counts its
 judgements, so later stages (the reward model) can name this stage as data.
+With `order = "active"` the stage also keeps the batch's serving order: a
+small ensemble over cheap text features (engine.feedback.active, numpy)
+orders the items, at the start and after every `refresh_every` verdicts.
 Needs no torch: ranking is text and the store.
 """
 
@@ -25,6 +28,7 @@ from collections import Counter
 
 from engine.errors import StageCancelled, StageFailed
 from engine.feedback.judges import load_judge
+from engine.feedback.stored.active_order import ActiveRanker
 from engine.feedback.stored.auto_rank import auto_rank
 from engine.stages.common.context import StageContext
 from engine.stages.common.prologue import stage_spec
@@ -50,19 +54,22 @@ def run(ctx: StageContext) -> None:
     })
     ctx.log(f"batch {batch_id}: {items} items, {spec.judgements_per_item} judgement(s) each")
 
+    ranker = _active_ranker(ctx, feedback, batch_id, spec)
     if spec.judge is not None:
         judge = load_judge(spec.judge)
         total = feedback.progress(batch_id=batch_id).total
 
         def report(_judged: int) -> None:
             ctx.set_progress(feedback.progress(batch_id=batch_id).done, total)
+            if ranker is not None:
+                ranker.maybe_refresh()
 
         judged = auto_rank(feedback, batch_id=batch_id, judge=judge, on_item=report, should_stop=ctx.should_stop)
         ctx.log(f"{judge.annotator} judged {judged} items")
         if ctx.should_stop():
             raise StageCancelled(f"cancelled after the judge ranked {judged} items; resume to go on")
     else:
-        _wait_for_people(ctx, feedback, batch_id, spec.wait_for)
+        _wait_for_people(ctx, feedback, batch_id, spec.wait_for, ranker)
 
     _log_outcomes(ctx, feedback, batch_id)
     _write_manifest(ctx, feedback, batch_id)
@@ -87,11 +94,49 @@ def _find_batch(ctx: StageContext, spec: RankSpec) -> int:
     return found[-1].id
 
 
-def _wait_for_people(ctx: StageContext, feedback: Feedback, batch_id: int, share: float) -> None:
+class _Refresher:
+    """The active order's ranker and when it refreshes next: after every
+    `refresh_every` new verdicts, or never (ordered once at the start)."""
+
+    def __init__(self, ctx: StageContext, ranker: ActiveRanker, refresh_every: int | None) -> None:
+        self.ctx, self.ranker, self.refresh_every = ctx, ranker, refresh_every
+        self.at = self._refresh()
+
+    def _refresh(self) -> int:
+        started = time.perf_counter()
+        state = self.ranker.refresh()
+        metrics = {"active/judgements": float(state.judgements),
+                   "active/refresh_seconds": time.perf_counter() - started}
+        if state.heldout_accuracy is not None:
+            metrics["active/heldout_accuracy"] = state.heldout_accuracy
+        self.ctx.log_metrics(state.judgements, metrics)
+        return self.ranker.feedback.progress(batch_id=self.ranker.batch_id).done
+
+    def maybe_refresh(self) -> None:
+        if self.refresh_every is None:
+            return
+        # verdicts counted cheaply (one aggregate query): this runs on every poll
+        if self.ranker.feedback.progress(batch_id=self.ranker.batch_id).done >= self.at + self.refresh_every:
+            self.at = self._refresh()
+
+
+def _active_ranker(ctx: StageContext, feedback: Feedback, batch_id: int, spec: RankSpec) -> _Refresher | None:
+    if spec.order != "active":
+        return None
+    refresher = _Refresher(ctx, ActiveRanker(feedback, batch_id, seed=spec.seed), spec.refresh_every)
+    ctx.log(f"batch {batch_id} served in active order"
+            + (f", re-ordered every {spec.refresh_every} judgements" if spec.refresh_every else ""))
+    return refresher
+
+
+def _wait_for_people(ctx: StageContext, feedback: Feedback, batch_id: int, share: float,
+                     ranker: _Refresher | None = None) -> None:
     announced = False
     while True:
         progress = feedback.progress(batch_id=batch_id)
         ctx.set_progress(progress.done, progress.total)
+        if ranker is not None:
+            ranker.maybe_refresh()
         if progress.done >= share * progress.total:
             return
         if not announced:

@@ -1,0 +1,95 @@
+"""A batch served in active order, through the store: shared order, claims, a console killed mid-batch."""
+
+from __future__ import annotations
+
+from engine.demo.task import judge_score
+from engine.feedback.active import OrderItem, active_order
+from engine.feedback.stored.active_order import ActiveRanker, is_heldout
+from engine.feedback.stored.active_state import read_state
+from store import JudgementOutcome, Store, Workspace, open_workspace
+
+
+def demo_batch(store: Store, prompts: int = 6) -> int:
+    """Pairs of answers to demo prompts, one right and one wrong, as rank items."""
+    texts = [f"What is {a} + {a + 1}?" for a in range(1, prompts + 1)]
+    prompt_ids = store.add_prompts([{"text": t} for t in texts])
+    batch = store.create_sample_batch(name="pairs", settings={}, sources=["written"])
+    store.add_samples([{"prompt_id": pid, "batch_id": batch.id, "response": answer}
+                       for pid, a in zip(prompt_ids, range(1, prompts + 1), strict=True)
+                       for answer in (str(2 * a + 1), f"{2 * a + 1}. Hope this helps!")])
+    store.feedback.items_from_batch(batch_id=batch.id)
+    return batch.id
+
+
+def judge_item(store: Store, item_id: int, annotator: str) -> None:
+    item = store.feedback.get_item(item_id=item_id, annotator=annotator)
+    a, b = (r.text for r in item.responses)
+    outcome = JudgementOutcome.A_BETTER if judge_score(item.prompt, a) > judge_score(item.prompt, b) \
+        else JudgementOutcome.B_BETTER
+    store.feedback.judge(item_id=item.id, annotator=annotator, outcome=outcome, shown=item.shown, seconds=1.0)
+
+
+def test_the_stored_order_is_shared_and_no_two_annotators_hold_one_item(store: Store) -> None:
+    batch = demo_batch(store)
+    ids = [item.id for item in store.feedback.batch_items(batch_id=batch)]
+    order = [ids[3], ids[0], ids[5], ids[1], ids[4], ids[2]]
+    store.feedback.set_serve_order(batch_id=batch, item_ids=order)
+
+    alice = store.feedback.next_item(batch_id=batch, annotator="alice")
+    bob = store.feedback.next_item(batch_id=batch, annotator="bob")
+    assert alice is not None and bob is not None
+    assert (alice.id, bob.id) == (order[0], order[1])  # the stored order, each their own item
+    judge_item(store, alice.id, "alice")
+    # alice's next is the first item no one holds or has judged, whatever position she was at
+    following = store.feedback.next_item(batch_id=batch, annotator="alice", after_position=alice.position)
+    assert following is not None and following.id == order[2]
+
+
+def test_a_console_killed_mid_batch_loses_nothing_and_the_next_annotator_goes_on_in_order(
+        workspace: Workspace) -> None:
+    store = workspace.store
+    batch = demo_batch(store)
+    ids = [item.id for item in store.feedback.batch_items(batch_id=batch)]
+    order = list(reversed(ids))
+    store.feedback.set_serve_order(batch_id=batch, item_ids=order)
+    first = store.feedback.next_item(batch_id=batch, annotator="alice")
+    assert first is not None
+    judge_item(store, first.id, "alice")
+    held = store.feedback.next_item(batch_id=batch, annotator="alice")  # on screen when the console dies
+    assert held is not None and held.id == order[1]
+
+    # "killed": nothing released; a new process opens the workspace again
+    again = open_workspace(workspace.root)
+    try:
+        live = again.store.feedback.live_judgements(batch_ids=[batch])
+        assert [(j.item_id, j.annotator) for j in live] == [(first.id, "alice")]
+        nxt = again.store.feedback.next_item(batch_id=batch, annotator="bob")
+        assert nxt is not None and nxt.id == order[2]  # alice's claim still holds order[1]
+        back = again.store.feedback.next_item(batch_id=batch, annotator="alice")
+        assert back is not None and back.id == order[1]  # alice gets her item back
+    finally:
+        again.close()
+
+
+def test_the_ranker_stores_the_rules_order_and_its_state(store: Store) -> None:
+    batch = demo_batch(store, prompts=10)
+    ranker = ActiveRanker(store.feedback, batch, members=3, seed=0)
+    state = ranker.refresh()
+    assert state.judgements == 0 and state.heldout_accuracy is None
+    items = store.feedback.batch_items(batch_id=batch)
+    # before any judgement every head is zero: all tie, so batch order
+    assert [i.id for i in sorted(items, key=lambda i: i.serve_rank or 0)] == [i.id for i in items]
+
+    for item in items[:8]:
+        judge_item(store, item.id, "alice")
+    state = ranker.refresh()
+    assert state.judgements == 8
+    assert (state.heldout_accuracy is not None) == any(is_heldout(i.id) for i in items[:8])
+    stored = sorted(store.feedback.batch_items(batch_id=batch), key=lambda i: i.serve_rank or 0)
+    open_items = [OrderItem(id=i.id, position=i.position, rows=tuple(ranker.row[s] for s in i.sample_ids))
+                  for i in items[8:]]
+    expected = active_order(ranker.ensemble, ranker.features, open_items)
+    assert [i.id for i in stored[:2]] == expected  # the open items first, in the rule's order
+    assert read_state(store.feedback, batch) == state  # what the rank screen reads
+    served = store.feedback.next_item(batch_id=batch, annotator="bob")
+    assert served is not None and served.id == expected[0]
