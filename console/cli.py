@@ -39,7 +39,6 @@ from .feedback_cli import (
     cmd_prefs,
     cmd_rank,
     cmd_score,
-    start_active_order,
     wants_rank_console,
 )
 from .literal import printable
@@ -145,12 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
     p.add_argument("--stage", help="only this stage's lines")
 
-    p = command("metrics", "print a run's metric series")
-    p.add_argument("run", help="run id or name")
+    p = command("metrics", "print a run's metric series; `rlhf metrics export RUN` writes them to a file")
+    p.add_argument("run", nargs="+", metavar="RUN",
+                   help="run id or name; `export RUN` writes every stored point (--format, --out)")
     p.add_argument("--stage", help="only this stage")
     p.add_argument("--key", help="only this key, e.g. eval/loss")
     p.add_argument("--max-points", type=int, default=None, help="downsample each series to this many points")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--format", choices=("csv", "tensorboard"), default=None,
+                   help="export: csv (one row per point: run, stage, step, key, value, wall_time; the default) "
+                        "or tensorboard (event files, a folder per stage; needs the tensorboard package)")
+    completes_files(p.add_argument("--out", type=Path, default=None,
+                                   help="export: the new file or folder (default: RUN-metrics.csv or "
+                                        "RUN-tensorboard in the current folder)"))
 
     p = command("cancel", "stop a run (its stage saves a checkpoint first)")
     p.add_argument("run", help="run id or name")
@@ -351,11 +357,34 @@ async def cmd_logs(engine: Engine, args: argparse.Namespace, out: Console) -> in
 
 
 async def cmd_metrics(engine: Engine, args: argparse.Namespace, out: Console) -> int:
-    series = await engine.metrics(args.run, stage=args.stage, key=args.key, max_points=args.max_points)
+    if len(args.run) == 2 and args.run[0] == "export":
+        return await _metrics_export(engine, args.run[1], args, out)
+    if len(args.run) != 1:
+        raise _BadInput("usage: rlhf metrics RUN, or rlhf metrics export RUN [--format csv|tensorboard] [--out PATH]")
+    if args.format is not None or args.out is not None:
+        raise _BadInput(f"--format and --out go with export: rlhf metrics export {args.run[0]} --format ...")
+    series = await engine.metrics(args.run[0], stage=args.stage, key=args.key, max_points=args.max_points)
     if args.json:
         headless.emit_json(headless.series_json(series))
     else:
         headless.print_series(series, out)
+    return EXIT_OK
+
+
+async def _metrics_export(engine: Engine, run_ref: str, args: argparse.Namespace, out: Console) -> int:
+    from engine.runtime.metrics_export import export_metrics
+
+    if args.max_points is not None:
+        raise _BadInput("--max-points does not go with export: it writes every stored point")
+    run = await engine.get_run(run_ref)
+    series = await engine.metrics(run.id, stage=args.stage, key=args.key)
+    result = await asyncio.to_thread(export_metrics, series, run_name=run.name, fmt=args.format or "csv",
+                                     out=args.out)
+    if args.json:
+        headless.emit_json({"out": str(result.out), "format": result.fmt, "points": result.points,
+                            "stages": list(result.stages)})
+    else:
+        out.print(Text(printable(result.message)), soft_wrap=True)
     return EXIT_OK
 
 
@@ -437,7 +466,6 @@ def cmd_tui(engine: Engine, args: argparse.Namespace) -> int:
     if args.command == "rank":
         batch = engine.reads.feedback.find_batch(args.batch) if args.batch else None
         open_rank = (batch, annotator_name(args))
-        asyncio.run(start_active_order(engine, args))  # --order active: the job that keeps the order
     if args.command == "demo":
         from engine.demo.pipeline import demo_spec
 
