@@ -11,8 +11,7 @@ from engine.stages.common.preference_policy_spec import PreferencePolicySpec
 
 
 class CPOSpec(PreferencePolicySpec):
-    """Contrastive preference optimisation, and SimPO with loss_type = "simpo": preference losses
-    without a reference model (trl's CPOTrainer).
+    """Contrastive preference optimisation and SimPO: no reference model (trl's CPOTrainer).
 
     The kind is named after trl's trainer, which holds both: SimPO is CPO's
     trainer with loss_type = "simpo" (a length-normalised reward with a target

@@ -10,11 +10,12 @@ from engine.stages.common.preference_policy_spec import PreferencePolicySpec
 
 
 class ORPOSpec(PreferencePolicySpec):
-    """Odds-ratio preference optimisation: SFT on the chosen answers plus an odds-ratio penalty on the
-    rejected ones, no reference model (trl's ORPOTrainer).
+    """Odds-ratio preference optimisation: SFT plus a preference penalty, no reference (trl's ORPOTrainer).
 
-    One pass can start from a pretrained model (no SFT stage needed) and needs
-    no frozen copy, so it costs about what SFT costs.
+    The loss is the chosen answers' NLL plus `beta` times a penalty on the
+    odds of the rejected answer against the chosen one. One pass can start
+    from a pretrained model (no SFT stage needed) and needs no frozen copy,
+    so it costs about what SFT costs.
     """
 
     kind: Literal["orpo"] = "orpo"
