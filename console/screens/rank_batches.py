@@ -4,6 +4,8 @@ Batches that already have rank items come with their progress; a sample
 batch without items is offered too, and choosing it makes it rankable first,
 through the engine (`Annotation.make_rankable`: one item per prompt, holding
 its responses). Batches are read through the read API (`store.reads.StoreReader`).
+The highlighted batch's annotators are shown under the hint with their
+quality (`Annotation.quality`: gold accuracy, agreement, pace, both bad, skips).
 Dismissed with the chosen batch id, or None (esc).
 """
 
@@ -28,6 +30,7 @@ from ..widgets.text_panel import TextPanel
 
 if TYPE_CHECKING:
     from engine import Annotation
+    from engine.feedback.quality import AnnotatorQuality
     from store import RankBatch
     from store.reads import StoreReader
 
@@ -58,6 +61,21 @@ def choice_label(choice: BatchChoice) -> Text:
     return text
 
 
+def quality_text(qualities: list[AnnotatorQuality]) -> Text:
+    """One line per annotator: 'alice  40 judged · gold 95% of 4 · agrees 88% · 6.1 s · both bad 5% · skips 2%'."""
+    text = Text()
+    for q in qualities:
+        text.append("\n").append(printable(q.annotator), style="bold").append(f"  {q.verdicts:,} judged")
+        if q.gold_accuracy is not None:
+            text.append(f" · gold {q.gold_accuracy:.0%} of {q.gold_verdicts}")
+        if q.agreement is not None:
+            text.append(f" · agrees {q.agreement:.0%}")
+        if q.median_seconds is not None:
+            text.append(f" · {q.median_seconds:.1f} s")
+        text.append(f" · both bad {q.both_bad_share:.0%} · skips {q.skip_share:.0%}", style="dim")
+    return text
+
+
 class BatchList(OptionList):
     BINDINGS = CURSOR_KEYS
 
@@ -73,6 +91,8 @@ class RankBatchesScreen(Screen[int | None]):
         height: 1fr;
     }
     """
+
+    HINT = "Choose a batch to rank: enter opens it, esc goes back."
 
     def __init__(self, reads: StoreReader, annotation: Annotation, *, needed: int = 1) -> None:
         super().__init__(id="rank-batches")
@@ -105,9 +125,22 @@ class RankBatchesScreen(Screen[int | None]):
         if not self.choices:
             self._hint(Text("No sample batches yet: a sample stage (or `rlhf generate`) makes them.", style="bold"))
             return
-        self._hint(Text("Choose a batch to rank: enter opens it, esc goes back.", style="dim"))
+        self._hint(Text(self.HINT, style="dim"))
         options.highlighted = 0
         options.focus()
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        choice = next((c for c in self.choices if str(c.id) == event.option.id), None)
+        if choice is not None and choice.rank is not None and not self._making:
+            self.run_worker(self._show_quality(choice.id), group="rank-quality", exclusive=True, exit_on_error=False)
+
+    async def _show_quality(self, batch_id: int) -> None:
+        try:
+            qualities = await asyncio.to_thread(self.annotation.quality, [batch_id])
+        except StoreError as exc:
+            self._hint(Text(printable(str(exc)), style="bold red"))
+            return
+        self._hint(Text(self.HINT, style="dim").append_text(quality_text(qualities)))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if event.option.id is None or self._making:

@@ -552,6 +552,24 @@ async def test_the_batch_picker_offers_every_batch_and_makes_a_new_one_rankable(
     assert store.feedback.progress(batch_id=fresh).total == 2  # needed=2 per item
 
 
+async def test_the_batch_picker_shows_the_highlighted_batchs_annotators_and_their_quality(store: Store) -> None:
+    batch = make_rank_batch(store, prompts=2, k=2, name="ranked")
+    first = store.feedback.next_item(batch_id=batch, annotator="[i]alice[/i]")
+    assert first is not None
+    store.feedback.set_gold(item_id=first.id, ranking=list(first.shown))
+    store.feedback.judge(item_id=first.id, annotator="[i]alice[/i]", outcome="b_better", shown=first.shown,
+                         seconds=3.0)
+    app = PickerHarness(store)
+    async with app.run_test(size=(120, 20)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, RankBatchesScreen)
+        await screen.workers.wait_for_complete()
+        await pilot.pause()
+        await screen.workers.wait_for_complete()
+        await pilot.pause()
+        assert "[i]alice[/i]  1 judged · gold 0% of 1 · 3.0 s · both bad 0% · skips 0%" in screen_text(app)
+
+
 async def test_progress_shows_the_batch_agreement_once_two_people_judged_it(store: Store) -> None:
     batch = make_rank_batch(store, prompts=2, k=2, needed=2)
     seen_by_bob = store.feedback.next_item(batch_id=batch, annotator="bob")
