@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("export", "write a checkpoint as a plain Hugging Face folder (safetensors, tokenizer)")
-    completes_folders(p.add_argument("checkpoint", type=Path, help="a model or LoRA adapter folder"))
+    completes_folders(p.add_argument("checkpoint", type=Path,
+                                     help="a model or LoRA adapter folder, or RUN:STAGE (that stage's final model)"))
     completes_folders(p.add_argument("--out", type=Path, required=True, help="new folder to write"))
     p.add_argument("--merge-lora", action="store_true", help="merge a LoRA adapter into its base model")
     p.add_argument("--trust-remote-code", action="store_true",
@@ -189,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("push", "upload a checkpoint folder to the Hugging Face hub, with a model card written from the store")
     completes_folders(p.add_argument("checkpoint", type=Path,
-                                     help="a model or LoRA adapter folder (a stage's final/, an export)"))
+                                     help="a model or LoRA adapter folder (a stage's final/, an export), "
+                                          "or RUN:STAGE (that stage's final model)"))
     p.add_argument("--repo", required=True, metavar="ORG/NAME", help="the hub repo (created if it does not exist)")
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--revision", metavar="BRANCH", default=None,

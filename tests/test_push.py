@@ -15,7 +15,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from console.cli import main
-from engine.errors import EngineError
+from engine.errors import EngineError, UserInputError
 from engine.recipe.model_card import MARKER
 from engine.runtime.push_job import LEFT_OUT, run_push
 from store import Store, Workspace
@@ -156,3 +156,23 @@ def test_a_repo_that_is_not_org_slash_name_is_refused(
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"rlhf: --repo {repo!r}: expected a hub repo id ORG/NAME, such as my-org/tiny-sft"]
     assert refuse_hub == []
+
+
+def test_run_colon_stage_names_that_stage_s_final_model(store: Store, tmp_path: Path, token: None) -> None:
+    run_id, ids, folder = a_run(store, tmp_path)
+    store.update_stage(ids["sft"], output_path=str(folder))
+    hub = FakeHub()
+    run_push(f"{run_id}:sft", "my-org/tiny-sft", store=store, api=hub)
+    assert hub.calls[-1][1]["folder_path"] == str(folder.resolve())
+    assert "README.md" in hub.uploaded
+
+    name = store.get_run(run_id).name
+    for ref, message in [
+        ("nope:sft", "nope:sft: no such folder, and no run 'nope' in this workspace"),
+        (f"{run_id}:rl", f"{run_id}:rl: run '{name}' has no stage 'rl' (stages: pretrain, sft, other)"),
+        (f"{name}:pretrain", f"{name}:pretrain: stage 'pretrain' of run '{name}' has no final model (it is pending)"),
+    ]:
+        with pytest.raises(UserInputError) as caught:
+            run_push(ref, "my-org/tiny-sft", store=store, api=hub)
+        assert str(caught.value).startswith(message), str(caught.value)
+    assert len(hub.calls) == 2  # the refusals reached no hub

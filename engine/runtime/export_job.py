@@ -94,6 +94,33 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     )
 
 
+def resolve_checkpoint(checkpoint: str | os.PathLike[str], store: StoreReader | None) -> Path:
+    """The folder `checkpoint` names: a folder as it is, or `RUN:STAGE` (a run's
+    id or name, one of its stages) for that stage's final model, read from
+    `store`. A folder that exists wins; UserInputError names what is missing."""
+    text = os.fspath(checkpoint)
+    folder = Path(text).expanduser()
+    run_ref, sep, stage_name = text.rpartition(":")
+    if folder.exists() or not sep or not run_ref or not stage_name or "/" in stage_name or store is None:
+        return folder
+    from store import StoreError
+
+    try:
+        run = store.get_run(run_ref)
+    except StoreError:
+        raise UserInputError(f"{text}: no such folder, and no run {run_ref!r} in this workspace "
+                             "(RUN:STAGE names a stage's final model)") from None
+    stages = store.list_stages(run_id=run.id)
+    stage = next((s for s in stages if s.name == stage_name), None)
+    if stage is None:
+        names = ", ".join(s.name for s in stages)
+        raise UserInputError(f"{text}: run '{run.name}' has no stage '{stage_name}' (stages: {names})")
+    if not stage.output_path:
+        raise UserInputError(f"{text}: stage '{stage_name}' of run '{run.name}' has no final model "
+                             f"(it is {stage.status.value})")
+    return Path(stage.output_path)
+
+
 def adapter_base(info: CheckpointInfo) -> tuple[Literal["path", "hub"], str]:
     """Where an adapter's base model is: ("path", an absolute folder) or
     ("hub", an id). A relative path is read from the adapter's folder if it
@@ -150,14 +177,14 @@ def run_export(
     timeout: float | None = None,
     store: StoreReader | None = None,
 ) -> ExportResult:
-    """Export `checkpoint` into the new folder `out` (in a child process),
+    """Export `checkpoint` (a folder, or RUN:STAGE read from `store`) into the new folder `out` (in a child process),
     with its model card (README.md) where the folder's provenance record or
     `store` (the workspace's) says how it was trained.
 
     `out` must not exist, or be an empty folder. Nothing is left at `out` if
     the export fails. Raises UserInputError for bad input (the message names
     the path), EngineError if the child fails otherwise."""
-    info = inspect_checkpoint(checkpoint)
+    info = inspect_checkpoint(resolve_checkpoint(checkpoint, store))
     target = Path(out).expanduser().resolve()
     if target.exists():
         if not target.is_dir():
@@ -215,4 +242,5 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-__all__ = ["CheckpointInfo", "ExportResult", "adapter_base", "inspect_checkpoint", "run_export", "write_export_card"]
+__all__ = ["CheckpointInfo", "ExportResult", "adapter_base", "inspect_checkpoint", "resolve_checkpoint", "run_export",
+           "write_export_card"]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import EngineError, UserInputError
 from engine.recipe.model_card import CARD_FILE, build_card, write_card
-from engine.runtime.export_job import inspect_checkpoint
+from engine.runtime.export_job import inspect_checkpoint, resolve_checkpoint
 
 if TYPE_CHECKING:
     from store.reads import StoreReader
@@ -83,7 +83,8 @@ def run_push(
     commit_message: str | None = None,
     api: HubApi | None = None,
 ) -> PushResult:
-    """Write the card of `checkpoint` and upload the folder to the hub repo
+    """Write the card of `checkpoint` (a folder, or RUN:STAGE read from
+    `store`) and upload the folder to the hub repo
     `repo` (created if missing; `private` for a new one), on the branch
     `revision` (created from main if missing) or main.
 
@@ -93,7 +94,8 @@ def run_push(
         raise UserInputError(f"--repo {repo!r}: expected a hub repo id ORG/NAME, such as my-org/tiny-sft")
     if revision is not None and not revision.strip():
         raise UserInputError("--revision: expected a branch name, got an empty string")
-    info = inspect_checkpoint(checkpoint)  # a folder transformers or peft loads, or a one-line refusal
+    # A folder transformers or peft loads (or RUN:STAGE, that stage's final model), or a one-line refusal.
+    info = inspect_checkpoint(resolve_checkpoint(checkpoint, store))
     token = _token()
     if api is None:
         from huggingface_hub import HfApi
