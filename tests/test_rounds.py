@@ -173,3 +173,45 @@ def test_a_run_with_no_prompts_anywhere_cannot_go_another_round(tmp_path: Path) 
     with pytest.raises(UserInputError, match="run 'sft-only' has no prompts to sample"):
         next_round_spec(ws.store, run)
     ws.close()
+
+
+def test_a_rejection_sampling_run_goes_on_by_rejection_sampling(tmp_path: Path) -> None:
+    """sft -> sample -> rejection (the demo judge) -> sft on its choices: the next round samples from that
+    policy, keeps the best by the same judge, and fine-tunes the policy on them; with a reward model's
+    scores, a score stage of the same reward model scores the new answers."""
+    ws = open_workspace(tmp_path / "ws")
+    store = ws.store
+    text = ('[stages.sft]\nkind = "sft"\ndata = "builtin:demo-instructions"\neval_prompts = "builtin:demo-prompts"\n'
+            'eval_judge = "demo"\nlearning_rate = 3e-4\n'
+            '[stages.sample]\nkind = "sample"\nfrom = "sft"\nprompts = "builtin:demo-instructions"\n'
+            '[stages.rejection]\nkind = "rejection"\nsamples = "sample"\njudge = "demo"\nthreshold = 0.5\n'
+            '[stages.rs_sft]\nkind = "sft"\nfrom = "sft"\ndata = "rejection"\nlearning_rate = 1e-4\n'
+            'eval_prompts = "builtin:demo-prompts"\neval_judge = "demo"\n')
+    spec = parse_spec(text, source="rs.toml", base_dir=tmp_path)
+    run = finished_run(store, tmp_path, "rs", {"stages": spec.to_dict()},
+                       [("sft", "sft"), ("sample", "sample"), ("rejection", "rejection"), ("rs_sft", "sft")])
+    policy = f"path:{tmp_path / 'rs' / 'rs_sft' / 'final'}"
+    second = next_round_spec(store, run)
+    assert list(second.stages) == ["sample", "rejection", "sft", "arena_answers", "arena"]
+    assert second.stages["sample"].models == [policy] and second.stages["sample"].seed == 1
+    assert (second.stages["rejection"].samples, second.stages["rejection"].judge,
+            second.stages["rejection"].threshold) == ("stage:sample", "demo", 0.5)
+    assert (second.stages["sft"].from_, second.stages["sft"].data, second.stages["sft"].learning_rate) == (
+        policy, "stage:rejection", 1e-4)
+    assert second.stages["arena_answers"].models == [policy, "stage:sft"]
+    assert second.stages["arena"].judge == "demo"
+    with pytest.raises(UserInputError, match="not people's rankings"):
+        next_round_spec(store, run, judge=None)
+
+    scored = text.replace('samples = "sample"\njudge = "demo"', 'samples = "score"').replace(
+        "[stages.rejection]", '[stages.score]\nkind = "score"\nfrom = "./rm"\nsamples = "sample"\n[stages.rejection]')
+    (tmp_path / "rm").mkdir()
+    spec = parse_spec(scored, source="rs.toml", base_dir=tmp_path)
+    run = finished_run(store, tmp_path, "rm-rs", {"stages": spec.to_dict()},
+                       [("sft", "sft"), ("sample", "sample"), ("score", "score"), ("rejection", "rejection"),
+                        ("rs_sft", "sft")])
+    second = next_round_spec(store, run)
+    assert (second.stages["score"].from_, second.stages["score"].samples) == (f"path:{tmp_path / 'rm'}",
+                                                                             "stage:sample")
+    assert second.stages["rejection"].samples == "stage:score" and second.stages["rejection"].judge is None
+    ws.close()

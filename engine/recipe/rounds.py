@@ -10,6 +10,12 @@ with a policy stage):
     -> ppo (from the newest policy, against the new reward model)
     -> arena (the newest policy before and after this round, blind, in pairs)
 
+A run whose newest policy is an sft stage trained on a rejection stage's
+choices goes on by rejection sampling instead (Llama 2's rounds):
+
+    sample (newest policy) -> [score] -> rejection (the same judge or reward model)
+    -> sft (from the newest policy, on the answers kept) -> arena
+
 A round continues the source run's own task: each stage takes its settings
 (prompts, judge, lengths, learning rates, batch sizes, LoRA, devices) from the
 run's stage of the same kind, as stored in the run's resolved spec, and only
@@ -74,6 +80,9 @@ def next_round_spec(store: Store, run_id: int, *, judge: str | EllipsisType | No
         raise UserInputError(f"run '{run.name}' has no finished policy stage (sft, dpo, ppo, rloo or grpo)")
     assert policy.output_path is not None  # newest_policy only picks stages with an output
     source = _SourceStages(run.name, run.spec.get("stages") or {}, stages)
+    chosen_by = source.rejection_for(policy.name)
+    if chosen_by is not None:
+        return _rejection_round(run.name, run.id, source, policy, chosen_by, judge=judge, prompts=prompts)
 
     reward = next((s for s in reversed(stages) if s.kind == "reward" and s.output_path), None)
     sft = next((s for s in reversed(stages) if s.kind == "sft" and s.output_path), None)
@@ -131,6 +140,58 @@ def next_round_spec(store: Store, run_id: int, *, judge: str | EllipsisType | No
     return parse_spec(render_toml(document), source=f"round {number} of run {run.id}", base_dir=Path.cwd())
 
 
+def _rejection_round(run_name: str, run_id: int, source: _SourceStages, policy: StageRead, rejection: Table, *,
+                     judge: str | EllipsisType | None, prompts: int | None) -> PipelineSpec:
+    """The next round of rejection-sampling fine-tuning (Llama 2's rounds): the newest
+    policy answers the run's prompts K times, the same scorer keeps the best, and SFT
+    from the newest policy trains on them; then the arena compares before and after."""
+    assert policy.output_path is not None  # newest_policy only picks stages with an output
+    found = re.fullmatch(r"(.*)-round-(\d+)", run_name)
+    base, number = (found.group(1), int(found.group(2)) + 1) if found else (run_name, 2)
+    sample_from = source.prompt_table()
+    sample = {**source.copy(sample_from, drop=("from", "batch_name")), "kind": "sample",
+              "from": policy.output_path, "seed": _next_seed(sample_from)}
+    if prompts is not None:
+        sample["max_prompts"] = prompts
+    stages: dict[str, Table] = {"sample": sample}
+    chooser = {**source.copy(rejection, drop=("samples", "batch", "batch_name", "scorer")), "kind": "rejection",
+               "samples": "sample"}
+    if isinstance(judge, str):
+        chooser["judge"] = judge
+    elif judge is None:
+        raise UserInputError("a rejection-sampling round keeps the answers a judge or a reward model scores "
+                             "best, not people's rankings: leave out --people, or name a judge (--judge NAME)")
+    elif chooser.get("judge") is None:
+        # The run's answers were chosen by a reward model through a score stage: score the new ones with it.
+        score_from = _stage_name(rejection.get("samples"))
+        score_table = source.tables.get(score_from or "", {})
+        if score_table.get("kind") != "score":
+            raise UserInputError(f"run '{run_name}': its rejection stage names neither a judge nor a score stage")
+        stages["score"] = {**source.copy(score_table, drop=("samples", "batch")), "kind": "score",
+                           "samples": "sample"}
+        chooser["samples"] = "score"
+    stages["rejection"] = chooser
+    sft = {**source.copy(source.tables[policy.name], drop=("from", "data")), "kind": "sft",
+           "from": policy.output_path, "data": "rejection"}
+    sft["seed"] = _next_seed(sft)
+    stages["sft"] = sft
+    arena_from = source.arena_table(sft)
+    arena_answers = {**source.copy(arena_from, drop=("from", "batch_name")), "kind": "sample",
+                     "from": [policy.output_path, "sft"], "responses_per_prompt": 2}  # one from each model
+    if arena_from.get("kind") != "sample":
+        arena_answers = {k: v for k, v in arena_answers.items() if k in _fields("sample")}
+    arena_judge = judge if isinstance(judge, str) else source.arena_judge(default=chooser.get("judge"))
+    stages["arena_answers"] = arena_answers
+    stages["arena"] = {**source.copy(source.arena_rank_table(), drop=("from", "batch", "judge")),
+                       "kind": "rank", "from": "arena_answers", "pairwise": True, "judge": arena_judge}
+    document = {
+        "name": f"{base}-round-{number}",
+        "description": f"round {number} of {base}: the newest policy's answers, the best kept, SFT on them",
+        "stages": stages,
+    }
+    return parse_spec(render_toml(document), source=f"round {number} of run {run_id}", base_dir=Path.cwd())
+
+
 def _fields(kind: str) -> set[str]:
     """The TOML keys a stage of `kind` takes."""
     return {f.alias or name for name, f in registry.STAGE_KINDS[kind].model_fields.items()}
@@ -153,6 +214,12 @@ class _SourceStages:
         # never the answers a reward model learns from.
         self.arena_ranks = {name: t for name, t in self.tables.items() if t.get("kind") == "rank" and t.get("pairwise")}
         self.arena_sample_names = {_stage_name(t.get("from")) for t in self.arena_ranks.values()} - {None}
+
+    def rejection_for(self, policy_name: str) -> Table | None:
+        """The rejection stage whose chosen answers the sft stage `policy_name` trained on, or None."""
+        policy = self.tables.get(policy_name, {})
+        chooser = self.tables.get(_stage_name(policy.get("data")) or "", {})
+        return chooser if policy.get("kind") == "sft" and chooser.get("kind") == "rejection" else None
 
     def of_kind(self, kind: str) -> list[tuple[str, Table]]:
         return [(name, t) for name, t in self.tables.items() if t.get("kind") == kind]
