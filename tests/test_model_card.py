@@ -132,6 +132,12 @@ def test_a_folder_known_only_by_its_checkpoint_row_gets_the_spec_source(store: S
     assert "(its revision was not resolved)" in text and "no provenance record" in text
     assert text.count("### ") == 1 and "# `my-org/tiny`" in text
 
+    # Once the stage has finished, its final/ record names the source and commit for its checkpoints too.
+    store.update_stage(ids["pretrain"], output_path=str(tmp_path / "pretrain" / "final"))
+    found = find_source(checkpoint, store)
+    assert found.record is not None and found.record["stage"]["name"] == "pretrain"
+    assert SHA in code_spans(build_card(checkpoint, store))
+
 
 def test_without_a_store_the_record_still_names_the_chain(tmp_path: Path, store: Store) -> None:
     _, _, folder = a_run(store, tmp_path)

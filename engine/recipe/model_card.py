@@ -78,7 +78,8 @@ def build_card(folder: Path, store: StoreReader | None, *, title: str | None = N
 def find_source(folder: Path, store: StoreReader | None) -> CardSource:
     """The provenance record of `folder` (or of the stage folder a LoRA
     `adapter/` sits in) and the stage it names; failing that, the stage whose
-    checkpoint the store lists at this path (a Trainer's checkpoint-STEP)."""
+    checkpoint the store lists at this path (a Trainer's checkpoint-STEP,
+    with the record of the stage's final model where it has one)."""
     folder = folder.resolve()
     record = read_provenance(folder)
     if record is None and folder.name == "adapter":
@@ -88,6 +89,9 @@ def find_source(folder: Path, store: StoreReader | None) -> CardSource:
         run, stage = _named_stage(store, record) if record is not None else (None, None)
         if stage is None:
             run, stage = _stage_by_path(store, folder)
+        if record is None and stage is not None and stage.output_path:
+            # A Trainer's checkpoint-STEP has no record of its own; its stage's final/ names the same source.
+            record = read_provenance(Path(stage.output_path))
     return CardSource(folder=folder, record=record, run=run, stage=stage)
 
 
