@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pydantic
+import pytest
+
 from engine.demo.task import judge_score
 from engine.feedback.active import OrderItem, active_order
 from engine.feedback.stored.active_order import ActiveRanker, is_heldout
 from engine.feedback.stored.active_state import read_state
+from engine.stages.rank.spec import RankSpec
 from store import JudgementOutcome, Store, Workspace, open_workspace
 
 
@@ -93,3 +97,9 @@ def test_the_ranker_stores_the_rules_order_and_its_state(store: Store) -> None:
     assert read_state(store.feedback, batch) == state  # what the rank screen reads
     served = store.feedback.next_item(batch_id=batch, annotator="bob")
     assert served is not None and served.id == expected[0]
+
+
+def test_refresh_every_needs_the_active_order() -> None:
+    assert RankSpec.model_validate({"batch": "b", "order": "active", "refresh_every": 5}).refresh_every == 5
+    with pytest.raises(pydantic.ValidationError, match='refresh_every re-orders an active batch: set order = "active"'):
+        RankSpec.model_validate({"batch": "b", "refresh_every": 5})
