@@ -71,7 +71,7 @@ def load_unpaired(ctx: StageContext, spec: PreferenceDataSpec) -> UnpairedData:
     if batch_refs:
         selection = Selection(
             batches=tuple(batch_refs), annotators=spec.annotators, names=tuple(spec.annotator_names),
-            since=utc_time(spec.since), until=utc_time(spec.until),
+            since=utc_time(spec.since), until=utc_time(spec.until), min_gold_accuracy=spec.min_gold_accuracy,
         )
         verdicts.extend(judgement_verdicts(judgement, judgement.annotator or "unknown")
                         for judgement in selected_judgements(ctx.store, selection))
