@@ -3,7 +3,7 @@ the best answer per prompt, the threshold, ties, unscored answers."""
 
 from __future__ import annotations
 
-from engine.stages.common.best_of import Candidate, Choice, LeftOut, choose_best
+from engine.stages.common.best_of import Candidate, Choice, LeftOut, choose_best, ranking_scores
 
 #: prompt -> (sample id, score) of its answers
 BATCH = {
@@ -45,3 +45,15 @@ def test_each_choice_says_why() -> None:
     [first, *_], _ = choose_best(candidates())
     assert first.why("reward:rm") == "best of 3 by reward:rm: 0.9, next best 0.5"
     assert Choice(4, 41, 0.6, None, 1).why("judge:demo") == "best of 1 by judge:demo: 0.6"
+
+
+def test_people_s_rankings_score_the_share_of_answers_ranked_below() -> None:
+    scores = ranking_scores([
+        ([[1], [2], [3]], [1, 2, 3]),        # 1 above both, 2 above one, 3 above none
+        ([[2, 1], [3]], [1, 2, 3]),          # 1 and 2 tied first: each above 3 and half of the other
+        (None, [4, 5]),                      # both bad
+        ([[6]], [6]),                        # one answer shown: orders nothing
+    ])
+    assert scores == {1: (1.0 + 0.75) / 2, 2: (0.5 + 0.75) / 2, 3: 0.0, 4: 0.0, 5: 0.0}
+    choices, _ = choose_best([Candidate(1, sample, scores.get(sample)) for sample in (1, 2, 3)], threshold=0.5)
+    assert [c.sample_id for c in choices] == [1]

@@ -78,7 +78,8 @@ def test_a_reward_models_stored_scores_and_the_threshold(make_context, workspace
 @pytest.mark.parametrize(("table", "expected"), [
     ('judge = "demo"', "name the answers: `samples` (a stage) or `batch`"),
     ('batch = "b"', "a stored batch needs what scores it"),
-    ('batch = "b"\njudge = "demo"\nscorer = "rm"', "`judge` and `scorer` both score"),
+    ('batch = "b"\njudge = "demo"\nscorer = "rm"', "`judge` and `scorer`: set only one of them"),
+    ('batch = "b"\njudge = "demo"\nrankings = true', "`judge` and `rankings`: set only one of them"),
     ('batch = "b"\njudge = "my judge"', "is neither `demo` nor a Python callable"),
 ])
 def test_a_rejection_stage_needs_answers_and_one_scorer(table: str, expected: str, tmp_path: Path) -> None:
@@ -99,3 +100,21 @@ def test_the_console_shows_why_an_answer_was_chosen(make_context, workspace) -> 
     shown = render_samples(load_samples(workspace.store, SampleGroup(id="c", label="c", batch_id=batch.id))).plain
     assert "chosen: best of 3 by judge:demo: 1, next best 1\n" in shown
     assert "why=" not in shown and "candidates=3" in shown
+
+
+def test_people_s_rankings_choose(make_context, workspace) -> None:
+    store = workspace.store
+    batch_id, _ = answered_batch(store, prompts=2)
+    feedback = store.feedback
+    feedback.items_from_batch(batch_id=batch_id, needed=1)
+    # alice ranks the answers in the order they were written, except the refusal last.
+    while (item := feedback.next_item(batch_id=batch_id, annotator="alice")) is not None:
+        refusal, *right = sorted(item.shown)
+        feedback.judge(item_id=item.id, annotator="alice", outcome="ranking", shown=item.shown,
+                       ranking=[*right, refusal])
+    ctx = make_context(RejectionSpec(batch=str(batch_id), rankings=True, threshold=0.6))
+    rejection.run(ctx)
+    rows = [json.loads(line) for line in (ctx.final_dir / rejection.CHOSEN_FILE).read_text().splitlines()]
+    samples = store.list_samples(batch_id=batch_id)
+    assert [r["sample_id"] for r in rows] == [samples[1].id, samples[4].id]  # each prompt's first right answer
+    assert rows[0]["why"] == "best of 3 by people's rankings: 1, next best 0.5"

@@ -19,7 +19,7 @@ answers it was chosen from, and the scorer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -79,6 +79,31 @@ def choose_best(candidates: Iterable[Candidate], *, threshold: float | None = No
         runner_up = _score(ranked[1]) if len(ranked) > 1 else None
         choices.append(Choice(prompt_id, best.sample_id, _score(best), runner_up, len(ranked)))
     return choices, left_out
+
+
+def ranking_scores(verdicts: Iterable[tuple[Sequence[Sequence[int]] | None, Sequence[int]]]) -> dict[int, float]:
+    """Scores of answers from people's rankings, for `choose_best`: each verdict
+    is (tiers of answer ids best first, or None for "all of them bad"; the
+    answers shown). An answer scores the share of the other answers shown with
+    it that it was ranked above, a tie counting half, and 0 in a "both bad";
+    averaged over the verdicts it appears in. So 1 = ranked first by everyone
+    who saw it, alone; a threshold of 0.5 keeps answers ranked above at least
+    half of what they were shown with, on average."""
+    totals: dict[int, list[float]] = {}
+    for tiers, shown in verdicts:
+        if len(shown) < 2:
+            continue
+        if tiers is None:
+            for answer in shown:
+                totals.setdefault(answer, []).append(0.0)
+            continue
+        below = len(shown)
+        for tier in tiers:
+            below -= len(tier)
+            for answer in tier:
+                share = (below + 0.5 * (len(tier) - 1)) / (len(shown) - 1)
+                totals.setdefault(answer, []).append(share)
+    return {answer: sum(values) / len(values) for answer, values in totals.items()}
 
 
 def _score(candidate: Candidate) -> float:

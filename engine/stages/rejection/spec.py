@@ -15,8 +15,8 @@ class RejectionSpec(StageSpec):
     """Rejection sampling: the best of each prompt's K answers, kept for an sft stage to train on.
 
     The policy answers each prompt K times (a sample stage); a reward model
-    (through the score stage that scored the batch) or a judge scores the
-    answers; the best one per prompt is kept, unless even it scores below
+    (through the score stage that scored the batch), a judge or people's
+    rankings (a rank stage) score the answers; the best one per prompt is kept, unless even it scores below
     `threshold`. The kept answers go to `final/chosen.jsonl` (prompt,
     completion and why it was chosen), which an sft stage names as its data
     (`data = "THIS STAGE"`), and to a sample batch of their own, each
@@ -42,6 +42,11 @@ class RejectionSpec(StageSpec):
     scorer: str | None = Field(
         None, description="with `batch`: the reward model whose stored scores choose, as the store names it",
     )
+    rankings: bool = Field(
+        False,
+        description="people's rankings of the batch choose instead (a rank stage in `samples`): an answer "
+        "scores the share of the others it was ranked above, ties half, both bad 0, averaged over people",
+    )
     threshold: float | None = Field(
         None, description="a prompt whose best answer scores below this contributes nothing; none: every prompt",
     )
@@ -59,10 +64,14 @@ class RejectionSpec(StageSpec):
     def _one_source_and_one_scorer(self) -> RejectionSpec:
         if (self.samples is None) == (self.batch is None):
             raise PydanticCustomError("samples", "name the answers: `samples` (a stage) or `batch`, one of them")
-        if self.judge is not None and self.scorer is not None:
-            raise PydanticCustomError("scorer", "`judge` and `scorer` both score: set one of them")
-        if self.batch is not None and self.judge is None and self.scorer is None:
+        scorers = [name for name, set_ in (("judge", self.judge is not None), ("scorer", self.scorer is not None),
+                                           ("rankings", self.rankings)) if set_]
+        if len(scorers) > 1:
+            raise PydanticCustomError("scorer", "{names}: set only one of them (each scores the answers)",
+                                      {"names": " and ".join(f"`{n}`" for n in scorers)})
+        if self.batch is not None and not scorers:
             raise PydanticCustomError(
-                "scorer", "a stored batch needs what scores it: `judge`, or `scorer` (a reward model's name)",
+                "scorer", "a stored batch needs what scores it: `judge`, `rankings`, or `scorer` (a reward model's "
+                "name)",
             )
         return self

@@ -1,11 +1,12 @@
 """Rejection sampling: the best of each prompt's K answers, kept for SFT.
 
 `run(ctx)` reads top to bottom: find the batch of answers and what scores
-them (the reward model a score stage scored them with, read from the store,
-or a judge asked here), choose the best answer per prompt
-(engine/stages/common/best_of.py: highest score, ties to the answer
-generated first, nothing from a prompt whose best is below `threshold`),
-then store the chosen answers and write them for an sft stage.
+them (the reward model a score stage scored them with, read from the
+store; a judge asked here; or people's rankings of the batch), choose the
+best answer per prompt (engine/stages/common/best_of.py: highest score,
+ties to the answer generated first, nothing from a prompt whose best is
+below `threshold`), then store the chosen answers and write them for an
+sft stage.
 
 The chosen answers are stored as a sample batch of their own (RUN/STAGE),
 one answer per prompt, each with the model that wrote it and, in its meta,
@@ -29,7 +30,8 @@ from pathlib import Path
 
 from engine.errors import StageFailed
 from engine.feedback.judges import Scorer, load_judge
-from engine.stages.common.best_of import Candidate, Choice, choose_best
+from engine.feedback.stored.selection import Selection, selected_judgements
+from engine.stages.common.best_of import Candidate, Choice, choose_best, ranking_scores
 from engine.stages.common.context import StageContext
 from engine.stages.common.prologue import stage_spec
 from engine.stages.rejection.spec import RejectionSpec
@@ -51,6 +53,12 @@ def run(ctx: StageContext) -> None:
         judge = load_judge(spec.judge)
         scorer = judge.annotator
         scores = _judge_scores(judge.score, samples)
+    elif spec.rankings:
+        scorer = "people's rankings"
+        scores = _ranking_scores(ctx, batch_id)
+        if not scores:
+            raise StageFailed(f"batch {batch_id} has no rankings by people yet: rank it (rlhf rank), then run this "
+                              "stage again")
     else:
         assert stored_scorer is not None  # _batch_and_scorer fails without one
         scorer = stored_scorer
@@ -100,9 +108,23 @@ def _batch_and_scorer(ctx: StageContext, spec: RejectionSpec) -> tuple[int, str 
         raise StageFailed(f"stage {stage_name!r} is not a sample or score stage (no batch in {manifest_path})") \
             from None
     scorer = manifest.get("scorer")
-    if spec.judge is None and not isinstance(scorer, str):
-        raise StageFailed(f"stage {stage_name!r} scored nothing: name a score stage in `samples`, or set `judge`")
-    return batch_id, scorer if spec.judge is None else None
+    if spec.judge is None and not spec.rankings and not isinstance(scorer, str):
+        raise StageFailed(f"stage {stage_name!r} scored nothing: name a score stage in `samples`, or set `judge` "
+                          "or `rankings`")
+    return batch_id, scorer if spec.judge is None and not spec.rankings else None
+
+
+def _ranking_scores(ctx: StageContext, batch_id: int) -> dict[int, float]:
+    """Each ranked answer's score from people's live verdicts on the batch (best_of.ranking_scores)."""
+    verdicts: list[tuple[list[list[int]] | None, list[int]]] = []
+    for judgement in selected_judgements(ctx.store, Selection(batches=(str(batch_id),), annotators="people")):
+        ids = [int(response.id) for response in judgement.responses]
+        tiers = judgement.tiers()
+        if judgement.outcome == "both_bad":
+            verdicts.append((None, ids))
+        elif tiers is not None:
+            verdicts.append(([[ids[index] for index in tier] for tier in tiers], ids))
+    return ranking_scores(verdicts)
 
 
 def _judge_scores(score: Scorer, samples: list[SampleView]) -> dict[int, float]:
