@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from engine.errors import StageCancelled, StageFailed
+from engine.recipe.provenance import read_provenance
 from engine.runtime.launcher import child_env, find_resume_checkpoint, worker_command
 from engine.spec.fields import LoraSpec
 from engine.stages.common.context import StageContext
@@ -240,6 +241,11 @@ def test_the_reward_model_score_rises_on_a_kl_leash(make_context, workspace, mod
     assert model.config.use_cache
     (final,) = [c for c in workspace.store.list_checkpoints(stage_id=ctx.stage_id) if c.is_final]
     assert final.step == 6
+    # Its provenance names this run and stage and the SFT folder it started from, like the Trainer's stages.
+    record = read_provenance(ctx.final_dir)
+    assert record is not None and record["stage"]["name"] == ctx.stage_name and record["run"]["id"] == ctx.run_id
+    source = ctx.resolve(ctx.spec.from_)
+    assert record["source"] == {"kind": "path", "path": source.value}
     config = workspace.store.get_stage(stage_id=ctx.stage_id).config
     assert config["value"]["starts_from"] == "reward" and config["reward_model"]["shares_policy_tokenizer"]
 

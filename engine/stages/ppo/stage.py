@@ -86,7 +86,7 @@ from engine.stages.common.models import (
 )
 from engine.stages.common.practice_prompts import practice_prompts
 from engine.stages.common.prologue import begin
-from engine.stages.common.saving import parent_weights, save_final
+from engine.stages.common.saving import parent_weights, record_source, save_final, stage_provenance
 from engine.stages.common.tokenizer import CHAT_TEMPLATE, describe_tokenizer, load_stage_tokenizer, load_tokenizer
 from engine.stages.ppo import ppo_math
 from engine.stages.ppo.spec import PPOSpec
@@ -206,7 +206,10 @@ def run(ctx: StageContext) -> None:
     # final/: the policy as a plain causal LM (LoRA merged, the adapter alone in adapter/).
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(policy), tokenizer, ctx.final_dir, base=parent_weights(ctx))
+        provenance = stage_provenance(ctx)  # the run, the stage and its source, as the Trainer's stages record
+        save_final(accelerator.unwrap_model(policy), tokenizer, ctx.final_dir, base=parent_weights(ctx),
+                   provenance=provenance)
+        record_source(ctx, provenance)
     accelerator.wait_for_everyone()
     ctx.checkpoint_saved(spec.updates, ctx.final_dir, is_final=True)
     ctx.flush()

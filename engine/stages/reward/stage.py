@@ -73,7 +73,7 @@ from engine.stages.common.context import Source, StageContext
 from engine.stages.common.models import count_parameters, preset_config
 from engine.stages.common.preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
 from engine.stages.common.prologue import begin
-from engine.stages.common.saving import save_final, save_trained
+from engine.stages.common.saving import record_source, save_final, save_trained, stage_provenance
 from engine.stages.common.tokenizer import describe_tokenizer, load_stage_tokenizer
 from engine.stages.reward.spec import RewardSpec
 
@@ -296,8 +296,10 @@ def save_qlora_reward_model(trainer: RewardTrainer, ctx: StageContext, step: int
         tokenizer = trainer.processing_class
         assert isinstance(tokenizer, PreTrainedTokenizerBase)
         full = load_reward_model(source, tokenizer, seed=spec.seed)
+        provenance = stage_provenance(ctx)
         save_final(quantized.adapters_on(trainer.accelerator.unwrap_model(trainer.model), full), tokenizer,
-                   ctx.final_dir)
+                   ctx.final_dir, provenance=provenance)
+        record_source(ctx, provenance)
     ctx.checkpoint_saved(step, ctx.final_dir, is_final=True)
     ctx.flush()
 
