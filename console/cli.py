@@ -39,6 +39,7 @@ from .feedback_cli import (
     cmd_prefs,
     cmd_rank,
     cmd_score,
+    start_active_order,
     wants_rank_console,
 )
 from .literal import printable
@@ -468,6 +469,7 @@ def cmd_tui(engine: Engine, args: argparse.Namespace) -> int:
     if args.command == "rank":
         batch = engine.reads.feedback.find_batch(args.batch) if args.batch else None
         open_rank = (batch, annotator_name(args))
+        asyncio.run(start_active_order(engine, args))  # --order active: the job that keeps the order
     if args.command == "demo":
         from engine.demo.pipeline import demo_spec
 
