@@ -9,6 +9,10 @@ How ranking works, in store terms:
   so two annotators working at once do not both take the last verdict an item
   needs. Reading and claiming happen under SQLite's write lock
   (BEGIN IMMEDIATE), so concurrent consoles serialise here, never race.
+- A batch served in active order carries a `serve_rank` on its items (the
+  rank stage's ensemble writes it, `set_serve_order`, in one transaction):
+  `next_item` then serves from the top of that order, claims as above. A
+  gold item carries its known answer in `gold`; `ItemView` never shows it.
 - `judge` appends a judgement and bumps the item's verdict count in one
   transaction: when it returns, the judgement is on disk, before the console
   shows the next item. Undo and edits append a row that supersedes the old
