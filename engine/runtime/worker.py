@@ -24,6 +24,7 @@ from engine.runtime.checkpoints import CHECKPOINT_NAME
 from engine.runtime.disk_space import no_space_message
 from engine.runtime.liveness import supervisor_alive
 from engine.runtime.orphan_output import OrphanSafeStream
+from engine.spec.fields import STORED
 from engine.stages.common.context import StageContext
 from engine.stages.registry import load_stage_plugins, stage_kind
 from store import StageStatus, open_workspace, utcnow
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     kind = stage_kind(stage.kind)
     if kind is None:
         raise StageFailed(f"unknown stage kind {stage.kind!r} (is its plugin in RLHF_STAGE_PLUGINS?)")
-    spec = kind.spec.model_validate(run.spec["stages"][stage.name])
+    spec = kind.spec.model_validate(run.spec["stages"][stage.name], context=STORED)
     outputs = {
         s.name: s.output_path
         for s in store.list_stages(run_id=run.id)

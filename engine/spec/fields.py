@@ -125,11 +125,17 @@ def _package_installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
-def _tracker_installed(name: str) -> str:
+#: the validation context of a stage table read back from the store (`model_validate(..., context=STORED)`)
+STORED: dict[str, bool] = {"stored": True}
+
+
+def _tracker_installed(name: str, info: ValidationInfo) -> str:
     # Checked where the spec is validated, without importing the package (wandb alone takes seconds):
     # a missing one is exit 2 from `rlhf run`/`rlhf validate`, not a failure after the model has loaded.
+    # Not for a stored table (the worker's): it was checked at submission, and a package removed since
+    # is one StageFailed line when the stage opens its trackers (trackers.py), not a validation traceback.
     package = TRACKER_PACKAGES[name]
-    if not _package_installed(package):
+    if not (info.context or {}).get("stored") and not _package_installed(package):
         raise PydanticCustomError(
             "report_to", "not installed here (pip install {package}, or every tracker: "
             "pip install 'rlhf-console[trackers]')", {"package": package},

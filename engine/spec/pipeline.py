@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import SpecError
-from engine.spec.fields import StageSpec
+from engine.spec.fields import STORED, StageSpec
 from engine.spec.pass_through import stage_level_hint
 from engine.spec.refs import STAGE_NAME, Ref, RefError, resolve_ref
 
@@ -84,7 +84,7 @@ class PipelineSpec:
 def stage_spec_from_dict(config: Mapping[str, Any]) -> StageSpec:
     """Rebuild a stage's spec from `PipelineSpec.to_dict()[name]` (e.g. in a worker)."""
     registry.load_stage_plugins()
-    return registry.STAGE_KINDS[config["kind"]].model_validate(dict(config))
+    return registry.STAGE_KINDS[config["kind"]].model_validate(dict(config), context=STORED)
 
 
 def load_spec(path: str | os.PathLike[str]) -> PipelineSpec:

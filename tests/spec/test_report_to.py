@@ -73,3 +73,13 @@ def test_defaults_must_be_a_table(specs) -> None:
     assert _problems(specs, 'defaults = "tensorboard"\n' + PRE) == [
         "pipeline.toml: field 'defaults': expected a [defaults] table, got the string 'tensorboard'",
     ]
+
+
+def test_a_stored_table_is_not_checked_against_this_machine_s_packages(specs, installed) -> None:
+    # Submitted where wandb was installed; resumed after it was removed: the worker's reading of the
+    # stored table must pass, so that the stage's own start says what to install in one line.
+    stored = specs.load(PRE + 'report_to = ["wandb"]\n').to_dict()["pre"]
+    installed.discard("wandb")
+    assert stage_spec_from_dict(stored).report_to == ["wandb"]
+    # a new spec is still refused
+    assert _problems(specs, PRE + 'report_to = ["wandb"]\n')[0].endswith("got the string 'wandb'")
