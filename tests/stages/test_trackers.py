@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -22,6 +19,7 @@ from engine.stages.common import trackers as trackers_module
 from engine.stages.common.context import StageContext
 from engine.stages.common.trackers import Trackers, by_step, open_trackers
 from engine.stages.pretrain.spec import PretrainSpec
+from tests.stages.test_locked_store import write_lock_held
 
 
 class FakeTracker:
@@ -189,15 +187,3 @@ def test_rows_logged_together_are_grouped_and_nothing_is_merged_away() -> None:
             {"step": 2, "key": "a", "value": 5.0, "wall_time": 12.0}]  # logged twice at once
     assert by_step(rows) == [(1, {"a": 1.0, "b": 2.0}, 10.0), (1, {"c": 3.0}, 11.0), (2, {"a": 4.0}, 12.0),
                              (2, {"a": 5.0}, 12.0)]
-
-
-@contextmanager
-def write_lock_held(db: Path) -> Iterator[None]:
-    """Another process's long write transaction (here another connection)."""
-    other = sqlite3.connect(db, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
