@@ -294,7 +294,8 @@ def test_an_export_carries_the_record_and_gets_the_card(store: Store, tmp_path: 
     out = tmp_path / "exported"
     result = export(folder, out, merge_lora=False)
     assert read_provenance(out) == read_provenance(folder)
-    assert write_export_card(folder, out, store) == out / "README.md"
+    notes: list[str] = []
+    assert write_export_card(folder, out, store, notes) == out / "README.md" and notes == []
     card = (out / "README.md").read_text()
     assert ModelCard(card).data.base_model == "tiny-org/base" and SHA in card and fences(card)
     assert "README.md" not in result["files"]  # the child wrote none; the front did
@@ -302,4 +303,26 @@ def test_an_export_carries_the_record_and_gets_the_card(store: Store, tmp_path: 
 
     bare = tmp_path / "bare"
     save_tiny_model(bare)
-    assert write_export_card(bare, tmp_path, store) is None  # nothing says how it was trained: no card
+    assert write_export_card(bare, tmp_path, store, notes) is None  # nothing says how it was trained: no card
+    assert notes == []
+
+
+def test_a_card_that_cannot_be_written_is_a_note_and_the_export_stands(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine.recipe import model_card
+    from engine.runtime.export_job import write_export_card
+
+    _, _, folder = a_run(store, tmp_path)
+    out = tmp_path / "exported"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"weights")
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("a bug\nin the card")
+
+    monkeypatch.setattr(model_card, "render_card", broken)
+    notes: list[str] = []
+    assert write_export_card(folder, out, store, notes) is None
+    assert notes == ["no model card written (RuntimeError: a bug in the card)"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # the export untouched, no half card

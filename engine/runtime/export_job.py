@@ -217,24 +217,30 @@ def run_export(
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
         raise EngineError(f"export of {info.path} failed (exit code {done.returncode}):\n{tail}")
     data = json.loads(result_line[len(RESULT_PREFIX):])
-    files = list(data["files"])
-    card = write_export_card(info.path, Path(data["out"]), store)
+    files, notes = list(data["files"]), list(data["notes"])
+    card = write_export_card(info.path, Path(data["out"]), store, notes)
     if card is not None and card.name not in files:
         files = sorted([*files, card.name])
     return ExportResult(out=Path(data["out"]), kind=data["kind"], merged=data["merged"], base=data["base"],
-                        files=files, notes=data["notes"])
+                        files=files, notes=notes)
 
 
-def write_export_card(checkpoint: Path, out: Path, store: StoreReader | None) -> Path | None:
+def write_export_card(checkpoint: Path, out: Path, store: StoreReader | None, notes: list[str]) -> Path | None:
     """The model card of `checkpoint`, written into its export `out`, where
     the checkpoint's provenance record or `store` says how it was trained
     (None: nothing does, or `out` holds a README.md someone else wrote).
-    Written here, not in the child, which has no store."""
+    Written here, not in the child, which has no store. A card that cannot
+    be written is a line in `notes`: the weights are exported whole by now,
+    and the export stands without its card."""
     # Imported here: the child imports this module for its constants, and the store's models cost it a second.
     from engine.recipe.model_card import find_source, render_card, write_card
 
-    found = find_source(checkpoint, store)
-    return write_card(out, render_card(found, store)) if found.known else None
+    try:
+        found = find_source(checkpoint, store)
+        return write_card(out, render_card(found, store)) if found.known else None
+    except Exception as exc:  # noqa: BLE001  a store or card problem must not turn a finished export into a failure
+        notes.append(f"no model card written ({type(exc).__name__}: {' '.join(str(exc).split())})")
+        return None
 
 
 def _last_line(text: str) -> str:
