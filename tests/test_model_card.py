@@ -167,6 +167,18 @@ def test_a_readme_someone_else_wrote_is_kept(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 
+def test_peft_s_blank_template_is_replaced_but_a_card_someone_began_is_kept(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCardData
+
+    blank = str(ModelCard.from_template(ModelCardData(library_name="peft")))  # as peft writes it beside an adapter
+    (tmp_path / "README.md").write_text(blank)
+    assert write_card(tmp_path, f"{MARKER}\nnew") == tmp_path / "README.md"
+    begun = blank.replace("# Model Card for Model ID", "# Model Card for my-org/helpful-sft")
+    (tmp_path / "README.md").write_text(begun)  # titled, some fields still "[More Information Needed]"
+    assert write_card(tmp_path, f"{MARKER}\nnew") is None
+    assert (tmp_path / "README.md").read_text() == begun
+
+
 def fake_hub_cache(cache: Path, repo_id: str, commit: str) -> Path:
     """A hub cache holding one model repo as huggingface_hub lays it out:
     models--ORG--NAME/refs/main naming the commit, the files under snapshots/COMMIT."""

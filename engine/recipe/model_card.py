@@ -46,6 +46,9 @@ KEY_SETTINGS = ("max_steps", "learning_rate", "batch_size", "gradient_accumulati
 #: metrics every training stage may log, besides the report's headlines for its kind
 COMMON_METRICS = (("final training loss", "train/loss", "last"),)
 _HUB_DATA = re.compile(r"hub:([^@?]+)")
+#: what huggingface_hub's model card template says where nothing was filled in (peft writes it untouched)
+_BLANK_TEMPLATE_TITLE = "# Model Card for Model ID"
+_BLANK_FIELD = "[More Information Needed]"
 #: a card's YAML metadata block, and its top-level license (a plain SPDX-like id such as apache-2.0)
 _FRONT_MATTER = re.compile(r"---\s*\n(.*?)\n---\s*(?:\n|$)", re.DOTALL)
 _LICENSE = re.compile(r"^license:\s*(['\"]?[\w.+-]+['\"]?)\s*$", re.MULTILINE)
@@ -108,15 +111,20 @@ def write_card(folder: Path, text: str) -> Path | None:
         if not is_ours(existing):
             return None
     tmp = folder / f".{CARD_FILE}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half card behind
+        raise
     return target
 
 
 def is_ours(text: str) -> bool:
     """Whether a README.md is a card this module wrote (or an empty one), which a newer card replaces.
-    A peft adapter's template card is replaced too: it holds nothing but placeholders."""
-    return not text.strip() or MARKER in text or "[More Information Needed]" in text
+    So is the hub's blank template that peft writes beside an adapter (its title still the template's
+    "Model ID", its fields "[More Information Needed]"); a card someone has given a title is theirs."""
+    return not text.strip() or MARKER in text or (_BLANK_TEMPLATE_TITLE in text and _BLANK_FIELD in text)
 
 
 # --- rendering ----------------------------------------------------------------

@@ -89,8 +89,12 @@ def write_provenance(folder: Path, record: Mapping[str, Any]) -> Path:
     place (a crash leaves the old file or the new one, never half of one)."""
     target = folder / PROVENANCE_FILE
     tmp = folder / f".{PROVENANCE_FILE}.tmp"
-    tmp.write_text(json.dumps(dict(record), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    try:
+        tmp.write_text(json.dumps(dict(record), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return target
 
 
