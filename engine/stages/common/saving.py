@@ -42,8 +42,8 @@ from store import is_busy
 def save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path,
                *, base: str | None = None, provenance: dict[str, Any] | None = None) -> None:
     """A folder plain `from_pretrained` loads: weights (safetensors), config,
-    tokenizer with its chat template, and the provenance record (`provenance`,
-    else one naming `base` as the source). A LoRA model is saved twice: its
+    tokenizer with its chat template, and the provenance record `provenance`
+    (`stage_provenance`; every stage passes one). A LoRA model is saved twice: its
     adapter in `adapter/`, and merged into the base weights at the top, so
     that every later stage and plain transformers read a plain model.
 
@@ -64,8 +64,6 @@ def save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folde
     model.config.use_cache = True
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if provenance is None and base is not None:
-        provenance = _record(_source_of(base))
     if provenance is not None:
         write_provenance(tmp, provenance)
     if folder.exists():
@@ -211,12 +209,6 @@ def _record(source: dict[str, Any] | None, **identity: dict[str, Any]) -> dict[s
 def _source_record(source: Source) -> dict[str, Any]:
     revision = hub_commit(source.value) if source.kind == "hub" else None
     return source_record(source.kind, source.value, revision=revision)
-
-
-def _source_of(base: str) -> dict[str, Any]:
-    """The source of a stage that names only its parent weights (`base`,
-    as `parent_weights` gives them: a folder or a hub id)."""
-    return _source_record(Source("path", base) if Path(base).exists() else Source("hub", base))
 
 
 def parent_weights(ctx: StageContext) -> str | None:
