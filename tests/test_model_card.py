@@ -212,6 +212,9 @@ def test_a_hub_model_loads_at_the_commit_its_branch_names_offline(hub_cache: Pat
     fake_hub_cache(hub_cache, "tiny-org/base", SHA)
     assert hub_commit("tiny-org/base") == SHA
     assert hub_commit("tiny-org/absent") is None
+    (hub_cache / "models--tiny-org--absent" / "refs").mkdir(parents=True)
+    (hub_cache / "models--tiny-org--absent" / "refs" / "main").write_text(SHA)
+    assert hub_commit("tiny-org/absent") is None  # the process's first answer: what its load used, saved as such
     tokenizer = AutoTokenizer.from_pretrained("tiny-org/base")
     model = load_model_for_training(Source("hub", "tiny-org/base"), tokenizer, seed=0)
     assert model.config.num_hidden_layers == 2

@@ -29,7 +29,8 @@ FORMAT = 1
 #: how deep a chain of records is followed (a folder trained from itself cannot loop forever)
 MAX_DEPTH = 32
 
-_commits: dict[str, str] = {}
+#: each repo's answer, asked once per process (None too: a save must record what the load used)
+_commits: dict[str, str | None] = {}
 _commits_lock = threading.Lock()
 
 
@@ -46,18 +47,17 @@ def hub_commit(repo_id: str) -> str | None:
         if repo_id in _commits:
             return _commits[repo_id]
     from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import RevisionResolutionError
 
     try:
-        resolved = HfApi().resolve_revision(repo_id, local_files_only=constants.HF_HUB_OFFLINE)
-    # Not found or gated (HTTP errors are OSErrors), no network and nothing cached: the load itself says why.
-    except (OSError, ValueError, RevisionResolutionError):
-        return None
-    commit = getattr(resolved, "resolved", None)
-    if not isinstance(commit, str) or not commit:
-        return None
+        commit = getattr(HfApi().resolve_revision(repo_id, local_files_only=constants.HF_HUB_OFFLINE), "resolved", None)
+    # Not found or gated (HTTP errors are OSErrors), no network and nothing cached, a timeout (the HTTP client's
+    # own error, not an OSError): the load itself says why, and saving a trained model must not fail on it.
+    except Exception:  # noqa: BLE001
+        commit = None
     with _commits_lock:
-        return _commits.setdefault(repo_id, commit)
+        # An unresolved repo stays unresolved in this process: the load used the branch as it was then, and
+        # a save that asked again could record a commit the branch moved to meanwhile (or fail on the network).
+        return _commits.setdefault(repo_id, commit if isinstance(commit, str) and commit else None)
 
 
 def source_record(kind: str, value: str, *, revision: str | None = None) -> dict[str, Any]:
