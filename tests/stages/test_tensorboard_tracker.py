@@ -42,8 +42,9 @@ def test_a_stage_reporting_to_tensorboard_writes_what_the_store_holds(make_conte
     )
     ctx = make_context(spec)
 
+    ctx.open_trackers()  # as the worker does when a stage starts
     pretrain.run(ctx)
-    ctx.close()  # as the worker does when a stage ends
+    ctx.close()  # and when it ends
 
     store = workspace.store
     in_store = {

@@ -70,6 +70,7 @@ def stored(workspace, ctx: StageContext) -> list[tuple[int, str, float]]:
 
 def test_the_trackers_get_what_the_store_took_row_for_row(make_context, workspace, fakes) -> None:
     ctx = make_context(reporting())
+    ctx.open_trackers()  # as the worker does before the stage runs
     for step in range(5):
         ctx.log_metrics(step, {"train/loss": 2.0 - step / 10, "train/learning_rate": 1e-3})
     ctx.log_metrics(2, {"eval/loss": 1.5})
@@ -108,6 +109,7 @@ def test_a_locked_store_holds_the_trackers_back_too(short_busy_timeout, make_con
 def test_a_failing_tracker_is_dropped_said_in_the_log_and_training_goes_on(make_context, workspace, fakes) -> None:
     fakes["trackers"][0].fail_on_write = True
     ctx = make_context(reporting())
+    ctx.open_trackers()
     ctx.log_metrics(1, {"train/loss": 2.0})
     ctx.flush()
     ctx.log_metrics(2, {"train/loss": 1.9})
@@ -136,6 +138,7 @@ def test_only_the_main_process_opens_trackers(make_context, workspace, fakes) ->
 
 def test_no_report_to_opens_nothing(make_context, fakes) -> None:
     ctx = make_context(PretrainSpec())
+    ctx.open_trackers()
     ctx.log_metrics(1, {"train/loss": 2.0})
     ctx.close()
     assert "names" not in fakes

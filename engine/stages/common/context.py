@@ -130,7 +130,6 @@ class StageContext:
         """Record metric values at a step; keys are slash-namespaced (`train/loss`)."""
         if not self.is_main_process:
             return
-        self.open_trackers()  # a no-op once open; here for contexts that no worker started (tests)
         now = time.time()
         with self._lock:
             for key, value in metrics.items():
@@ -257,12 +256,13 @@ class StageContext:
     # --- trackers -----------------------------------------------------------
 
     def open_trackers(self) -> None:
-        """Start the trackers the spec's `report_to` names (main process only; once). A missing
-        package fails the stage here, at its start, in one line that says what to install."""
+        """Start the trackers the spec's `report_to` names (main process only; once). The worker calls
+        it before the stage runs: a missing package fails the stage there, in one line that says what
+        to install. A context no one opened (a test's) sends its metrics to the store only."""
         if self._trackers is not None or not self.is_main_process:
             return
         names = list(self.spec.report_to)
-        self._trackers = Trackers([], say=self.log)  # set first: a failure below is not retried at every step
+        self._trackers = Trackers([], say=self.log)  # set first: once a start below failed, nothing tries again
         if not names:
             return
         self._trackers = open_trackers(
