@@ -22,7 +22,6 @@ Torch-free on purpose: tests drive it without a model.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import threading
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from engine.errors import StageFailed
+from engine.runtime.checkpoints import CHECKPOINT_NAME
 from engine.spec.fields import StageSpec
 from engine.stages.common.trackers import Trackers, open_trackers
 from store import Store, is_busy, utcnow
@@ -277,7 +277,7 @@ class StageContext:
         points from there (engine/runtime/worker.py), and TensorBoard's reader is told the same."""
         if self.resume_from is None:
             return 0  # a first attempt, or one after a kill before the first whole checkpoint
-        resumed_at = re.fullmatch(r"checkpoint-(\d+)", self.resume_from.name)
+        resumed_at = CHECKPOINT_NAME.match(self.resume_from.name)  # as the worker reads it
         return int(resumed_at.group(1)) + 1 if resumed_at else None
 
     def close(self) -> None:
