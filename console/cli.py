@@ -381,6 +381,9 @@ async def _metrics_export(engine: Engine, run_ref: str, args: argparse.Namespace
         raise _BadInput("--max-points does not go with export: it writes every stored point")
     run = await engine.get_run(run_ref)
     series = await engine.metrics(run.id, stage=args.stage, key=args.key)
+    if not series and (args.stage or args.key):  # else export_metrics says the run has none at all
+        only = " and ".join(f"{name} '{value}'" for name, value in (("stage", args.stage), ("key", args.key)) if value)
+        raise _BadInput(f"run '{run.name}' has no stored metrics for {only}; nothing to export")
     result = await asyncio.to_thread(export_metrics, series, run_name=run.name, fmt=args.format or "csv",
                                      out=args.out)
     if args.json:

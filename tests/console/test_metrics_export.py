@@ -113,6 +113,8 @@ def test_an_export_never_overwrites_and_leaves_nothing_half_written(workspace_wi
     (["metrics", "export", "tiny", "--max-points", "5"], "rlhf: --max-points does not go with export: "
                                                         "it writes every stored point"),
     (["metrics", "export", "nosuch"], "rlhf: no run named or numbered 'nosuch' in "),
+    (["metrics", "export", "tiny", "--key", "eval/nothing"], "rlhf: run 'tiny' has no stored metrics for key "
+                                                          "'eval/nothing'; nothing to export"),
 ])
 def test_a_wrong_export_command_is_exit_2_in_one_line(workspace_with_a_run, capsys, argv, message) -> None:
     code, _, err = rlhf(capsys, "-w", str(workspace_with_a_run), *argv)
