@@ -291,7 +291,7 @@ def test_a_checkpoint_of_another_run_is_named_with_that_run(tmp_path: Path) -> N
     meta = ModelCard(text).data
     assert meta.base_model is None and meta.tags == ["rlhf-console", "sft", "dpo"]
     assert "## Earlier runs it started from" in text
-    assert {"sft", "first", "llama-4m", "dpo", "second"} <= set(code_spans(text))
+    assert {"sft", "first", "4", "llama-4m", "dpo", "second"} <= set(code_spans(text))
     assert "randomly initialised built-in preset" in text
 
 

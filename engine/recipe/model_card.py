@@ -215,7 +215,7 @@ def _earlier_runs(record: Mapping[str, Any] | None) -> list[str]:
         run, stage = link.get("run"), link.get("stage")
         if isinstance(run, Mapping) and isinstance(stage, Mapping) and run != this_run:
             lines.append(f"- stage {_code(str(stage.get('name')))} ({_code(str(stage.get('kind')))}) of run "
-                         f"{_code(str(run.get('name')))} (run {run.get('id')}), from "
+                         f"{_code(str(run.get('name')))} (run {_code(str(run.get('id')))}), from "
                          f"{_code(describe_source(link.get('source')))}")
     return lines
 
