@@ -78,7 +78,7 @@ def export_metrics(series: Sequence[Series], *, run_name: str, fmt: ExportFormat
     stages = tuple(dict.fromkeys(s.stage for s in series))
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        _write_csv(series, run_name, target)
+        _write_csv(series, stages, run_name, target)
     else:
         _write_tensorboard(series, stages, target)
     return MetricsExport(out=target, fmt=fmt, points=points, stages=stages)
@@ -98,9 +98,10 @@ def _check_target(target: Path, fmt: ExportFormat) -> None:
                              "(or pip install 'rlhf-console[trackers]'); --format csv needs nothing")
 
 
-def _write_csv(series: Sequence[Series], run_name: str, target: Path) -> None:
-    # Ordered as people read it: each stage in turn (execution order), then step, then key.
-    order = {stage: i for i, stage in enumerate(dict.fromkeys(s.stage for s in series))}
+def _write_csv(series: Sequence[Series], stages: tuple[str, ...], run_name: str, target: Path) -> None:
+    # Ordered as people read it: each stage in turn (`stages`: the order the run's series come in), then
+    # step, then key.
+    order = {stage: i for i, stage in enumerate(stages)}
     rows = sorted(
         ((s.stage, int(p.step), s.key, p.value, p.wall_time) for s in series for p in s.points),
         key=lambda row: (order[row[0]], row[1], row[2]),
