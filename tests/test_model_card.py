@@ -224,6 +224,10 @@ def test_a_hub_model_loads_at_the_commit_its_branch_names_offline(hub_cache: Pat
     write_provenance(folder, {"format": 1, "written_by": "rlhf-console",
                               "source": {"kind": "hub", "id": "tiny-org/base", "revision": SHA}})
     assert ModelCard(build_card(folder, None)).data.license == "apache-2.0"
+    # A record naming an id the hub would refuse still gets its card (without a license).
+    write_provenance(folder, {"format": 1, "written_by": "rlhf-console",
+                              "source": {"kind": "hub", "id": "not a/valid id", "revision": SHA}})
+    assert ModelCard(build_card(folder, None)).data.license is None
 
 
 @pytest.mark.slow

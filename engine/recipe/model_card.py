@@ -353,12 +353,11 @@ def _license(base: Mapping[str, Any]) -> str | None:
     card is in the local hub cache (nothing is downloaded for it)."""
     from huggingface_hub import try_to_load_from_cache
 
-    path = try_to_load_from_cache(str(base["id"]), CARD_FILE, revision=base.get("revision") or None)
-    if not isinstance(path, str):
-        return None
     try:
-        text = Path(path).read_text(encoding="utf-8-sig", errors="replace")
-    except OSError:
+        # A record copied from elsewhere may name an id the hub would refuse (HFValidationError, a ValueError).
+        path = try_to_load_from_cache(str(base["id"]), CARD_FILE, revision=base.get("revision") or None)
+        text = Path(path).read_text(encoding="utf-8-sig", errors="replace") if isinstance(path, str) else ""
+    except (OSError, ValueError):
         return None
     header = _FRONT_MATTER.match(text)
     found = _LICENSE.search(header.group(1)) if header else None
