@@ -6,7 +6,8 @@ answers to the eval prompts, the resolved config, and `eval/logp_margin`.
     policy = load_policy(ctx, spec, hardware)
     ... build the kind's own trainer from pairs.train / pairs.held_out ...
     sampler = eval_answers(ctx, policy, (e.pair.prompt for e in pairs.data.eval))
-    margin = HeldOutLogpMargin.for_trainer(ctx, ...)  # or HeldOutLogpMargin(ctx, tokenized, collator, ...)
+    margin = HeldOutLogpMargin(ctx, trainer.eval_dataset, trainer.data_collator, ...)  # DPO-tokenized pairs
+    margin = HeldOutLogpMargin.from_conversations(ctx, tokenizer, pairs.held_out, ...)  # any other trainer
 
 Each kind keeps its objective and its trainer; what a person compares across
 them is the same: the held-out log-prob margin (from step 0), TRL's
