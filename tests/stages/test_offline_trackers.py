@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from engine.stages.common.trackers import DEFAULT_PROJECT, open_trackers
+from engine.stages.common.trackers import DEFAULT_PROJECT, start_trackers
 
 
 def test_trackio_keeps_what_the_stage_sent(tmp_path, monkeypatch) -> None:
@@ -24,8 +24,8 @@ def test_trackio_keeps_what_the_stage_sent(tmp_path, monkeypatch) -> None:
             for step in range(1, 4) for key, value in (("train/loss", 3.0 - step), ("train/learning_rate", 1e-3))]
     rows.append({"step": 3, "key": "eval/loss", "value": math.inf, "wall_time": 1004.0})  # a diverged NaN, as stored
     said: list[str] = []
-    trackers = open_trackers(["trackio"], stage_dir=tmp_path / "stage", run_name="tiny", stage_name="sft", kind="sft",
-                             config={"kind": "sft"}, restart_step=0, say=said.append)
+    trackers = start_trackers(["trackio"], stage_dir=tmp_path / "stage", run_name="tiny", stage_name="sft", kind="sft",
+                              config={"kind": "sft"}, restart_step=0, say=said.append)
     trackers.write(rows)
     trackers.close()
 

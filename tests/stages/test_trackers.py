@@ -17,7 +17,7 @@ from engine.errors import StageFailed
 from engine.stages.common import context as context_module
 from engine.stages.common import trackers as trackers_module
 from engine.stages.common.context import StageContext
-from engine.stages.common.trackers import Trackers, by_step, open_trackers
+from engine.stages.common.trackers import Trackers, by_step, start_trackers
 from engine.stages.pretrain.spec import PretrainSpec
 from tests.stages.test_locked_store import write_lock_held
 
@@ -45,14 +45,14 @@ class FakeTracker:
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """open_trackers replaced: the context gets these fake trackers; the call's arguments are kept."""
+    """start_trackers replaced: the context gets these fake trackers; the call's arguments are kept."""
     made: dict[str, Any] = {"trackers": [FakeTracker("one"), FakeTracker("two")]}
 
     def fake_open(names: list[str], **kwargs: Any) -> Trackers:
         made["names"], made["kwargs"] = names, kwargs
         return Trackers(made["trackers"], say=kwargs["say"])
 
-    monkeypatch.setattr(context_module, "open_trackers", fake_open)
+    monkeypatch.setattr(context_module, "start_trackers", fake_open)
     return made
 
 
@@ -160,8 +160,8 @@ def test_a_missing_package_fails_the_stage_at_its_start_in_one_line(tmp_path, mo
                         lambda name, *a: None if name == "wandb" else real_find_spec(name, *a))
     said: list[str] = []
     with pytest.raises(StageFailed) as failed:
-        open_trackers(["wandb"], stage_dir=tmp_path, run_name="r", stage_name="s", kind="sft", config={},
-                      restart_step=0, say=said.append)
+        start_trackers(["wandb"], stage_dir=tmp_path, run_name="r", stage_name="s", kind="sft", config={},
+                       restart_step=0, say=said.append)
     assert str(failed.value) == ("report_to names wandb, but the wandb package is not installed here: "
                                  "pip install wandb (or pip install 'rlhf-console[trackers]'), then rlhf resume")
 
@@ -176,8 +176,8 @@ def test_trackers_started_before_a_failing_one_are_closed_again(tmp_path, monkey
     monkeypatch.setattr(trackers_module, "WandbTracker", no_wandb)
     said: list[str] = []
     with pytest.raises(StageFailed, match="no wandb"):
-        open_trackers(["tensorboard", "wandb"], stage_dir=tmp_path, run_name="r", stage_name="s", kind="sft",
-                      config={}, restart_step=0, say=said.append)
+        start_trackers(["tensorboard", "wandb"], stage_dir=tmp_path, run_name="r", stage_name="s", kind="sft",
+                       config={}, restart_step=0, say=said.append)
     assert started.closed
     assert said == ["tensorboard: tensorboard's memory"]
 

@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeVar
 from engine.errors import StageFailed
 from engine.runtime.checkpoints import CHECKPOINT_NAME
 from engine.spec.fields import StageSpec
-from engine.stages.common.trackers import Trackers, open_trackers
+from engine.stages.common.trackers import Trackers, start_trackers
 from store import Store, is_busy, utcnow
 
 T = TypeVar("T")
@@ -92,7 +92,7 @@ class StageContext:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._locked_since: float | None = None  # when the current run of locked-store writes began
-        self._trackers: Trackers | None = None  # opened by open_trackers (the worker, at the stage's start)
+        self._trackers: Trackers | None = None  # by open_trackers (the worker, at the stage's start)
 
     # --- folders ------------------------------------------------------------
 
@@ -265,7 +265,7 @@ class StageContext:
         self._trackers = Trackers([], say=self.log)  # set first: once a start below failed, nothing tries again
         if not names:
             return
-        self._trackers = open_trackers(
+        self._trackers = start_trackers(
             names, stage_dir=self.output_dir, run_name=self.store.get_run(self.run_id).name,
             stage_name=self.stage_name, kind=self.spec.kind,
             config=self.spec.model_dump(mode="json", by_alias=True),

@@ -209,7 +209,7 @@ def by_step(rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, dict[str, floa
     return groups
 
 
-def open_trackers(
+def start_trackers(
     names: Sequence[str], *, stage_dir: Path, run_name: str, stage_name: str, kind: str,
     config: Mapping[str, Any], restart_step: int | None, say: Callable[[str], None],
 ) -> Trackers:
