@@ -19,7 +19,7 @@ from huggingface_hub import ModelCard
 from markdown_it import MarkdownIt
 
 from engine.recipe import provenance
-from engine.recipe.model_card import MARKER, build_card, find_source, write_card
+from engine.recipe.model_card import MARKER, build_card, find_card_source, write_card
 from engine.recipe.provenance import PROVENANCE_FILE, hub_commit, read_provenance, root_source, write_provenance
 from store import NewStage, Store
 from store.reads import StoreReader
@@ -125,7 +125,7 @@ def test_a_folder_known_only_by_its_checkpoint_row_gets_the_spec_source(store: S
     checkpoint.mkdir(parents=True)
     store.add_checkpoint(run_id=run_id, stage_id=ids["pretrain"], step=10, path=str(checkpoint))
 
-    found = find_source(checkpoint, store)
+    found = find_card_source(checkpoint, store)
     assert found.record is None and found.stage is not None and found.stage.name == "pretrain"
     text = build_card(checkpoint, store, title="my-org/tiny")
     assert ModelCard(text).data.base_model == "tiny-org/base"
@@ -134,7 +134,7 @@ def test_a_folder_known_only_by_its_checkpoint_row_gets_the_spec_source(store: S
 
     # Once the stage has finished, its final/ record names the source and commit for its checkpoints too.
     store.update_stage(ids["pretrain"], output_path=str(tmp_path / "pretrain" / "final"))
-    found = find_source(checkpoint, store)
+    found = find_card_source(checkpoint, store)
     assert found.record is not None and found.record["stage"]["name"] == "pretrain"
     assert SHA in code_spans(build_card(checkpoint, store))
 

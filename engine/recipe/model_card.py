@@ -75,10 +75,10 @@ def build_card(folder: Path, store: StoreReader | None, *, title: str | None = N
     workspace's, to find the run and stage that wrote it; without it, or
     when it does not know the folder, the card says what the folder's
     provenance record says."""
-    return render_card(find_source(folder, store), store, title=title)
+    return render_card(find_card_source(folder, store), store, title=title)
 
 
-def find_source(folder: Path, store: StoreReader | None) -> CardSource:
+def find_card_source(folder: Path, store: StoreReader | None) -> CardSource:
     """The provenance record of `folder` (or of the stage folder a LoRA
     `adapter/` sits in) and the stage it names; failing that, the stage whose
     checkpoint the store lists at this path (a Trainer's checkpoint-STEP,
@@ -400,5 +400,5 @@ def _number(value: float) -> str:
     return f"{value:.4g}"
 
 
-__all__ = ["CARD_FILE", "MARKER", "CardSource", "build_card", "find_source", "is_ours", "render_card",
+__all__ = ["CARD_FILE", "MARKER", "CardSource", "build_card", "find_card_source", "is_ours", "render_card",
            "write_card"]

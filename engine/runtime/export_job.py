@@ -233,10 +233,10 @@ def write_export_card(checkpoint: Path, out: Path, store: StoreReader | None, no
     be written is a line in `notes`: the weights are exported whole by now,
     and the export stands without its card."""
     # Imported here: the child imports this module for its constants, and the store's models cost it a second.
-    from engine.recipe.model_card import find_source, render_card, write_card
+    from engine.recipe.model_card import find_card_source, render_card, write_card
 
     try:
-        found = find_source(checkpoint, store)
+        found = find_card_source(checkpoint, store)
         return write_card(out, render_card(found, store)) if found.known else None
     except Exception as exc:  # noqa: BLE001  a store or card problem must not turn a finished export into a failure
         notes.append(f"no model card written ({type(exc).__name__}: {' '.join(str(exc).split())})")
