@@ -168,10 +168,6 @@ class Trackers:
     def __bool__(self) -> bool:
         return bool(self._trackers)
 
-    @property
-    def names(self) -> list[str]:
-        return [t.name for t in self._trackers]
-
     def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Rows as the store takes them (key, step, value, wall_time), in the order they were logged."""
         groups = by_step(rows)
