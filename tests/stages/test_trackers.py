@@ -23,13 +23,14 @@ from tests.stages.test_locked_store import write_lock_held
 
 
 class FakeTracker:
-    def __init__(self, name: str = "fake", fail_on_write: bool = False) -> None:
+    def __init__(self, name: str = "fake", fail_on_write: bool = False, fail_on_close: bool = False) -> None:
         self.name = name
         self.where = f"{name}'s memory"
         self.points: list[tuple[int, str, float]] = []
         self.flushes = 0
         self.closed = False
         self.fail_on_write = fail_on_write
+        self.fail_on_close = fail_on_close
 
     def write(self, step: int, metrics: Mapping[str, float], wall_time: float) -> None:
         if self.fail_on_write:
@@ -40,6 +41,8 @@ class FakeTracker:
         self.flushes += 1
 
     def close(self) -> None:
+        if self.fail_on_close:
+            raise OSError(28, "No space left on device")
         self.closed = True
 
 
@@ -121,6 +124,20 @@ def test_a_failing_tracker_is_dropped_said_in_the_log_and_training_goes_on(make_
     assert any(line.startswith("one failed while writing (ConnectionError: the tracker's server went away)")
                for line in lines), lines
     assert stored(workspace, ctx) == [(1, "train/loss", 2.0), (2, "train/loss", 1.9)]
+
+
+def test_a_tracker_failing_as_the_stage_ends_does_not_fail_it(make_context, workspace, fakes) -> None:
+    fakes["trackers"][0].fail_on_close = True
+    ctx = make_context(reporting())
+    ctx.open_trackers()
+    ctx.log_metrics(1, {"train/loss": 2.0})
+    ctx.close()  # the worker's last call before it records the stage as succeeded: must not raise
+
+    assert fakes["trackers"][1].closed and fakes["trackers"][1].points == [(1, "train/loss", 2.0)]
+    lines = [line.message for line in workspace.store.logs_since(run_id=ctx.run_id)]
+    assert any(line.startswith("one failed while closing (OSError: [Errno 28] No space left on device)")
+               for line in lines), lines
+    assert stored(workspace, ctx) == [(1, "train/loss", 2.0)]
 
 
 def test_only_the_main_process_opens_trackers(make_context, workspace, fakes) -> None:
