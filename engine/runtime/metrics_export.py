@@ -67,7 +67,8 @@ def export_metrics(series: Sequence[Series], *, run_name: str, fmt: ExportFormat
                    out: str | os.PathLike[str] | None = None) -> MetricsExport:
     """Write every point of `series` (a run's, unsampled: `Engine.metrics(run)`) as `fmt` to `out`,
     a new file (csv) or a new or empty folder (tensorboard). Raises UserInputError for what a
-    person must change: an unknown format, an `out` that is taken, no points, no tensorboard."""
+    person must change: an unknown format, an `out` that is taken or cannot be written, no points, no
+    tensorboard."""
     if fmt not in EXPORT_FORMATS:
         raise UserInputError(f"unknown export format {fmt!r}; expected one of: {', '.join(EXPORT_FORMATS)}")
     target = Path(out).expanduser().resolve() if out is not None else default_out(run_name, fmt)
@@ -76,11 +77,14 @@ def export_metrics(series: Sequence[Series], *, run_name: str, fmt: ExportFormat
         raise UserInputError(f"run '{run_name}' has no stored metrics yet; nothing to export")
     _check_target(target, fmt)
     stages = tuple(dict.fromkeys(s.stage for s in series))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        _write_csv(series, stages, run_name, target)
-    else:
-        _write_tensorboard(series, stages, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "csv":
+            _write_csv(series, stages, run_name, target)
+        else:
+            _write_tensorboard(series, stages, target)
+    except OSError as exc:  # a parent that is a file, no permission, a full disk: the writers removed their part
+        raise UserInputError(f"{target}: cannot write the export there ({exc.strerror or exc})") from None
     return MetricsExport(out=target, fmt=fmt, points=points, stages=stages)
 
 

@@ -106,6 +106,14 @@ def test_an_export_never_overwrites_and_leaves_nothing_half_written(workspace_wi
     assert out.read_text() == "mine\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "ws"]
 
+    inside_a_file = out / "metrics.csv"  # its folder is the file written above
+    code, _, err = rlhf(capsys, "-w", str(workspace_with_a_run), "metrics", "export", "tiny",
+                        "--out", str(inside_a_file))
+    assert code == 2
+    assert err.strip().startswith(f"rlhf: {inside_a_file}: cannot write the export there (")
+    assert len(err.strip().splitlines()) == 1 and out.read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "ws"]
+
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["metrics", "tiny", "--format", "csv"], "rlhf: --format and --out go with export: "
