@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.hangup import default_sighup
 from tests.support import FAKE_STAGE_PLUGINS
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
@@ -121,3 +125,31 @@ def test_workspace_flag_beats_the_environment(tmp_path: Path, env: dict[str, str
     assert (other / "rlhf.db").exists()
     assert json.loads(rlhf("ls", "--json", env=env).stdout) == []
     assert len(json.loads(rlhf("-w", str(other), "ls", "--json", env=env).stdout)) == 1
+
+
+def test_a_run_survives_sighup_of_the_shell_that_started_it(tmp_path: Path, env: dict[str, str]) -> None:
+    # The shell gets its own session, like a login shell over SSH; it starts the run attached (not even
+    # --detach) and we hang up on the whole session. What survives is the run process and its stage:
+    # the process model, the same for every kind (the fake one here: training would add nothing).
+    spec = write(tmp_path / "hup.toml", '[stages.work]\nkind = "fake"\nsteps = 40\nstep_seconds = 0.1\n')
+    shell = subprocess.Popen(["bash", "-c", f"'{RLHF}' run '{spec}'; sleep 60"], env=env,
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             preexec_fn=default_sighup)
+
+    def state() -> dict | None:
+        found = rlhf("status", "hup", "--json", env=env)
+        return json.loads(found.stdout) if found.returncode == 0 else None
+
+    deadline = time.monotonic() + 60
+    while not ((now := state()) and now["stages"][0]["status"] == "running"):
+        assert time.monotonic() < deadline, "the stage never started"
+        time.sleep(0.2)
+    os.killpg(shell.pid, signal.SIGHUP)
+    assert shell.wait(timeout=10) != 0  # the shell and the attached CLI are gone
+
+    deadline = time.monotonic() + 60
+    while (now := state()) is None or now["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, "the run never ended"
+        time.sleep(0.2)
+    assert now["status"] == "succeeded", now
+    assert now["stages"][0]["step"] == 40
