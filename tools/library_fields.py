@@ -160,12 +160,13 @@ def configs() -> dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]]:
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # its import warning says nothing here
     from trl.experimental.cpo import CPOConfig
+    from trl.experimental.online_dpo import OnlineDPOConfig
     from trl.experimental.orpo import ORPOConfig
 
     return {
         **{cls.__name__: dataclass_fields(cls)
            for cls in (TrainingArguments, SFTConfig, RewardConfig, DPOConfig, KTOConfig, ORPOConfig, CPOConfig,
-                       GRPOConfig, RLOOConfig, LoraConfig)},
+                       GRPOConfig, RLOOConfig, OnlineDPOConfig, LoraConfig)},
         "AdamW": signature_fields(torch.optim.AdamW.__init__, torch.optim.AdamW),
         "Accelerator": signature_fields(Accelerator.__init__, Accelerator),
     }
@@ -173,7 +174,7 @@ def configs() -> dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]]:
 
 #: trl's configs subclass TrainingArguments: listed once there, their own additions beside them
 TRAINER_SUBCLASSES = ("SFTConfig", "RewardConfig", "DPOConfig", "KTOConfig", "ORPOConfig", "CPOConfig", "GRPOConfig",
-                      "RLOOConfig")
+                      "RLOOConfig", "OnlineDPOConfig")
 
 
 def render() -> str:

@@ -48,6 +48,11 @@ HEADLINES: dict[str, tuple[tuple[str, str, str], ...]] = {
              ("judge score", "eval/judge_score", "first_last")),
     "grpo": (("reward-model score", "ppo/rm_score", "first_last"), ("KL to SFT", "ppo/kl", "last"),
              ("judge score", "eval/judge_score", "first_last")),
+    # Online DPO: DPO's accuracy and judge rows, on pairs it samples itself; no held-out pairs, so the
+    # score of its own samples (reward model and/or judges) and the KL it paid stand in for the margin.
+    "online_dpo": (("score of its samples", "train/objective/scores", "first_last"),
+                   ("accuracy", "train/rewards/accuracies", "last"), ("KL to SFT", "ppo/kl", "last"),
+                   ("judge score", "eval/judge_score", "first_last")),
 }
 
 

@@ -241,7 +241,7 @@ class StageSpec(BaseModel):
         None,
         description="a [stages.NAME.trainer] table: settings passed as they are to the library config the "
         "stage builds (TrainingArguments, or trl's SFTConfig, RewardConfig, DPOConfig, KTOConfig, ORPOConfig, "
-        "CPOConfig, GRPOConfig, RLOOConfig; "
+        "CPOConfig, GRPOConfig, RLOOConfig, OnlineDPOConfig; "
         "PPO: its optimizer and Accelerator), e.g. optim, torch_compile, neftune_noise_alpha; the settings "
         "this spec has fields for are set on the stage itself",
     )

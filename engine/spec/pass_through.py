@@ -38,6 +38,7 @@ KIND_CONFIGS: dict[str, str] = {
     "cpo": "CPOConfig",
     "grpo": "GRPOConfig",
     "rloo": "RLOOConfig",
+    "online_dpo": "OnlineDPOConfig",
     "ppo": "PPO",
 }
 
@@ -52,6 +53,7 @@ LIBRARY_NAMES: dict[str, str] = {
     "CPOConfig": "trl's CPOConfig",
     "GRPOConfig": "trl's GRPOConfig",
     "RLOOConfig": "trl's RLOOConfig",
+    "OnlineDPOConfig": "trl's OnlineDPOConfig",
     "LoraConfig": "peft's LoraConfig",
     "PPO": "the PPO stage's AdamW and Accelerator",
 }
@@ -208,7 +210,7 @@ _EVERY_STEP = "an online stage logs every step, so that its figures line up with
 KIND_OWNED: dict[str, dict[str, str]] = {
     kind: {"logging_steps": _EVERY_STEP, "logging_first_step": _EVERY_STEP,
            "eval_steps": "an online stage has no held-out loss: its eval prompts are answered every sample_every steps"}
-    for kind in ("grpo", "rloo")
+    for kind in ("grpo", "rloo", "online_dpo")
 }
 
 

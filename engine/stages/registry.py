@@ -25,6 +25,7 @@ from engine.stages.cpo.spec import CPOSpec
 from engine.stages.dpo.spec import DPOSpec
 from engine.stages.grpo.spec import GRPOSpec
 from engine.stages.kto.spec import KTOSpec
+from engine.stages.online_dpo.spec import OnlineDPOSpec
 from engine.stages.orpo.spec import ORPOSpec
 from engine.stages.ppo.spec import PPOSpec
 from engine.stages.pretrain.spec import PretrainSpec
@@ -56,7 +57,7 @@ def _builtin(spec: type[StageSpec]) -> StageKind:
 _KINDS: dict[str, StageKind] = {
     spec.model_fields["kind"].default: _builtin(spec)
     for spec in (PretrainSpec, SFTSpec, SampleSpec, RankSpec, RewardSpec, ScoreSpec, RejectionSpec, DPOSpec, KTOSpec,
-                 ORPOSpec, CPOSpec, PPOSpec, RLOOSpec, GRPOSpec)
+                 ORPOSpec, CPOSpec, OnlineDPOSpec, PPOSpec, RLOOSpec, GRPOSpec)
 }
 
 #: kinds announced for later versions: rejected with a clear message, not "unknown"
