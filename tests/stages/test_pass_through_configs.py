@@ -87,7 +87,8 @@ def test_the_sft_stage_builds_its_trainer_with_the_table_and_the_lora_extras(mak
     from engine.stages.sft import stage as sft
     from engine.stages.sft.spec import SFTSpec
 
-    spec = SFTSpec(from_="builtin:llama-1m", max_steps=2, batch_size=4, eval_prompt_count=0,
+    spec = SFTSpec(from_="builtin:llama-1m", data="builtin:demo-instructions",
+                   max_steps=2, batch_size=4, eval_prompt_count=0,
                    lora=LoraSpec(r=4, use_dora=True), trainer={"optim": "adafactor", "neftune_noise_alpha": 5.0})
     trainer, _ = sft.build_trainer(make_context(spec), runtime.choose_runtime("cpu"))
     assert (trainer.args.optim, trainer.args.neftune_noise_alpha) == ("adafactor", 5.0)

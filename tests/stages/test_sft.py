@@ -45,7 +45,8 @@ def test_sft_learns_the_demo_task_and_stores_its_answers(make_context, workspace
     # Measured: the judge's mean on the first 70 held-out prompts goes from 0.00 to 0.41
     # (0.38 on 140; 400 steps of llama-4m reach 1.00 from a random init, 0.66 from a
     # 300-step pretrained parent).
-    spec = SFTSpec(from_="builtin:llama-1m", learning_rate=2e-3, max_steps=150, eval_every=50,
+    spec = SFTSpec(from_="builtin:llama-1m", data="builtin:demo-instructions",
+                   learning_rate=2e-3, max_steps=150, eval_every=50,
                    sample_every=50, save_every=50, eval_prompt_count=14, eval_prompts="builtin:demo-prompts",
                    eval_judge="demo")
     ctx = make_context(spec)
@@ -99,7 +100,8 @@ def save_parent(folder: Path, cache: Path) -> Path:
 
 def test_lora_save_reload_and_merge_give_the_trained_logits(make_context, tmp_path, shared_cache) -> None:
     parent = save_parent(tmp_path / "parent", shared_cache)
-    spec = SFTSpec(from_=f"path:{parent}", lora=LoraSpec(r=4, alpha=8), learning_rate=1e-2,
+    spec = SFTSpec(from_=f"path:{parent}", data="builtin:demo-instructions",
+                   lora=LoraSpec(r=4, alpha=8), learning_rate=1e-2,
                    max_steps=8, batch_size=8, eval_every=100, save_every=100, eval_prompt_count=0)
     ctx = make_context(spec)
     trainer, _ = sft.build_trainer(ctx, runtime.choose_runtime("cpu"))
@@ -131,7 +133,8 @@ def test_lora_save_reload_and_merge_give_the_trained_logits(make_context, tmp_pa
 
 def test_cancel_then_resume_a_lora_run_continues_exactly(make_context, workspace, tmp_path, shared_cache) -> None:
     parent = save_parent(tmp_path / "parent", shared_cache)
-    spec = SFTSpec(from_=f"path:{parent}", lora=LoraSpec(r=4, alpha=8), learning_rate=5e-3, max_steps=12,
+    spec = SFTSpec(from_=f"path:{parent}", data="builtin:demo-instructions",
+                   lora=LoraSpec(r=4, alpha=8), learning_rate=5e-3, max_steps=12,
                    batch_size=8, warmup_steps=2, eval_every=100, save_every=100, sample_every=4,
                    eval_prompt_count=3, max_examples=400)
 

@@ -40,8 +40,8 @@ class SFTSpec(StageSpec, TrainerScheduleSettings, CheckpointSettings, EvalAnswer
         description="tokenizer; default: the checkpoint's own, or builtin:bpe-4k for a preset",
     )
     # What it learns from.
-    data: str = Field(
-        "builtin:demo-instructions",
+    data: str | None = Field(
+        None,
         description="instruction data: builtin, a JSONL/parquet/CSV file, a datasets folder or a hub id; "
         "required, unless the model is a built-in demo model (then the demo task's instructions)",
     )

@@ -103,6 +103,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
     # {messages} or {text}. Whole prompts are held out for the eval loss, so
     # no question is both trained on and evaluated; the eval set is cut to
     # what eval_batches batches consume, which bounds every evaluation's cost.
+    if spec.data is None:  # the pipeline loader requires it, or fills in the demo's for a demo model
+        raise StageFailed("no instruction data: name it with `data`")
     data_source = ctx.resolve(spec.data)
     records = load_records(data_source, cache_dir=ctx.cache_dir, max_records=spec.max_examples)
     data_format, examples = instruction_examples(
