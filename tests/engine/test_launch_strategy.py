@@ -262,8 +262,10 @@ async def test_a_run_whose_strategy_this_machine_cannot_run_fails_with_that_line
 
 
 PROBE = """\
-import json, torch
+import faulthandler, json, torch
 from accelerate import Accelerator
+# A hung probe prints where it hangs and exits, so a failure says more than "timed out".
+faulthandler.dump_traceback_later(100, exit=True)
 accelerator = Accelerator(cpu=True)
 total = accelerator.reduce(torch.tensor([float(accelerator.process_index + 1)]), reduction="sum")
 print(json.dumps({"rank": accelerator.process_index, "world": accelerator.num_processes, "total": total.item()}))
@@ -291,11 +293,19 @@ def test_two_machines_meet_through_accelerates_own_flags(tmp_path: Path) -> None
                  str(probe)],
                 env=env, stdout=out, stderr=err, text=True, start_new_session=True,
             ))
+    def both_logs() -> str:
+        return "\n".join(f"--- machine {rank} {path.suffix[1:]}:\n{path.read_text()[-2000:]}"
+                         for rank, paths in enumerate(outputs) for path in paths)
+
     reports = []
+    deadline = time.monotonic() + 150
     try:
-        for machine, (out_path, err_path) in zip(machines, outputs, strict=True):
-            machine.wait(timeout=150)
-            assert machine.returncode == 0, err_path.read_text()[-3000:]
+        for machine, (out_path, _) in zip(machines, outputs, strict=True):
+            try:
+                machine.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the two launchers did not finish within 150 s\n{both_logs()}")
+            assert machine.returncode == 0, both_logs()
             reports.append(json.loads(out_path.read_text().strip().splitlines()[-1]))
     finally:
         for machine in machines:
