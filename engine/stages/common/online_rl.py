@@ -1,5 +1,8 @@
 """What the rloo and grpo stages share: trl's online trainers, run the engine's way.
 
+(online_dpo shares the setup before its trainer too: `prepare_online_training`
+and `load_scorers`; its trainer and config are its own.)
+
 RLOO and GRPO (engine/stages/rloo/stage.py, grpo.py) are the same loop with a
 different advantage and loss; trl has a trainer for each, and everything
 around the trainer is the same, so it lives here once and each of those
@@ -129,16 +132,34 @@ def run(ctx: StageContext, flavour: Flavour) -> None:
     save_trained(trainer, ctx, step, base=parent_weights(ctx))
 
 
-def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour) -> tuple[Any, EvalAnswersCallback]:
-    """Everything up to `train()`: tokenizer, prompts, policy, rewards, config,
-    trainer, and the callback that answers the eval prompts (not attached yet)."""
-    spec = ctx.spec
-    assert isinstance(spec, OnlineRLSpec)
+@dataclass(frozen=True)
+class OnlineSetup:
+    """What every online stage (rloo, grpo, online_dpo) has ready before its
+    own trainer settings: the judges, the policy's tokenizer, the prompts it
+    practises on and those held out, the policy (QLoRA-prepared where asked)
+    and its LoRA and activation-checkpointing settings."""
+
+    judges: list[Judge]
+    policy_source: Source
+    tokenizer_source: Source
+    tokenizer: PreTrainedTokenizerBase
+    prompts: datasets.Dataset  # conversations of one user turn, a "prompt" column
+    held_out: list[dict[str, Any]]  # prompts set aside for the eval answers
+    policy: PreTrainedModel
+    parameters: int  # the policy's, before any adapters
+    peft_config: Any  # peft's LoraConfig, or None without a lora table
+    checkpointing: bool
+
+
+def prepare_online_training(ctx: StageContext, spec: OnlineRLSpec, hardware: runtime.Runtime) -> OnlineSetup:
+    """The judges, tokenizer, prompts and policy an online stage trains with,
+    in that order (see `OnlineSetup`); the trainer and its config are each
+    stage's own."""
     # peft asks the model a question transformers renamed; the answer is the same.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
     # -- the judges, first: a judge that cannot be imported fails before any model loads
-    judges = [_load_judge(name) for name in spec.judges]
+    judges = [load_stage_judge(name) for name in spec.judges]
 
     # -- tokenizer -------------------------------------------------------------
     # The policy keeps its own tokenizer: its embeddings were learned for it.
@@ -156,6 +177,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
         # trl's sampler only makes whole steps: with fewer prompts it makes none.
         raise StageFailed(f"{len(texts)} usable prompts, fewer than the {needed} one step takes "
                           "(prompts_per_step x processes): add prompts or lower prompts_per_step")
+    # Conversations: trl frames them in the chat template with the generation prompt, as SFT taught the policy.
     prompts = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": t}]} for t in texts])
 
     # -- policy ----------------------------------------------------------------
@@ -167,13 +189,53 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     else:
         policy = load_model_for_training(policy_source, tokenizer, seed=spec.seed)
     parameters = count_parameters(policy)
-    peft_config = None
-    if spec.lora is not None:
-        peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM")
+    peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM") if spec.lora is not None else None
     checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters,
                                                      quantized=qlora)
     if qlora:
         policy = quantized.prepare_for_adapters(policy, checkpointing=checkpointing)
+    return OnlineSetup(judges=judges, policy_source=policy_source, tokenizer_source=tokenizer_source,
+                       tokenizer=tokenizer, prompts=prompts, held_out=held_out, policy=policy,
+                       parameters=parameters, peft_config=peft_config, checkpointing=checkpointing)
+
+
+@dataclass(frozen=True)
+class Scorers:
+    """What scores an online stage's completions, as trl takes them: the
+    reward model (first, if any) and each judge as a reward function, with
+    the tokenizer of each (None for a function)."""
+
+    functions: list[Any]
+    tokenizers: list[PreTrainedTokenizerBase | None]
+    reward_source: Source | None  # the reward model's, None without one
+
+
+def load_scorers(ctx: StageContext, spec: OnlineRLSpec, hardware: runtime.Runtime, judges: Sequence[Judge],
+                 as_reward: Callable[[Judge], Callable[..., list[float]]]) -> Scorers:
+    """The reward model (its own tokenizer, frozen_quantization) and the
+    judges, each made a trl reward function by `as_reward` (how a stage's
+    trainer hands a judge its completions: a group, or a pair)."""
+    functions: list[Any] = []
+    tokenizers: list[PreTrainedTokenizerBase | None] = []
+    reward_source = None
+    if spec.reward_model is not None:
+        reward_source = ctx.resolve(spec.reward_model)
+        model, reward_tokenizer = load_reward_model(reward_source, ctx, spec.frozen_quantization, hardware)
+        functions.append(model)
+        tokenizers.append(reward_tokenizer)
+    for judge in judges:
+        functions.append(as_reward(judge))
+        tokenizers.append(None)  # trl ignores it for a function
+    return Scorers(functions=functions, tokenizers=tokenizers, reward_source=reward_source)
+
+
+def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour) -> tuple[Any, EvalAnswersCallback]:
+    """Everything up to `train()`: tokenizer, prompts, policy, rewards, config,
+    trainer, and the callback that answers the eval prompts (not attached yet)."""
+    spec = ctx.spec
+    assert isinstance(spec, OnlineRLSpec)
+    setup = prepare_online_training(ctx, spec, hardware)
+    peft_config = setup.peft_config
     # trl builds a reference only for a policy without adapters (else: adapters
     # off) and with a KL leash; it loads it again from the policy's source.
     copies_reference = peft_config is None and spec.beta != 0
@@ -184,17 +246,10 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
                                        else "not needed (beta = 0)"), level="warning")
 
     # -- rewards -----------------------------------------------------------------
-    reward_funcs: list[Any] = []
-    reward_tokenizers: list[PreTrainedTokenizerBase | None] = []
-    reward_source = None
-    if spec.reward_model is not None:
-        reward_source = ctx.resolve(spec.reward_model)
-        model, reward_tokenizer = load_reward_model(reward_source, ctx, spec.frozen_quantization, hardware)
-        reward_funcs.append(model)
-        reward_tokenizers.append(reward_tokenizer)
-    for judge in judges:
-        reward_funcs.append(judge_reward(judge))
-        reward_tokenizers.append(None)  # trl ignores it for a function
+    scorers = load_scorers(ctx, spec, hardware, setup.judges, judge_reward)
+    reward_funcs = scorers.functions
+    reward_tokenizers = scorers.tokenizers
+    reward_source = scorers.reward_source
 
     # -- trainer ---------------------------------------------------------------
     schedule = runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir)
@@ -210,18 +265,18 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
         epsilon=spec.clip_range,
         disable_dropout=True,
         # TRL turns checkpointing on by default, which costs ~30% on tiny models.
-        activation_checkpointing=checkpointing,
+        activation_checkpointing=setup.checkpointing,
         log_completions=False,  # it would print tables to stdout
         model_init_kwargs=reference_kwargs.get("model_init_kwargs"),
         **flavour.settings(spec),
     )
     with _quiet_about_reference_settings(flavour.trainer_class):
         trainer = flavour.trainer_class(
-            model=policy,
+            model=setup.policy,
             reward_funcs=reward_funcs,
             args=args,
-            train_dataset=prompts,
-            processing_class=tokenizer,  # saved into every checkpoint, so each one loads on its own
+            train_dataset=setup.prompts,
+            processing_class=setup.tokenizer,  # saved into every checkpoint, so each one loads on its own
             reward_processing_classes=reward_tokenizers,
             peft_config=peft_config,
             quantization_config=reference_kwargs.get("quantization_config"),
@@ -232,8 +287,9 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     # -- answers to the eval prompts -------------------------------------------
-    sampler = EvalAnswersCallback.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(policy_source),
-                                            held_out=held_out, prompt_field=spec.prompt_field)
+    sampler = EvalAnswersCallback.for_stage(ctx, setup.tokenizer,
+                                            start_checkpoint=checkpoint_name(setup.policy_source),
+                                            held_out=setup.held_out, prompt_field=spec.prompt_field)
 
     ctx.set_resolved_config(
         {
@@ -241,9 +297,9 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
             "world_size": args.world_size,
             "completions_per_step": spec.prompts_per_step * spec.num_generations * hardware.world_size,
             "policy": {
-                "class": type(policy).__name__,
-                "source": f"{policy_source.kind}:{policy_source.value}",
-                "parameters": parameters,
+                "class": type(setup.policy).__name__,
+                "source": f"{setup.policy_source.kind}:{setup.policy_source.value}",
+                "parameters": setup.parameters,
                 "trainable_parameters": trainable,
                 "lora": peft_config.to_dict() if peft_config is not None else None,
                 "quantization": spec.quantization,
@@ -260,14 +316,14 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
                     "parameters": count_parameters(reward_funcs[0]),
                     "tokenizer": describe_tokenizer(reward_tokenizers[0], reward_source),
                     "shares_policy_tokenizer":
-                        reward_tokenizers[0].get_vocab() == tokenizer.get_vocab(),  # type: ignore[union-attr]
+                        reward_tokenizers[0].get_vocab() == setup.tokenizer.get_vocab(),  # type: ignore[union-attr]
                 },
-                "judges": [judge.annotator for judge in judges],
+                "judges": [judge.annotator for judge in setup.judges],
                 "combined": "the sum of the scores",
             },
             "kl_estimator": flavour.kl_estimator,
-            "tokenizer": describe_tokenizer(tokenizer, tokenizer_source),
-            "prompts": {"source": spec.prompts, "count": len(texts)},
+            "tokenizer": describe_tokenizer(setup.tokenizer, setup.tokenizer_source),
+            "prompts": {"source": spec.prompts, "count": len(setup.prompts)},
             "eval_prompts": sampler.describe(),
         },
         device=hardware.describe(),
@@ -327,7 +383,8 @@ def _quiet_about_reference_settings(trainer_class: type) -> Iterator[None]:
             logger.removeFilter(quiet)
 
 
-def _load_judge(name: str) -> Judge:
+def load_stage_judge(name: str) -> Judge:
+    """A judge by its spec name; one that cannot be loaded fails the stage with its reason."""
     try:
         return load_judge(name)
     except UserInputError as exc:

@@ -9,9 +9,10 @@ Feedback"). Offline DPO learns from pairs someone else's model wrote; here
 the pairs always come from the current policy, so they never go stale.
 
 `run(ctx)` reads top to bottom: device, tokenizer, prompts, policy,
-scorers, config, trainer, train, save. Shared with rloo/grpo (online_rl,
-practice_prompts): the prompts, the reward model (its own tokenizer and
-chat template) and the judges. Its own, because trl's OnlineDPOConfig takes
+scorers, config, trainer, train, save. Shared with rloo/grpo (online_rl's
+prepare_online_training and load_scorers): the judges, the tokenizer, the
+prompts, the policy (QLoRA included) and the reward model (its own
+tokenizer and chat template). Its own, because trl's OnlineDPOConfig takes
 none of the group settings those trainers share (num_generations, epsilon):
 
 - Judges are called once per prompt with both of its completions, as a
@@ -42,25 +43,22 @@ from engine.stages.common import trl_experimental  # noqa: F401  # quiets trl.ex
 # isort: split
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import datasets
-from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
-from engine.errors import StageFailed, UserInputError
-from engine.feedback.judges import Judge, load_judge
+from engine.errors import StageFailed
+from engine.feedback.judges import Judge
 from engine.stages.common import online_rl, quantized
 from engine.stages.common.callbacks import attach_stage_callback, train_resumably
 from engine.stages.common.context import StageContext, checkpoint_name
 from engine.stages.common.eval_answers import EvalAnswersCallback
-from engine.stages.common.models import count_parameters, load_model_for_training
-from engine.stages.common.practice_prompts import practice_prompts
+from engine.stages.common.models import count_parameters
 from engine.stages.common.prologue import begin
 from engine.stages.common.saving import parent_weights, save_trained
-from engine.stages.common.tokenizer import describe_tokenizer, load_stage_tokenizer
+from engine.stages.common.tokenizer import describe_tokenizer
 from engine.stages.online_dpo.spec import OnlineDPOSpec
 
 
@@ -110,52 +108,12 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[StageOn
     trainer, and the callback that answers the eval prompts (not attached yet)."""
     spec = ctx.spec
     assert isinstance(spec, OnlineDPOSpec)
-    # peft asks the model a question transformers renamed; the answer is the same.
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-
-    # -- the judges, first: a judge that cannot be imported fails before any model loads
-    judges = [_load_judge(name) for name in spec.judges]
-
-    # -- tokenizer and prompts ---------------------------------------------------
-    policy_source = ctx.resolve(spec.from_)  # type: ignore[arg-type]  # required by the spec
-    tokenizer_source, tokenizer = load_stage_tokenizer(
-        policy_source, ctx.resolve_optional(spec.tokenizer), ctx.cache_dir, log=ctx.log)
-    if tokenizer.eos_token_id is None:
-        raise StageFailed("the policy's tokenizer has no eos token: a completion could never end")
-    rows, held_out = practice_prompts(ctx, spec, tokenizer, policy_source)
-    texts = [row["text"] for row in rows]
-    needed = spec.prompts_per_step * hardware.world_size
-    if len(texts) < needed:
-        raise StageFailed(f"{len(texts)} usable prompts, fewer than the {needed} one step takes "
-                          "(prompts_per_step x processes): add prompts or lower prompts_per_step")
-    # Conversations: trl frames them in the chat template with the generation prompt, as SFT taught the policy.
-    prompts = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": t}]} for t in texts])
-
-    # -- policy ----------------------------------------------------------------
-    qlora = spec.quantization != "none"
-    if qlora:
-        policy = quantized.load_causal_lm(policy_source, spec.quantization, hardware)
-    else:
-        policy = load_model_for_training(policy_source, tokenizer, seed=spec.seed)
-    parameters = count_parameters(policy)
-    peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM") if spec.lora is not None else None
-    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters,
-                                                     quantized=qlora)
-    if qlora:
-        policy = quantized.prepare_for_adapters(policy, checkpointing=checkpointing)
+    setup = online_rl.prepare_online_training(ctx, spec, hardware)
+    peft_config = setup.peft_config
 
     # -- scorers -----------------------------------------------------------------
-    reward_funcs: list[Any] = []
-    reward_tokenizers: list[PreTrainedTokenizerBase | None] = []
-    reward_source = None
-    if spec.reward_model is not None:
-        reward_source = ctx.resolve(spec.reward_model)
-        model, reward_tokenizer = online_rl.load_reward_model(reward_source, ctx, spec.frozen_quantization, hardware)
-        reward_funcs.append(model)
-        reward_tokenizers.append(reward_tokenizer)
-    for judge in judges:
-        reward_funcs.append(pair_judge_reward(judge))
-        reward_tokenizers.append(None)  # trl ignores it for a function
+    scorers = online_rl.load_scorers(ctx, spec, hardware, setup.judges, pair_judge_reward)
+    reward_source = scorers.reward_source
 
     # -- trainer ---------------------------------------------------------------
     schedule = runtime.training_kwargs(spec, hardware, ctx.checkpoints_dir)
@@ -171,31 +129,32 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[StageOn
         missing_eos_penalty=spec.missing_eos_penalty or None,
         disable_dropout=True,
         # TRL turns checkpointing on by default, which costs ~30% on tiny models.
-        activation_checkpointing=checkpointing,
+        activation_checkpointing=setup.checkpointing,
     )
     trainer = StageOnlineDPOTrainer(
-        model=policy,
-        reward_funcs=reward_funcs,
+        model=setup.policy,
+        reward_funcs=scorers.functions,
         args=args,
-        train_dataset=prompts,
-        processing_class=tokenizer,  # saved into every checkpoint, so each one loads on its own
-        reward_processing_classes=reward_tokenizers,
+        train_dataset=setup.prompts,
+        processing_class=setup.tokenizer,  # saved into every checkpoint, so each one loads on its own
+        reward_processing_classes=scorers.tokenizers,
         peft_config=peft_config,
     )
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     # -- answers to the eval prompts -------------------------------------------
-    sampler = EvalAnswersCallback.for_stage(ctx, tokenizer, start_checkpoint=checkpoint_name(policy_source),
-                                            held_out=held_out, prompt_field=spec.prompt_field)
+    sampler = EvalAnswersCallback.for_stage(ctx, setup.tokenizer,
+                                            start_checkpoint=checkpoint_name(setup.policy_source),
+                                            held_out=setup.held_out, prompt_field=spec.prompt_field)
     ctx.set_resolved_config(
         {
             **args.to_dict(),
             "world_size": args.world_size,
             "completions_per_step": spec.prompts_per_step * 2 * hardware.world_size,
             "policy": {
-                "class": type(policy).__name__,
-                "source": f"{policy_source.kind}:{policy_source.value}",
-                "parameters": parameters,
+                "class": type(setup.policy).__name__,
+                "source": f"{setup.policy_source.kind}:{setup.policy_source.value}",
+                "parameters": setup.parameters,
                 "trainable_parameters": trainable,
                 "lora": peft_config.to_dict() if peft_config is not None else None,
                 "quantization": spec.quantization,
@@ -205,27 +164,20 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[StageOn
             "rewards": {
                 "reward_model": None if reward_source is None else {
                     "source": f"{reward_source.kind}:{reward_source.value}",
-                    "class": type(reward_funcs[0]).__name__,
-                    "parameters": count_parameters(reward_funcs[0]),
-                    "tokenizer": describe_tokenizer(reward_tokenizers[0], reward_source),
+                    "class": type(scorers.functions[0]).__name__,
+                    "parameters": count_parameters(scorers.functions[0]),
+                    "tokenizer": describe_tokenizer(scorers.tokenizers[0], reward_source),
                 },
-                "judges": [judge.annotator for judge in judges],
+                "judges": [judge.annotator for judge in setup.judges],
                 "combined": "the sum of the scores; the higher-scored completion of each pair is chosen",
             },
-            "tokenizer": describe_tokenizer(tokenizer, tokenizer_source),
-            "prompts": {"source": spec.prompts, "count": len(texts)},
+            "tokenizer": describe_tokenizer(setup.tokenizer, setup.tokenizer_source),
+            "prompts": {"source": spec.prompts, "count": len(setup.prompts)},
             "eval_prompts": sampler.describe(),
         },
         device=hardware.describe(),
     )
     return trainer, sampler
-
-
-def _load_judge(name: str) -> Judge:
-    try:
-        return load_judge(name)
-    except UserInputError as exc:
-        raise StageFailed(str(exc)) from exc
 
 
 def pair_judge_reward(judge: Judge) -> Callable[..., list[float]]:
