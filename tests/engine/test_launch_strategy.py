@@ -269,6 +269,10 @@ faulthandler.dump_traceback_later(100, exit=True)
 accelerator = Accelerator(cpu=True)
 total = accelerator.reduce(torch.tensor([float(accelerator.process_index + 1)]), reduction="sum")
 print(json.dumps({"rank": accelerator.process_index, "world": accelerator.num_processes, "total": total.item()}))
+# As engine.runtime.worker does: left to interpreter shutdown, gloo's threads can abort a rank
+# ("terminate called without an active exception"); its launcher then exits at once and the
+# other waits out torch elastic's 300 s exit barrier (the hang CI saw, reproduced here).
+torch.distributed.destroy_process_group()
 """
 
 
