@@ -1,6 +1,7 @@
 """What the kinds that tune a policy on judgements share at run time (dpo, kto,
 orpo, cpo): reading the pairs, loading the tokenizer and the policy, the
-answers to the eval prompts, the resolved config, and `eval/logp_margin`.
+reference with the config and trainer around it (dpo, kto), the answers to
+the eval prompts, the resolved config, and `eval/logp_margin`.
 
     pairs = load_pairs(ctx, spec)                  # first: no model loads for an empty selection
     policy = load_policy(ctx, spec, hardware)
@@ -20,6 +21,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -213,6 +215,45 @@ def choose_reference(spec: ReferencedPolicySpec, policy: Policy, train_rows: int
     # which a preset does not have; a frozen copy of what was loaded is exact.
     return Reference(copy.deepcopy(policy.model).eval().requires_grad_(False), None, False,
                      "a frozen copy of the starting model")
+
+
+def referenced_config(config_class: type[Any], spec: ReferencedPolicySpec, hardware: runtime.Runtime,
+                      output_dir: Path, objective: dict[str, Any], *, evaluate: bool, precompute: bool,
+                      checkpointing: bool, resuming: bool) -> Any:
+    """The config of a kind with a reference (trl's DPO and KTO, which share
+    one shape): the kind's `objective` keywords over the schedule, lengths
+    and reference handling, under the [trainer] table."""
+    schedule = runtime.training_kwargs(spec, hardware, output_dir)
+    if not evaluate:
+        schedule["eval_strategy"] = "no"
+    return runtime.library_config(config_class, spec,
+        **schedule,
+        **objective,
+        max_length=spec.max_length,
+        precompute_ref_log_probs=precompute,
+        # TRL turns checkpointing on by default, which costs ~30% on tiny models.
+        activation_checkpointing=checkpointing,
+        pad_to_multiple_of=8 if hardware.device == "cuda" else None,
+        prediction_loss_only=True,
+        # The eval curves (and eval/logp_margin) start where the policy started.
+        eval_on_start=not resuming and evaluate,
+    )
+
+
+def referenced_trainer(trainer_class: type[Any], args: Any, policy: Policy, reference: Reference,
+                       train: datasets.Dataset, held_out: datasets.Dataset | None) -> Any:
+    """trl's trainer of a kind with a reference (DPO, KTO): the policy, and the
+    reference as `choose_reference` settled it (a frozen copy, or none with
+    the LoRA config that switches the adapters off)."""
+    return trainer_class(
+        model=policy.model,
+        ref_model=reference.model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=held_out,
+        processing_class=policy.tokenizer,  # saved into every checkpoint, so each one loads on its own
+        peft_config=reference.peft_config,
+    )
 
 
 def precompute_reference(spec: ReferencedPolicySpec, train_rows: int, hardware: runtime.Runtime) -> bool:

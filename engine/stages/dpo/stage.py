@@ -55,6 +55,8 @@ from engine.stages.common.preference_training import (
     load_policy,
     logp_margins,
     record_config,
+    referenced_config,
+    referenced_trainer,
     train_and_save,
 )
 from engine.stages.common.prologue import begin
@@ -95,15 +97,7 @@ def build_trainer(
     args = dpo_config(spec, hardware, ctx.checkpoints_dir, evaluate=pairs.held_out is not None,
                       precompute=reference.precompute, checkpointing=policy.checkpointing,
                       resuming=ctx.resume_from is not None)
-    trainer = DPOTrainer(
-        model=policy.model,
-        ref_model=reference.model,
-        args=args,
-        train_dataset=pairs.train,
-        eval_dataset=pairs.held_out,
-        processing_class=policy.tokenizer,  # saved into every checkpoint, so each one loads on its own
-        peft_config=reference.peft_config,
-    )
+    trainer = referenced_trainer(DPOTrainer, args, policy, reference, pairs.train, pairs.held_out)
     # TRL drops pairs whose prompt alone fills max_length: nothing would be left to learn.
     dropped = check_dropped(ctx, trainer, len(pairs.train), spec.max_length)
 
@@ -127,24 +121,10 @@ def dpo_config(spec: DPOSpec, hardware: runtime.Runtime, output_dir: Path, *, ev
                checkpointing: bool, resuming: bool) -> DPOConfig:
     """The DPOConfig of a stage: the spec's objective (loss_type and the settings
     its losses read), schedule and lengths, under the [trainer] table."""
-    schedule = runtime.training_kwargs(spec, hardware, output_dir)
-    if not evaluate:
-        schedule["eval_strategy"] = "no"
     # With sft_weight, TRL adds the chosen responses' NLL to the preference loss (RPO).
     loss_type, loss_weights = spec.trl_loss()
-    config: DPOConfig = runtime.library_config(DPOConfig, spec,
-        **schedule,
-        beta=spec.beta,
-        loss_type=loss_type,
-        loss_weights=loss_weights,
-        label_smoothing=spec.label_smoothing,
-        max_length=spec.max_length,
-        precompute_ref_log_probs=precompute,
-        # TRL turns checkpointing on by default, which costs ~30% on tiny models.
-        activation_checkpointing=checkpointing,
-        pad_to_multiple_of=8 if hardware.device == "cuda" else None,
-        prediction_loss_only=True,
-        # The eval curves (and eval/logp_margin) start where the policy started.
-        eval_on_start=not resuming and evaluate,
-    )
+    config: DPOConfig = referenced_config(DPOConfig, spec, hardware, output_dir, {
+        "beta": spec.beta, "loss_type": loss_type, "loss_weights": loss_weights,
+        "label_smoothing": spec.label_smoothing,
+    }, evaluate=evaluate, precompute=precompute, checkpointing=checkpointing, resuming=resuming)
     return config

@@ -39,6 +39,8 @@ from engine.stages.common.preference_training import (
     eval_answers,
     load_policy,
     record_config,
+    referenced_config,
+    referenced_trainer,
     train_and_save,
 )
 from engine.stages.common.prologue import begin
@@ -78,15 +80,7 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> Built:
     args = kto_config(spec, hardware, ctx.checkpoints_dir, evaluate=held_out is not None,
                       precompute=reference.precompute, checkpointing=policy.checkpointing,
                       resuming=ctx.resume_from is not None)
-    trainer = KTOTrainer(
-        model=policy.model,
-        ref_model=reference.model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=held_out,
-        processing_class=policy.tokenizer,  # saved into every checkpoint, so each one loads on its own
-        peft_config=reference.peft_config,
-    )
+    trainer = referenced_trainer(KTOTrainer, args, policy, reference, train, held_out)
     dropped = check_dropped(ctx, trainer, len(train), spec.max_length)
 
     # The held-out margin on the held-out prompts' pairs, the numbers a dpo stage shows.
@@ -104,22 +98,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> Built:
 def kto_config(spec: KTOSpec, hardware: runtime.Runtime, output_dir: Path, *, evaluate: bool, precompute: bool,
                checkpointing: bool, resuming: bool) -> KTOConfig:
     """The KTOConfig of a stage: the spec's objective, schedule and lengths, under the [trainer] table."""
-    schedule = runtime.training_kwargs(spec, hardware, output_dir)
-    if not evaluate:
-        schedule["eval_strategy"] = "no"
-    config: KTOConfig = runtime.library_config(KTOConfig, spec,
-        **schedule,
-        beta=spec.beta,
-        loss_type=spec.loss_type,
-        desirable_weight=spec.desirable_weight,
-        undesirable_weight=spec.undesirable_weight,
-        max_length=spec.max_length,
-        precompute_ref_log_probs=precompute,
-        # TRL turns checkpointing on by default, which costs ~30% on tiny models.
-        activation_checkpointing=checkpointing,
-        pad_to_multiple_of=8 if hardware.device == "cuda" else None,
-        prediction_loss_only=True,
-        # The eval curves (and eval/logp_margin) start where the policy started.
-        eval_on_start=not resuming and evaluate,
-    )
+    config: KTOConfig = referenced_config(KTOConfig, spec, hardware, output_dir, {
+        "beta": spec.beta, "loss_type": spec.loss_type, "desirable_weight": spec.desirable_weight,
+        "undesirable_weight": spec.undesirable_weight,
+    }, evaluate=evaluate, precompute=precompute, checkpointing=checkpointing, resuming=resuming)
     return config
