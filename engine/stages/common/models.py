@@ -116,6 +116,22 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def describe_trained_model(model: torch.nn.Module, source: Source, *, parameters: int, trainable: int,
+                           lora: Any, quantization: str) -> dict[str, Any]:
+    """What a training stage's resolved config says of the model it trains
+    (its `model` or `policy` entry, to which a kind adds its own keys): its
+    class and source, its parameters (`count_parameters`, before adapters)
+    and those that train, its LoRA config (peft's, or None) and quantization."""
+    return {
+        "class": type(model).__name__,
+        "source": f"{source.kind}:{source.value}",
+        "parameters": parameters,
+        "trainable_parameters": trainable,
+        "lora": lora.to_dict() if lora is not None else None,
+        "quantization": quantization,
+    }
+
+
 def load_classifier(where: str, *, dtype: torch.dtype, quantization_config: Any = None,
                     device_map: dict[str, int] | None = None) -> PreTrainedModel:
     """A trained sequence-classification model with one output: a reward

@@ -88,7 +88,7 @@ from engine.stages.common.callbacks import attach_stage_callback, train_resumabl
 from engine.stages.common.context import Source, StageContext, checkpoint_name
 from engine.stages.common.eval_answers import EvalAnswersCallback
 from engine.stages.common.inference import dtype_for
-from engine.stages.common.models import count_parameters, load_model_for_training
+from engine.stages.common.models import count_parameters, describe_trained_model, load_model_for_training
 from engine.stages.common.online_rl_spec import OnlineRLSpec
 from engine.stages.common.practice_prompts import practice_prompts
 from engine.stages.common.prologue import begin
@@ -297,12 +297,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime, flavour: Flavour
             "world_size": args.world_size,
             "completions_per_step": spec.prompts_per_step * spec.num_generations * hardware.world_size,
             "policy": {
-                "class": type(setup.policy).__name__,
-                "source": f"{setup.policy_source.kind}:{setup.policy_source.value}",
-                "parameters": setup.parameters,
-                "trainable_parameters": trainable,
-                "lora": peft_config.to_dict() if peft_config is not None else None,
-                "quantization": spec.quantization,
+                **describe_trained_model(setup.policy, setup.policy_source, parameters=setup.parameters,
+                                         trainable=trainable, lora=peft_config, quantization=spec.quantization),
                 "reference": "none (beta = 0)" if spec.beta == 0 else "the policy with its adapters off"
                 if peft_config is not None else "a frozen copy, reloaded from the policy's source "
                 f"({reference_kwargs['held_as']})",

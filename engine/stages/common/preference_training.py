@@ -44,7 +44,7 @@ from engine.stages.common.callbacks import attach_stage_callback, train_resumabl
 from engine.stages.common.context import Source, StageContext, checkpoint_name
 from engine.stages.common.data_loading import held_out_prompts
 from engine.stages.common.eval_answers import EvalAnswersCallback
-from engine.stages.common.models import count_parameters, load_model_for_training
+from engine.stages.common.models import count_parameters, describe_trained_model, load_model_for_training
 from engine.stages.common.preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
 from engine.stages.common.preference_policy_spec import PreferencePolicySpec, ReferencedPolicySpec
 from engine.stages.common.saving import parent_weights, save_trained
@@ -305,12 +305,8 @@ def record_config(ctx: StageContext, args: Any, trainer: Any, policy: Policy, *,
             **args.to_dict(),
             "world_size": args.world_size,
             "model": {
-                "class": type(policy.model).__name__,
-                "source": f"{policy.source.kind}:{policy.source.value}",
-                "parameters": policy.parameters,
-                "trainable_parameters": trainable,
-                "lora": peft_config.to_dict() if peft_config is not None else None,
-                "quantization": policy.quantization,
+                **describe_trained_model(policy.model, policy.source, parameters=policy.parameters,
+                                         trainable=trainable, lora=peft_config, quantization=policy.quantization),
                 "config": policy.model.config.to_dict(),
             },
             "reference": reference,

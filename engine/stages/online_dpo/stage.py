@@ -55,7 +55,7 @@ from engine.stages.common import online_rl, quantized
 from engine.stages.common.callbacks import attach_stage_callback, train_resumably
 from engine.stages.common.context import StageContext, checkpoint_name
 from engine.stages.common.eval_answers import EvalAnswersCallback
-from engine.stages.common.models import count_parameters
+from engine.stages.common.models import count_parameters, describe_trained_model
 from engine.stages.common.prologue import begin
 from engine.stages.common.saving import parent_weights, save_trained
 from engine.stages.common.tokenizer import describe_tokenizer
@@ -152,12 +152,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[StageOn
             "world_size": args.world_size,
             "completions_per_step": spec.prompts_per_step * 2 * hardware.world_size,
             "policy": {
-                "class": type(setup.policy).__name__,
-                "source": f"{setup.policy_source.kind}:{setup.policy_source.value}",
-                "parameters": setup.parameters,
-                "trainable_parameters": trainable,
-                "lora": peft_config.to_dict() if peft_config is not None else None,
-                "quantization": spec.quantization,
+                **describe_trained_model(setup.policy, setup.policy_source, parameters=setup.parameters,
+                                         trainable=trainable, lora=peft_config, quantization=spec.quantization),
                 "reference": "the policy with its adapters off" if peft_config is not None
                 else "a frozen copy of the starting policy",
             },

@@ -70,7 +70,7 @@ from engine.feedback.records import is_person
 from engine.stages.common import quantized
 from engine.stages.common.callbacks import attach_stage_callback, train_resumably
 from engine.stages.common.context import Source, StageContext
-from engine.stages.common.models import count_parameters, preset_config
+from engine.stages.common.models import count_parameters, describe_trained_model, preset_config
 from engine.stages.common.preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
 from engine.stages.common.prologue import begin
 from engine.stages.common.saving import record_source, save_final, save_trained, stage_provenance
@@ -203,12 +203,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[RewardT
             "world_size": args.world_size,
             "group_by_prompt": spec.group_by_prompt,
             "model": {
-                "class": type(model).__name__,
-                "source": f"{model_source.kind}:{model_source.value}",
-                "parameters": parameters,
-                "trainable_parameters": trainable,
-                "lora": peft_config.to_dict() if peft_config is not None else None,
-                "quantization": spec.quantization,
+                **describe_trained_model(model, model_source, parameters=parameters, trainable=trainable,
+                                         lora=peft_config, quantization=spec.quantization),
                 "config": model.config.to_dict(),
             },
             "tokenizer": describe_tokenizer(tokenizer, tokenizer_source),

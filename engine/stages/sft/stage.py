@@ -56,7 +56,7 @@ from engine.stages.common.data_loading import (
     split_examples,
 )
 from engine.stages.common.eval_answers import EvalAnswersCallback
-from engine.stages.common.models import count_parameters, load_model_for_training
+from engine.stages.common.models import count_parameters, describe_trained_model, load_model_for_training
 from engine.stages.common.prologue import begin
 from engine.stages.common.saving import parent_weights, save_trained
 from engine.stages.common.tokenizer import describe_tokenizer, load_stage_tokenizer
@@ -178,12 +178,8 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
             **args.to_dict(),
             "world_size": args.world_size,
             "model": {
-                "class": type(model).__name__,
-                "source": f"{model_source.kind}:{model_source.value}",
-                "parameters": parameters,
-                "trainable_parameters": trainable,
-                "lora": peft_config.to_dict() if peft_config is not None else None,
-                "quantization": spec.quantization,
+                **describe_trained_model(model, model_source, parameters=parameters, trainable=trainable,
+                                         lora=peft_config, quantization=spec.quantization),
                 "config": model.config.to_dict(),
             },
             "tokenizer": describe_tokenizer(tokenizer, tokenizer_source),
