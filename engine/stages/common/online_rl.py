@@ -88,7 +88,7 @@ from engine.stages.common.callbacks import attach_stage_callback, train_resumabl
 from engine.stages.common.context import Source, StageContext, checkpoint_name
 from engine.stages.common.eval_answers import EvalAnswersCallback
 from engine.stages.common.inference import dtype_for
-from engine.stages.common.models import count_parameters, describe_trained_model, load_model_for_training
+from engine.stages.common.models import count_parameters, describe_trained_model
 from engine.stages.common.online_rl_spec import OnlineRLSpec
 from engine.stages.common.practice_prompts import practice_prompts
 from engine.stages.common.prologue import begin
@@ -181,19 +181,10 @@ def prepare_online_training(ctx: StageContext, spec: OnlineRLSpec, hardware: run
     prompts = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": t}]} for t in texts])
 
     # -- policy ----------------------------------------------------------------
-    # QLoRA (quantized.require has made sure of CUDA and bitsandbytes): the
-    # frozen base in 4 or 8 bits on this process's GPU, adapters in full.
-    qlora = spec.quantization != "none"
-    if qlora:
-        policy = quantized.load_causal_lm(policy_source, spec.quantization, hardware)
-    else:
-        policy = load_model_for_training(policy_source, tokenizer, seed=spec.seed)
-    parameters = count_parameters(policy)
+    policy, parameters, checkpointing = quantized.load_trainable_causal_lm(
+        policy_source, tokenizer, hardware, quantization=spec.quantization,
+        checkpointing_setting=spec.activation_checkpointing, seed=spec.seed)
     peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM") if spec.lora is not None else None
-    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters,
-                                                     quantized=qlora)
-    if qlora:
-        policy = quantized.prepare_for_adapters(policy, checkpointing=checkpointing)
     return OnlineSetup(judges=judges, policy_source=policy_source, tokenizer_source=tokenizer_source,
                        tokenizer=tokenizer, prompts=prompts, held_out=held_out, policy=policy,
                        parameters=parameters, peft_config=peft_config, checkpointing=checkpointing)

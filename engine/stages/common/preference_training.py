@@ -44,7 +44,7 @@ from engine.stages.common.callbacks import attach_stage_callback, train_resumabl
 from engine.stages.common.context import Source, StageContext, checkpoint_name
 from engine.stages.common.data_loading import held_out_prompts
 from engine.stages.common.eval_answers import EvalAnswersCallback
-from engine.stages.common.models import count_parameters, describe_trained_model, load_model_for_training
+from engine.stages.common.models import describe_trained_model
 from engine.stages.common.preference_data import PreferenceData, PreferenceExample, load_preference_data, to_dataset
 from engine.stages.common.preference_policy_spec import PreferencePolicySpec, ReferencedPolicySpec
 from engine.stages.common.saving import parent_weights, save_trained
@@ -170,21 +170,12 @@ def load_policy(ctx: StageContext, spec: PreferencePolicySpec, hardware: runtime
         model_source, ctx.resolve_optional(spec.tokenizer), ctx.cache_dir, log=ctx.log)
     if tokenizer.eos_token is None:
         raise StageFailed("the tokenizer has no eos token to end an answer with")
-    # QLoRA (quantized.require has made sure of CUDA and bitsandbytes): the
-    # frozen base in 4 or 8 bits on this process's GPU, adapters in full.
-    qlora = spec.quantization != "none"
-    if qlora:
-        model = quantized.load_causal_lm(model_source, spec.quantization, hardware)
-    else:
-        model = load_model_for_training(model_source, tokenizer, seed=spec.seed)
+    model, parameters, checkpointing = quantized.load_trainable_causal_lm(
+        model_source, tokenizer, hardware, quantization=spec.quantization,
+        checkpointing_setting=spec.activation_checkpointing, seed=spec.seed)
     if model_source.kind == "builtin":
         ctx.log(f"from builtin:{model_source.value}: preference-tuning a randomly initialised model",
                 level="warning")
-    parameters = count_parameters(model)
-    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters,
-                                                     quantized=qlora)
-    if qlora:
-        model = quantized.prepare_for_adapters(model, checkpointing=checkpointing)
     return Policy(model_source, tokenizer_source, tokenizer, model, parameters, checkpointing, spec.quantization)
 
 

@@ -6,6 +6,8 @@ Two settings ask for it (their field types are in engine/spec/fields.py):
   the LoRA adapters train on is frozen, so it can be held in 4 bits (NF4,
   with its quantization constants quantized again: the QLoRA paper's
   recipe) or 8 bits (LLM.int8()); matmuls run in the compute precision.
+  The stages that train a causal LM load it through `load_trainable_causal_lm`,
+  which makes that choice (and the activation-checkpointing one) in one place.
 - `frozen_quantization` (PPO, RLOO, GRPO): the models a stage only runs
   forward, the reward model and a reference that is a copy of the policy.
   Left at "none" they are held in the compute precision (bf16 on GPUs that
@@ -24,16 +26,26 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from engine.errors import StageFailed
 from engine.stages.common.context import Source
 from engine.stages.common.inference import dtype_for
-from engine.stages.common.models import enable_activation_checkpointing, load_classifier
-from engine.stages.common.setup import Runtime
+from engine.stages.common.models import (
+    count_parameters,
+    enable_activation_checkpointing,
+    load_classifier,
+    load_model_for_training,
+)
+from engine.stages.common.setup import Runtime, activation_checkpointing
 
 #: what each setting is for, as its refusal says it
 _PURPOSE = {
@@ -103,6 +115,33 @@ def load_causal_lm(source: Source, setting: str, hardware: Runtime, *, field: st
         )
     except (OSError, ValueError) as exc:
         raise StageFailed(f"cannot load a causal language model from {source.value}: {exc}") from exc
+
+
+class TrainableLM(NamedTuple):
+    """A causal LM loaded to train, with what was settled on the way."""
+
+    model: PreTrainedModel
+    parameters: int  # count_parameters, before any adapters
+    checkpointing: bool  # whether activations are recomputed in the backward pass
+
+
+def load_trainable_causal_lm(source: Source, tokenizer: PreTrainedTokenizerBase, hardware: Runtime, *,
+                             quantization: str, checkpointing_setting: str, seed: int) -> TrainableLM:
+    """The causal LM a stage trains (sft, dpo/kto/orpo/cpo, rloo/grpo,
+    online_dpo): in full, or for QLoRA (`quantization`; `require` has made
+    sure of CUDA and bitsandbytes) the frozen base in 4 or 8 bits on this
+    process's GPU, prepared for adapters that train in full; activation
+    checkpointing as `checkpointing_setting` and the model's size say."""
+    qlora = quantization != "none"
+    if qlora:
+        model = load_causal_lm(source, quantization, hardware)
+    else:
+        model = load_model_for_training(source, tokenizer, seed=seed)
+    parameters = count_parameters(model)
+    checkpointing = activation_checkpointing(checkpointing_setting, hardware, parameters, quantized=qlora)
+    if qlora:
+        model = prepare_for_adapters(model, checkpointing=checkpointing)
+    return TrainableLM(model, parameters, checkpointing)
 
 
 def load_frozen_classifier(where: str, setting: str, hardware: Runtime) -> PreTrainedModel:

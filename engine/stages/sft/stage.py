@@ -56,7 +56,7 @@ from engine.stages.common.data_loading import (
     split_examples,
 )
 from engine.stages.common.eval_answers import EvalAnswersCallback
-from engine.stages.common.models import count_parameters, describe_trained_model, load_model_for_training
+from engine.stages.common.models import describe_trained_model
 from engine.stages.common.prologue import begin
 from engine.stages.common.saving import parent_weights, save_trained
 from engine.stages.common.tokenizer import describe_tokenizer, load_stage_tokenizer
@@ -126,20 +126,11 @@ def build_trainer(ctx: StageContext, hardware: runtime.Runtime) -> tuple[SFTTrai
     )
 
     # -- model -----------------------------------------------------------------
-    # QLoRA (quantized.require has made sure of CUDA and bitsandbytes): the
-    # frozen base in 4 or 8 bits on this process's GPU, adapters in full.
-    qlora = spec.quantization != "none"
-    if qlora:
-        model = quantized.load_causal_lm(model_source, spec.quantization, hardware)
-    else:
-        model = load_model_for_training(model_source, tokenizer, seed=spec.seed)
+    model, parameters, checkpointing = quantized.load_trainable_causal_lm(
+        model_source, tokenizer, hardware, quantization=spec.quantization,
+        checkpointing_setting=spec.activation_checkpointing, seed=spec.seed)
     if model_source.kind == "builtin":
         ctx.log(f"from builtin:{model_source.value}: fine-tuning a randomly initialised model", level="warning")
-    parameters = count_parameters(model)
-    checkpointing = runtime.activation_checkpointing(spec.activation_checkpointing, hardware, parameters,
-                                                     quantized=qlora)
-    if qlora:
-        model = quantized.prepare_for_adapters(model, checkpointing=checkpointing)
     peft_config = None
     if spec.lora is not None:
         peft_config = runtime.lora_config(spec.lora, "CAUSAL_LM")
