@@ -9,7 +9,9 @@
   each annotator's quality (gold accuracy, agreement, pace, skips); TRL,
   HH, ranked-list and judgement-table files in; TRL, KTO, the judgement
   table and the raw append-only history out; `gold` marks a share of a
-  batch's items as gold, answered by a judge or a lead annotator.
+  batch's items as gold, answered by a judge or a lead annotator, or with
+  `--file` mixes a file's known-answer pairs into the batch as new gold
+  items, at random places among the items still to judge.
 - `rlhf arena`: a blind comparison of checkpoints on held-out prompts (`new`),
   and the Bradley-Terry leaderboard with confidence intervals.
 - `rlhf score`: a reward model scores a batch (as an engine job), and how far
@@ -42,6 +44,7 @@ from .literal import printable
 if TYPE_CHECKING:
     from engine.feedback.quality import AnnotatorQuality
     from engine.feedback.records import Judgement
+    from engine.feedback.stored.gold import GoldImported
     from engine.feedback.stored.selection import Selection
     from engine.recipe.reward_agreement import Agreement, BatchScores
     from store import RankBatch
@@ -172,13 +175,21 @@ def add_prefs_command(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = actions.add_parser("gold", parents=[common],
-                           help="make a share of a batch's items gold: their answer known, never shown as such")
+                           help="gold items in a batch (their answer known, never shown as such): a share of its "
+                                "items answered by a judge or a lead, or known-answer pairs from a file mixed in")
     p.add_argument("--batch", "-b", help="sample batch id or name (default: the newest with items left)")
-    p.add_argument("--share", type=float, required=True, help="share of the batch's items to make gold, 0-1")
+    p.add_argument("--share", type=float, default=None,
+                   help="share of the batch's items to make gold, 0-1 (required with --judge/--lead; with --file "
+                        "at most this share, default every pair of the file)")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--judge", help="the answers come from this judge: `demo` or module:function")
     who.add_argument("--lead", help="the answers are this (lead) annotator's verdicts on the batch")
-    p.add_argument("--seed", type=int, default=0, help="which items are drawn")
+    who.add_argument("--file", type=Path,
+                     help="known-answer pairs to mix in as new items (chosen over rejected): what `prefs import` "
+                          "reads, TRL, HH, ranked lists or judgement rows, .jsonl(.gz) or .parquet")
+    p.add_argument("--format", choices=IMPORT_FORMATS, default="auto",
+                   help="with --file: the file's format (auto = from the first record)")
+    p.add_argument("--seed", type=int, default=0, help="which items (or pairs) are drawn, and where they go")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = actions.add_parser("import", parents=[common], help="store a preference file as a judged batch")
@@ -273,6 +284,13 @@ def _print_quality(quality: list[AnnotatorQuality], out: Console) -> None:
 
 
 async def _prefs_gold(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    if args.file is not None:
+        return await _prefs_gold_file(engine, args, out)
+    if args.share is None:
+        raise UserInputError("--share is required with --judge or --lead: the share of the batch's items to make gold")
+    if args.format != "auto":
+        raise UserInputError("--format names the format of a --file; --judge and --lead read no file")
+
     def work() -> tuple[int, int]:
         batch_id = engine.reads.feedback.find_batch(args.batch)
         return batch_id, engine.annotation.mark_gold(batch_id=batch_id, share=args.share, judge=args.judge,
@@ -284,6 +302,29 @@ async def _prefs_gold(engine: Engine, args: argparse.Namespace, out: Console) ->
     else:
         source = f"judge:{args.judge}" if args.judge else args.lead
         out.print(Text(printable(f"batch {batch_id}: {gold} gold items, answered by {source}")))
+    return EXIT_OK
+
+
+async def _prefs_gold_file(engine: Engine, args: argparse.Namespace, out: Console) -> int:
+    def work() -> GoldImported:
+        batch_id = engine.reads.feedback.find_batch(args.batch)
+        return engine.annotation.import_gold(batch_id=batch_id, path=args.file, share=args.share, seed=args.seed,
+                                             format=args.format)
+
+    done = await asyncio.to_thread(work)
+    if args.json:
+        headless.emit_json(done.to_json())
+    elif done.added:
+        left_out = f" ({done.in_batch} were items of the batch already)" if done.in_batch else ""
+        out.print(Text(printable(f"batch {done.batch_id}: mixed {done.added} of {done.records} {done.format} pairs "
+                                 f"from {args.file} in as gold items, among the items still to judge{left_out}; "
+                                 f"{done.gold_items} of {done.items} items are gold now")))
+    elif done.in_batch == done.records:
+        out.print(Text(printable(f"batch {done.batch_id}: every pair of {args.file} is an item of it already: "
+                                 "mixed none in")))
+    else:
+        out.print(Text(printable(f"batch {done.batch_id}: {done.gold_items} of {done.items} items are gold already, "
+                                 f"at or over --share {args.share}: mixed none of {args.file} in")))
     return EXIT_OK
 
 

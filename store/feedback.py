@@ -13,6 +13,15 @@ How ranking works, in store terms:
   rank stage's ensemble writes it, `set_serve_order`, in one transaction):
   `next_item` then serves from the top of that order, claims as above. A
   gold item carries its known answer in `gold`; `ItemView` never shows it.
+- Gold items imported from a file are mixed into a batch by `mix_in_gold`,
+  in one transaction: placed among the items still open (not appended
+  where annotators would meet them last, in a row), positions renumbered
+  0..n-1 (the rank screen steps through a batch one position at a time and
+  shows "item N of M"), and into the serve order of an active batch. Their
+  samples carry what annotators see of them instead of their own checkpoint
+  and meta (`SHOWN_AS`): `ItemView` shows that, so nothing on the rank
+  screen, not even the checkpoints named after a vote, sets them apart;
+  every other read (exports, stats) sees the real row.
 - `judge` appends a judgement and bumps the item's verdict count in one
   transaction: when it returns, the judgement is on disk, before the console
   shows the next item. Undo and edits append a row that supersedes the old
@@ -65,6 +74,9 @@ from .models import (
 
 #: a claim older than this no longer holds its item (a console killed mid-item)
 CLAIM_TTL = timedelta(minutes=15)
+#: a sample meta key: `{"checkpoint": ..., "meta": {...}}`, what an annotator's
+#: view (`ItemView`) shows in place of the sample's own checkpoint and meta
+SHOWN_AS = "shown_as"
 
 _item = table_of(RankItem)
 _judgement = table_of(Judgement)
@@ -172,6 +184,23 @@ class ImportedItem:
     ranking: tuple[int | tuple[int, ...], ...] = ()  # indices; a tuple inside is a tie
     prompt_meta: dict[str, Any] = field(default_factory=dict)
     source_annotator: str | None = None  # the annotator the file named, kept for the record
+
+
+@dataclass(frozen=True, slots=True)
+class GoldImport:
+    """A known-answer item to mix into a batch (`Feedback.mix_in_gold`).
+
+    The responses become new samples of the batch (`model` is their
+    checkpoint); `answer` is the known ranking as indices into them, best
+    first (a tuple inside is a tie); `at` is where the item goes among the
+    batch's open items, 0 before the first, 1 after the last (and the same
+    share of an active batch's serve order)."""
+
+    prompt: str
+    responses: tuple[ImportedResponse, ...]
+    answer: tuple[int | tuple[int, ...], ...]
+    at: float
+    prompt_meta: dict[str, Any] = field(default_factory=dict)
 
 
 #: A stored ranking, best first: a sample id per place, or a list of the
@@ -389,6 +418,74 @@ class Feedback:
                 raise FeedbackError(f"item {item_id}: a gold answer must order all of {item.sample_ids}, "
                                     f"got {value}")
             connection.execute(update(_item).where(_item.c.id == item_id).values(gold=value))
+
+    def mix_in_gold(self, *, batch_id: int, items: Sequence[GoldImport], source: str,
+                    record: dict[str, Any] | None = None) -> list[int]:
+        """Add known-answer items to a batch, all or nothing, in one transaction:
+        their prompts (get-or-create by text, `source` for new ones) and
+        responses (samples of the batch), the items with their gold answers and
+        the `needed` of the batch's items, placed at `at` among the items still
+        open (fewer verdicts than they need), every position renumbered 0..n-1
+        in the new order. A batch served in active order gets them into its
+        serve order the same way. `record` (what was mixed in, from where) is
+        appended to the batch settings' `gold_imports`. Returns the new items'
+        ids, in the order given."""
+        if not items:
+            raise FeedbackError(f"batch {batch_id}: no gold items to add")
+        for number, item in enumerate(items):
+            places = sorted(i for tier in item.answer for i in (tier if isinstance(tier, tuple) else (tier,)))
+            if len(item.responses) < 2 or places != list(range(len(item.responses))) or len(item.answer) < 2:
+                raise FeedbackError(f"gold item {number}: its answer must order all of its {len(item.responses)} "
+                                    f"responses in two or more places, got {item.answer}")
+            if not 0 <= item.at <= 1:
+                raise FeedbackError(f"gold item {number}: `at` must be in [0, 1], got {item.at}")
+        with self._write() as connection:
+            settings = connection.execute(select(_batch.c.settings).where(_batch.c.id == batch_id)).first()
+            if settings is None:
+                raise NotFound(f"no sample batch with id {batch_id}")
+            existing = connection.execute(
+                select(_item.c.id, _item.c.position, _item.c.verdicts, _item.c.needed, _item.c.serve_rank)
+                .where(_item.c.batch_id == batch_id).order_by(_item.c.position, _item.c.id)
+            ).all()
+            needed = max((row.needed for row in existing), default=1)
+            now = utcnow()
+            prompt_ids: dict[str, int] = {}
+            new_ids: list[int] = []
+            for item in items:
+                prompt_id = self._prompt_id(connection, item.prompt, item.prompt_meta, prompt_ids, source=source)
+                sample_ids = [
+                    _inserted_id(connection.execute(insert(_sample).values(
+                        prompt_id=prompt_id, batch_id=batch_id, run_id=None, stage_id=None, step=None,
+                        checkpoint=response.model, response=response.text, meta=response.meta, created_at=now,
+                    )))
+                    for response in item.responses
+                ]
+                gold = [[sample_ids[i] for i in tier] if isinstance(tier, tuple) else sample_ids[tier]
+                        for tier in item.answer]
+                # placed below, with every other position of the batch
+                new_ids.append(_inserted_id(connection.execute(insert(_item).values(
+                    batch_id=batch_id, prompt_id=prompt_id, sample_ids=sample_ids, position=-1,
+                    needed=needed, verdicts=0, created_at=now, gold=gold,
+                ))))
+            placed = list(zip(new_ids, (item.at for item in items), strict=True))
+            is_open = {row.id: row.verdicts < row.needed for row in existing}
+            by_position = interleave([row.id for row in existing], is_open, placed)
+            old_position = {row.id: row.position for row in existing}
+            for position, item_id in enumerate(by_position):
+                if old_position.get(item_id) != position:
+                    connection.execute(update(_item).where(_item.c.id == item_id).values(position=position))
+            ranked = sorted((row for row in existing if row.serve_rank is not None),
+                            key=lambda row: (row.serve_rank, row.position))
+            if ranked:  # served in active order: the new items take ranks among the open ones
+                old_rank = {row.id: row.serve_rank for row in ranked}
+                for rank, item_id in enumerate(interleave([row.id for row in ranked], is_open, placed)):
+                    if old_rank.get(item_id) != rank:
+                        connection.execute(update(_item).where(_item.c.id == item_id).values(serve_rank=rank))
+            if record is not None:
+                current = dict(settings[0] or {})
+                connection.execute(update(_batch).where(_batch.c.id == batch_id).values(
+                    settings={**current, "gold_imports": [*current.get("gold_imports", []), record]}))
+        return new_ids
 
     def batch_settings(self, *, batch_id: int) -> dict[str, Any]:
         """A sample batch's settings (what made it; the ranking job's state under `active`)."""
@@ -740,7 +837,7 @@ class Feedback:
         mine = self._live(connection, item.id, annotator)
         # A judged item is shown as it was judged; otherwise in this annotator's shuffled order.
         order = mine.shown if mine is not None else shown_order(item.id, annotator, item.sample_ids)
-        responses = self._responses(connection, order)
+        responses = {sid: _as_shown(response) for sid, response in self._responses(connection, order).items()}
         return ItemView(
             id=item.id, batch_id=item.batch_id, position=item.position, prompt_id=item.prompt_id,
             prompt=prompt.text, reference=prompt.reference, responses=tuple(responses[s] for s in order),
@@ -754,6 +851,37 @@ def _inserted_id(result: CursorResult[Any]) -> int:
     if key is None:  # only for statements that are not a single-row INSERT
         raise StoreError("an INSERT returned no primary key")
     return int(key[0])
+
+
+def _as_shown(response: Response) -> Response:
+    """A response as annotators see it: a sample that carries `SHOWN_AS` shows
+    that checkpoint and meta instead of its own."""
+    shown_as = response.meta.get(SHOWN_AS)
+    if not isinstance(shown_as, dict):
+        return response
+    return Response(sample_id=response.sample_id, text=response.text, checkpoint=shown_as.get("checkpoint"),
+                    meta=dict(shown_as.get("meta") or {}))
+
+
+def interleave(order: Sequence[int], is_open: dict[int, bool], new: Sequence[tuple[int, float]]) -> list[int]:
+    """`order` (item ids) with each new (item id, at) placed among its open
+    items: of n open ones, `at` in [k / (n + 1), (k + 1) / (n + 1)) goes just
+    before open item k (0 first), from n / (n + 1) to 1 right after the last.
+    New items in the same gap keep their given order; with no open item they
+    go at the end."""
+    open_indices = [index for index, item_id in enumerate(order) if is_open.get(item_id, False)]
+    gaps = len(open_indices)
+    before: dict[int, list[int]] = {}  # index into order -> new ids that go just before it
+    for item_id, at in new:
+        gap = min(int(at * (gaps + 1)), gaps)
+        anchor = open_indices[gap] if gap < gaps else (open_indices[-1] + 1 if gaps else len(order))
+        before.setdefault(anchor, []).append(item_id)
+    result: list[int] = []
+    for index, item_id in enumerate(order):
+        result.extend(before.get(index, ()))
+        result.append(item_id)
+    result.extend(before.get(len(order), ()))
+    return result
 
 
 def _ranking_from(outcome: JudgementOutcome, shown: list[int]) -> list[RankingEntry]:

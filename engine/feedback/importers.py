@@ -44,7 +44,9 @@ Imported pairs are grouped by `content_key(prompt)`: files have no prompt
 ids. Nothing is returned unless every record is good: a bad record raises
 `FeedbackFormatError` listing `FILE:LINE: what is wrong; what was expected`
 for every bad line (parquet: `FILE:row N:`; a JSON array: `FILE:item N:`), the
-first 20 in the message.
+first 20 in the message. `ImportResult.places` keeps where each good record
+was, so a caller with rules of its own (gold items: engine.feedback.stored.gold)
+names the line too.
 """
 
 from __future__ import annotations
@@ -102,6 +104,9 @@ class ImportResult:
     pairs: tuple[PreferencePair, ...] = ()
     unpaired: tuple[UnpairedExample, ...] = ()
     judgements: tuple[Judgement, ...] = ()
+    #: where each record was (`FILE:LINE`, `FILE:row N`), in the order of the
+    #: field above: for checks of records that fit their format but not their use
+    places: tuple[str, ...] = ()
 
 
 class _Problem(Exception):
@@ -159,18 +164,20 @@ def _read_rows(rows: Sequence[tuple[str, dict[str, Any] | _Problem]], *, source:
     # One pass in file order, so the problems read top to bottom.
     problems: list[str] = []
     parsed = []
+    places = []
     parse = _parser(format, json_cells=json_cells) if records else None
     for where, row in rows:
         try:
             if isinstance(row, _Problem):
                 raise row
             parsed.append(parse(row))  # type: ignore[misc]
+            places.append(where)
         except _Problem as problem:
             problems.append(f"{where}: {problem}")
     if problems:
         raise FeedbackFormatError(problems)
     field = {"trl": "pairs", "hh": "pairs", "kto": "unpaired"}.get(format, "judgements")
-    return ImportResult(source, format, len(parsed), **{field: tuple(parsed)})
+    return ImportResult(source, format, len(parsed), **{field: tuple(parsed)}, places=tuple(places))
 
 
 def detect_format(record: dict[str, Any]) -> str | None:

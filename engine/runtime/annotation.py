@@ -1,9 +1,10 @@
 """`Annotation`: people judging rank items, through the engine.
 
 Every change a front end makes to human feedback goes through here: making a
-sample batch rankable, importing a preference file, serving (and claiming)
-the next item, recording a verdict, undoing it, commenting on it, giving
-claims back. The store does the
+sample batch rankable, importing a preference file, marking gold items or
+mixing a file's known-answer pairs into a batch as gold, serving (and
+claiming) the next item, recording a verdict, undoing it, commenting on it,
+giving claims back. The store does the
 work in its transactions (`store.feedback.Feedback`: serve-and-claim under
 SQLite's write lock, a judgement durable when `judge` returns); this module is
 the one door to it, so the console never writes to the store itself.
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from engine.feedback.importers import ImportFormat, ImportResult
     from engine.feedback.quality import AnnotatorQuality
     from engine.feedback.stored.active_state import ActiveState
+    from engine.feedback.stored.gold import GoldImported
     from store import Feedback, ItemView, JudgementOutcome, JudgementRead, Progress, Store
 
 
@@ -78,6 +80,15 @@ class Annotation:
         from engine.feedback.stored.gold import mark_gold
 
         return mark_gold(self._store, batch_id, share=share, judge=judge, lead=lead, seed=seed)
+
+    def import_gold(self, *, batch_id: int, path: str | Path, share: float | None = None, seed: int = 0,
+                    format: ImportFormat = "auto") -> GoldImported:
+        """Mix a file's known-answer pairs into a batch as gold items, at random
+        places among its open items, all or nothing (engine.feedback.stored.gold);
+        with `share`, at most as many as make that share of its items gold."""
+        from engine.feedback.stored.gold import import_gold
+
+        return import_gold(self._store, batch_id, path, share=share, seed=seed, format=format)
 
     def quality(self, batch_ids: Sequence[int]) -> list[AnnotatorQuality]:
         """Per annotator over these batches: gold accuracy, agreement, pace, both-bad and skip shares."""
