@@ -33,15 +33,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.errors import UserInputError
 from engine.feedback.pairs import preference_pairs
-from engine.feedback.records import Message, PreferencePair, Text
+from engine.feedback.records import Judgement, Message, PreferencePair, Text
 from engine.feedback.stored.selection import Selection, selected_judgements
 from engine.stages.common.context import Source, StageContext
 from engine.stages.common.preference_sources import read_preference_source, source_name
@@ -56,6 +56,10 @@ class PreferenceExample:
     annotator: str
 
 
+#: what a split by prompt sorts: pairs here, KTO's verdicts in unpaired_feedback.py
+Grouped = TypeVar("Grouped")
+
+
 @dataclass(frozen=True)
 class PreferenceData:
     train: list[PreferenceExample]
@@ -68,25 +72,56 @@ class PreferenceData:
         return any(e.pair.margin is not None for e in self.train + self.eval)
 
 
-def load_preference_data(ctx: StageContext, spec: PreferenceDataSpec) -> PreferenceData:
-    examples: list[PreferenceExample] = []
+@dataclass(frozen=True)
+class SelectedSources:
+    """What a spec's `preferences` and `batches` name, read as far as the store
+    goes: the batches (those named, and those of the rank or sample stages
+    named), the judgements the annotator selection picks in them, and the
+    files, datasets folders and hub datasets still to read."""
+
+    batch_refs: list[str]
+    judgements: list[Judgement]
+    files: list[str]  # canonical references
+
+
+def select_sources(ctx: StageContext, spec: PreferenceDataSpec) -> SelectedSources:
+    """The batches and their selected judgements, and the files (see `SelectedSources`):
+    what the pair-reading stages and kto read alike."""
     batch_refs = list(spec.batches)
-    files: list[str] = []  # files, datasets folders and hub datasets, as canonical references
+    files: list[str] = []
     for source in spec.preference_sources:
         scheme, _, value = source.partition(":")
         if scheme == "stage":
             batch_refs.append(str(stage_batch(ctx, value)))
         else:
             files.append(source)
-
+    judgements: list[Judgement] = []
     if batch_refs:
         selection = Selection(
             batches=tuple(batch_refs), annotators=spec.annotators, names=tuple(spec.annotator_names),
             since=utc_time(spec.since), until=utc_time(spec.until), min_gold_accuracy=spec.min_gold_accuracy,
         )
-        for judgement in selected_judgements(ctx.store, selection):
-            for pair in preference_pairs([judgement], ties=spec.ties, margin_per_rank=spec.margin_per_rank):
-                examples.append(PreferenceExample(pair, judgement.annotator or "unknown"))
+        judgements = selected_judgements(ctx.store, selection)
+    return SelectedSources(batch_refs=batch_refs, judgements=judgements, files=files)
+
+
+def file_judgements(judgements: Sequence[Judgement], who: str, spec: PreferenceDataSpec) -> list[Judgement]:
+    """A file's judgement rows that annotator_names picks (all without names).
+    A row counts as the file's (`who`), whatever annotator it names: a row
+    naming "alice" or "judge:demo" must not count as a person or a judge;
+    annotator_names may still pick rows by the name the file gives them."""
+    if not spec.annotator_names:
+        return list(judgements)
+    return [j for j in judgements if {who, j.annotator} & set(spec.annotator_names)]
+
+
+def load_preference_data(ctx: StageContext, spec: PreferenceDataSpec) -> PreferenceData:
+    examples: list[PreferenceExample] = []
+    selected = select_sources(ctx, spec)
+    batch_refs, files = selected.batch_refs, selected.files
+    for judgement in selected.judgements:
+        for pair in preference_pairs([judgement], ties=spec.ties, margin_per_rank=spec.margin_per_rank):
+            examples.append(PreferenceExample(pair, judgement.annotator or "unknown"))
     for source in files:
         examples.extend(_file_examples(ctx.resolve(source), spec))
 
@@ -113,11 +148,20 @@ def split_by_prompt(
 ) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
     """(train, held out): each prompt's pairs all on one side. With two or more
     prompts and a fraction above 0, at least one prompt is held out."""
-    groups = sorted({e.pair.group for e in examples}, key=lambda g: _unit_hash(g, seed))
+    return split_by_group(examples, lambda e: e.pair.group, fraction, seed=seed)
+
+
+def split_by_group(items: Sequence[Grouped], group: Callable[[Grouped], str], fraction: float, *,
+                   seed: int = 0) -> tuple[list[Grouped], list[Grouped]]:
+    """(train, held out), each group (a prompt) all on one side. Which side
+    a group falls on depends only on its key and the seed, so adding data
+    later does not move groups already split, and the pair and KTO kinds
+    hold out the same prompts for the same seed."""
+    groups = sorted({group(item) for item in items}, key=lambda g: _unit_hash(g, seed))
     if fraction <= 0 or len(groups) < 2:
-        return list(examples), []
+        return list(items), []
     held = set(groups[: max(1, round(fraction * len(groups)))])
-    return [e for e in examples if e.pair.group not in held], [e for e in examples if e.pair.group in held]
+    return [i for i in items if group(i) not in held], [i for i in items if group(i) in held]
 
 
 def to_dataset(examples: Sequence[PreferenceExample], *, conversational: bool = True) -> Any:
@@ -168,11 +212,7 @@ def _file_examples(source: Source, spec: PreferenceDataSpec) -> list[PreferenceE
     if result.unpaired:
         raise UserInputError(f"{result.path}: KTO data (completion + label) has no pairs; expected preference pairs")
     examples = [PreferenceExample(pair, who) for pair in result.pairs]
-    for judgement in result.judgements:
-        # Always the file: a row naming "alice" or "judge:demo" must not count as a person or a judge.
-        # annotator_names may still pick rows by the name the file gives them.
-        if spec.annotator_names and not {who, judgement.annotator} & set(spec.annotator_names):
-            continue
+    for judgement in file_judgements(result.judgements, who, spec):
         for pair in preference_pairs([judgement], ties=spec.ties, margin_per_rank=spec.margin_per_rank):
             examples.append(PreferenceExample(pair, who))
     return examples
@@ -189,5 +229,5 @@ def _unit_hash(key: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
-__all__ = ["PreferenceData", "PreferenceExample", "load_preference_data", "split_by_prompt", "stage_batch",
-           "to_dataset", "utc_time"]
+__all__ = ["PreferenceData", "PreferenceExample", "SelectedSources", "file_judgements", "load_preference_data",
+           "select_sources", "split_by_group", "split_by_prompt", "stage_batch", "to_dataset", "utc_time"]

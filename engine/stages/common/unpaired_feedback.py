@@ -20,7 +20,6 @@ kto stage reports `eval/logp_margin` on the pairs a dpo stage would.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -30,9 +29,13 @@ from typing import Any
 from engine.errors import UserInputError
 from engine.feedback.pairs import preference_pairs, unpaired_examples
 from engine.feedback.records import Judgement, PreferencePair, Text, UnpairedExample
-from engine.feedback.stored.selection import Selection, selected_judgements
 from engine.stages.common.context import StageContext
-from engine.stages.common.preference_data import PreferenceExample, stage_batch, utc_time
+from engine.stages.common.preference_data import (
+    PreferenceExample,
+    file_judgements,
+    select_sources,
+    split_by_group,
+)
 from engine.stages.common.preference_sources import read_preference_source, source_name
 from engine.stages.common.preference_spec import PreferenceDataSpec
 
@@ -59,22 +62,9 @@ class UnpairedData:
 
 def load_unpaired(ctx: StageContext, spec: PreferenceDataSpec) -> UnpairedData:
     """The selected judgements and files as KTO's examples, split by prompt."""
-    verdicts: list[Verdicts] = []
-    batch_refs = list(spec.batches)
-    files: list[str] = []
-    for source in spec.preference_sources:
-        scheme, _, value = source.partition(":")
-        if scheme == "stage":
-            batch_refs.append(str(stage_batch(ctx, value)))
-        else:
-            files.append(source)
-    if batch_refs:
-        selection = Selection(
-            batches=tuple(batch_refs), annotators=spec.annotators, names=tuple(spec.annotator_names),
-            since=utc_time(spec.since), until=utc_time(spec.until), min_gold_accuracy=spec.min_gold_accuracy,
-        )
-        verdicts.extend(judgement_verdicts(judgement, judgement.annotator or "unknown")
-                        for judgement in selected_judgements(ctx.store, selection))
+    selected = select_sources(ctx, spec)
+    batch_refs, files = selected.batch_refs, selected.files
+    verdicts = [judgement_verdicts(judgement, judgement.annotator or "unknown") for judgement in selected.judgements]
     for source in files:
         verdicts.extend(_file_verdicts(ctx, source, spec))
     verdicts = [v for v in verdicts if v.examples]
@@ -116,11 +106,7 @@ def split_verdicts(verdicts: Sequence[Verdicts], fraction: float, *,
                    seed: int = 0) -> tuple[list[Verdicts], list[Verdicts]]:
     """(train, held out): each prompt's verdicts on one side, by the rule of
     preference_data.split_by_prompt (the same prompts held out for the same seed)."""
-    groups = sorted({v.group for v in verdicts}, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
-    if fraction <= 0 or len(groups) < 2:
-        return list(verdicts), []
-    held = set(groups[: max(1, round(fraction * len(groups)))])
-    return [v for v in verdicts if v.group not in held], [v for v in verdicts if v.group in held]
+    return split_by_group(verdicts, lambda v: v.group, fraction, seed=seed)
 
 
 def to_unpaired_dataset(examples: Sequence[UnpairedExample]) -> Any:
@@ -144,11 +130,8 @@ def _file_verdicts(ctx: StageContext, reference: str, spec: PreferenceDataSpec) 
             UnpairedExample(pair.group, pair.prompt, pair.chosen, True),
             UnpairedExample(pair.group, pair.prompt, pair.rejected, False),
         ), (pair,)))
-    for judgement in result.judgements:
-        # As for pairs: the file's rows count as the file's, whatever annotator they name.
-        if spec.annotator_names and not {who, judgement.annotator} & set(spec.annotator_names):
-            continue
-        verdicts.append(judgement_verdicts(judgement, who))
+    # As for pairs: the file's rows count as the file's, whatever annotator they name.
+    verdicts.extend(judgement_verdicts(judgement, who) for judgement in file_judgements(result.judgements, who, spec))
     return verdicts
 
 
