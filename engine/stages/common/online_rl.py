@@ -535,6 +535,17 @@ class ComparableMetrics(TrainerCallback):
             self.ctx.log_metrics(state.global_step, metrics)
 
 
+def stores_samples_now(state: TrainerState, logs: dict[str, float] | None, *, step_key: str,
+                       sample_every: int) -> bool:
+    """Whether an online stage stores the step's samples with this log: a
+    step's log (it has `step_key`; trl's end-of-training summary has not),
+    on the main process, every sample_every steps and at the last."""
+    if not state.is_world_process_zero or step_key not in (logs or {}):
+        return False
+    step = state.global_step
+    return not (step % sample_every and step < state.max_steps)
+
+
 class RolloutSamples(TrainerCallback):
     """Every sample_every steps (and at the last), a few of the step's
     completions stored as samples with what each scorer gave them:
@@ -554,11 +565,9 @@ class RolloutSamples(TrainerCallback):
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not stores_samples_now(state, logs, step_key="reward", sample_every=self.spec.sample_every):
+            return
         step = state.global_step
-        if not state.is_world_process_zero or "reward" not in (logs or {}):
-            return
-        if step % self.spec.sample_every and step < state.max_steps:
-            return
         kept = self.trainer._logs  # noqa: SLF001  trl's record of the latest completions
         count = min(self.spec.samples_per_step, len(kept["prompt"]))
         if not count:

@@ -246,11 +246,10 @@ class PairSamples(TrainerCallback):
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not online_rl.stores_samples_now(state, logs, step_key="rewards/margins",
+                                            sample_every=self.spec.sample_every):
+            return
         step = state.global_step
-        if not state.is_world_process_zero or "rewards/margins" not in (logs or {}):
-            return
-        if step % self.spec.sample_every and step < state.max_steps:
-            return
         pairs = getattr(self.trainer, "latest", [])[: max(1, self.spec.samples_per_step // 2)]
         if not pairs:
             return
