@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pydantic
 import pytest
 
@@ -9,6 +12,7 @@ from engine.demo.task import judge_score
 from engine.feedback.active import OrderItem, active_order
 from engine.feedback.stored.active_order import ActiveRanker, is_heldout
 from engine.feedback.stored.active_state import read_state
+from engine.feedback.stored.gold import import_gold
 from engine.stages.rank.spec import RankSpec
 from store import JudgementOutcome, Store, Workspace, open_workspace
 
@@ -103,3 +107,21 @@ def test_refresh_every_needs_the_active_order() -> None:
     assert RankSpec.model_validate({"batch": "b", "order": "active", "refresh_every": 5}).refresh_every == 5
     with pytest.raises(pydantic.ValidationError, match='refresh_every re-orders an active batch: set order = "active"'):
         RankSpec.model_validate({"batch": "b", "refresh_every": 5})
+
+
+def test_gold_mixed_into_a_batch_while_its_ranker_runs_is_ordered_at_the_next_refresh(
+        store: Store, tmp_path: Path) -> None:
+    batch = demo_batch(store, prompts=6)
+    ranker = ActiveRanker(store.feedback, batch, members=3, seed=0)
+    ranker.refresh()
+    for item in store.feedback.batch_items(batch_id=batch)[:2]:
+        judge_item(store, item.id, "alice")
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"prompt": f"What is {a} + {a}?", "chosen": str(2 * a), "rejected": "seven"})
+                            + "\n" for a in (20, 30)))
+    added = import_gold(store, batch, gold, seed=0).item_ids
+
+    state = ranker.refresh()  # the new responses get their features here
+    assert state.judgements == 2
+    served = [i.id for i in sorted(store.feedback.batch_items(batch_id=batch), key=lambda i: i.serve_rank or 0)]
+    assert set(added) <= set(served[:6])  # placed among the open items, by the rule like the others

@@ -2,7 +2,8 @@
 
 `ActiveRanker` is what a rank stage with `order = "active"` runs (a worker
 process; engine.feedback.active is the logic): it computes every response's
-features once, then on each `refresh()`
+features once (a response that joins the batch later, as a gold item mixed in
+from a file does, gets them at the next refresh), then on each `refresh()`
 
 1. reads the batch's live verdicts and turns them into (better, worse) pairs;
 2. keeps the judged items of one item in HELDOUT_EVERY (by item id, so the
@@ -18,6 +19,8 @@ features once, then on each `refresh()`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from engine.feedback.active import (
@@ -30,7 +33,7 @@ from engine.feedback.active import (
     trend,
 )
 from engine.feedback.stored.active_state import SETTINGS_KEY, ActiveState
-from store import Feedback
+from store import Feedback, RankItemRead
 from store.feedback import ranking_tiers
 
 #: one judged item in this many is held out of training to measure accuracy
@@ -50,21 +53,31 @@ class ActiveRanker:
         self.feedback = feedback
         self.batch_id = batch_id
         self.ensemble = Ensemble(members=members, seed=seed)
-        prompts, responses = feedback.batch_texts(batch_id=batch_id)
-        items = feedback.batch_items(batch_id=batch_id)
         self.row: dict[int, int] = {}
-        vectors: list[FloatArray] = []
-        for item in items:
-            for sample_id in item.sample_ids:
-                if sample_id not in self.row:
-                    self.row[sample_id] = len(vectors)
-                    vectors.append(response_features(prompts[item.prompt_id], responses[sample_id]))
-        self.features: FloatArray = np.array(vectors) if vectors else np.zeros((0, self.ensemble.dim))
+        self.features: FloatArray = np.zeros((0, self.ensemble.dim))
         self.refreshes = 0
         self.history: list[tuple[int, float]] = []
+        self._add_features(feedback.batch_items(batch_id=batch_id))
+
+    def _add_features(self, items: Sequence[RankItemRead]) -> None:
+        """Features of the responses not seen yet. Items can join a batch while
+        its ranker runs (`rlhf prefs gold --file` mixes gold items in), so each
+        refresh looks for new ones; texts are read only when there are some."""
+        new = [(item.prompt_id, s) for item in items for s in item.sample_ids if s not in self.row]
+        if not new:
+            return
+        prompts, responses = self.feedback.batch_texts(batch_id=self.batch_id)
+        vectors: list[FloatArray] = []
+        for prompt_id, sample_id in new:
+            if sample_id not in self.row:
+                self.row[sample_id] = len(self.features) + len(vectors)
+                vectors.append(response_features(prompts[prompt_id], responses[sample_id]))
+        self.features = np.vstack([self.features, np.array(vectors)])
 
     def refresh(self) -> ActiveState:
         """Fit on the verdicts so far, store the new order and the state (see the module doc)."""
+        items = self.feedback.batch_items(batch_id=self.batch_id)
+        self._add_features(items)
         live = self.feedback.live_judgements(batch_ids=[self.batch_id])
         train: list[tuple[int, int]] = []
         heldout: list[tuple[int, int]] = []
@@ -77,7 +90,6 @@ class ActiveRanker:
         accuracy = self.ensemble.accuracy(self.features, heldout)
         if accuracy is not None:
             self.history.append((len(live), accuracy))
-        items = self.feedback.batch_items(batch_id=self.batch_id)
         open_items = [OrderItem(id=i.id, position=i.position, rows=tuple(self.row[s] for s in i.sample_ids))
                       for i in items if i.verdicts < i.needed]
         # items already complete go after the open ones, in batch order (they are never served again)
