@@ -121,6 +121,7 @@ def simulate(store: Store, batch_id: int, *, active: bool, flip: float, seed: in
     total = len(feedback.batch_items(batch_id=batch_id))
     marks = {round(total * k / STEPS) for k in range(1, STEPS + 1)}
     curve: list[tuple[int, float]] = []
+    features: dict[int, np.ndarray] = {}
     judged = 0
     while (item := feedback.next_item(batch_id=batch_id, annotator="sim")) is not None:
         a, b = (r.text for r in item.responses)
@@ -134,12 +135,14 @@ def simulate(store: Store, batch_id: int, *, active: bool, flip: float, seed: in
         if ranker is not None and judged % REFRESH == 0:
             ranker.refresh()
         if judged in marks:
-            curve.append((judged, evaluate(store, batch_id, seed, heldout)))
+            curve.append((judged, evaluate(store, batch_id, seed, heldout, features)))
     return curve
 
 
-def evaluate(store: Store, batch_id: int, seed: int, heldout: tuple[np.ndarray, list[tuple[int, int]]]) -> float:
-    """A cold ensemble on every pair judged so far, scored on the held-out pairs."""
+def evaluate(store: Store, batch_id: int, seed: int, heldout: tuple[np.ndarray, list[tuple[int, int]]],
+             features: dict[int, np.ndarray]) -> float:
+    """A cold ensemble on every pair judged so far, scored on the held-out pairs.
+    `features` caches each response's (fixed) features from one tenth to the next."""
     prompts, responses = store.feedback.batch_texts(batch_id=batch_id)
     rows: dict[int, int] = {}
     vectors: list[np.ndarray] = []
@@ -149,7 +152,9 @@ def evaluate(store: Store, batch_id: int, seed: int, heldout: tuple[np.ndarray, 
         for sample_id in judgement.shown:
             if sample_id not in rows:
                 rows[sample_id] = len(vectors)
-                vectors.append(response_features(prompts[judgement.prompt_id], responses[sample_id]))
+                if sample_id not in features:
+                    features[sample_id] = response_features(prompts[judgement.prompt_id], responses[sample_id])
+                vectors.append(features[sample_id])
         tiers = [[rows[judgement.ranking[0]]], [rows[judgement.ranking[1]]]]  # type: ignore[index]
         pairs += pairs_from_ranking(tiers)
     model = Ensemble(seed=seed)
