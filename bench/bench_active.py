@@ -25,7 +25,7 @@ Printed: the median accuracy over the seeds at each tenth, for each
 annotator and order, and how many judgements active order needed to reach
 random order's accuracy after all of them.
 
-    .venv/bin/python bench/bench_active.py [--seeds 5 --prompts 200 --flip 0.2]
+    .venv/bin/python bench/bench_active.py [--seeds 10 --prompts 200 --flip 0.2]
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def evaluate(store: Store, batch_id: int, seed: int, heldout: tuple[np.ndarray, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=5, help="seeds (the median over them is printed)")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds (the median over them is printed)")
     parser.add_argument("--prompts", type=int, default=200, help="train prompts in the pool")
     parser.add_argument("--heldout", type=int, default=150, help="held-out prompts to measure on")
     parser.add_argument("--flip", type=float, default=0.2, help="share of answers the noisy annotator flips")
