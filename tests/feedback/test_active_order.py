@@ -1,8 +1,12 @@
-"""A batch served in active order, through the store: shared order, claims, a console killed mid-batch."""
+"""A batch served in active order, through the store: shared order, claims, an annotator process killed mid-item."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pydantic
@@ -13,8 +17,9 @@ from engine.feedback.active import OrderItem, active_order
 from engine.feedback.stored.active_order import ActiveRanker, is_heldout
 from engine.feedback.stored.active_state import read_state
 from engine.feedback.stored.gold import import_gold
+from engine.runtime.launcher import child_env
 from engine.stages.rank.spec import RankSpec
-from store import JudgementOutcome, Store, Workspace, open_workspace
+from store import JudgementOutcome, Store, Workspace
 
 
 def demo_batch(store: Store, prompts: int = 6) -> int:
@@ -53,30 +58,59 @@ def test_the_stored_order_is_shared_and_no_two_annotators_hold_one_item(store: S
     assert following is not None and following.id == order[2]
 
 
-def test_a_console_killed_mid_batch_loses_nothing_and_the_next_annotator_goes_on_in_order(
-        workspace: Workspace) -> None:
+#: An annotator's process, as the rank screen drives it: the engine's annotation session (the screen's
+#: only way to the store), two verdicts, then the third item on screen when the process is killed.
+ANNOTATOR = """\
+import sys, time
+from engine import Engine
+from engine.demo.task import judge_score
+from store import JudgementOutcome
+engine = Engine(sys.argv[1])
+session = engine.annotation.session(batch_id=int(sys.argv[2]), annotator="alice")
+for _ in range(2):
+    item = session.next_item()
+    a, b = (r.text for r in item.responses)
+    better_a = judge_score(item.prompt, a) > judge_score(item.prompt, b)
+    session.judge(item, JudgementOutcome.A_BETTER if better_a else JudgementOutcome.B_BETTER, seconds=1.0)
+    print("judged", item.id, flush=True)
+held = session.next_item()
+print("holding", held.id, flush=True)
+time.sleep(600)  # on screen, undecided, when the process is killed
+"""
+
+
+@pytest.mark.timeout(120)
+def test_an_annotator_process_killed_mid_item_loses_no_verdict_and_the_order_goes_on(
+        workspace: Workspace, tmp_path: Path) -> None:
     store = workspace.store
     batch = demo_batch(store)
     ids = [item.id for item in store.feedback.batch_items(batch_id=batch)]
-    order = list(reversed(ids))
+    order = [ids[4], ids[1], ids[5], ids[0], ids[3], ids[2]]  # as an active ranker would have stored it
     store.feedback.set_serve_order(batch_id=batch, item_ids=order)
-    first = store.feedback.next_item(batch_id=batch, annotator="alice")
-    assert first is not None
-    judge_item(store, first.id, "alice")
-    held = store.feedback.next_item(batch_id=batch, annotator="alice")  # on screen when the console dies
-    assert held is not None and held.id == order[1]
-
-    # "killed": nothing released; a new process opens the workspace again
-    again = open_workspace(workspace.root)
+    script = tmp_path / "annotator.py"
+    script.write_text(ANNOTATOR)
+    process = subprocess.Popen([sys.executable, str(script), str(workspace.root), str(batch)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     try:
-        live = again.store.feedback.live_judgements(batch_ids=[batch])
-        assert [(j.item_id, j.annotator) for j in live] == [(first.id, "alice")]
-        nxt = again.store.feedback.next_item(batch_id=batch, annotator="bob")
-        assert nxt is not None and nxt.id == order[2]  # alice's claim still holds order[1]
-        back = again.store.feedback.next_item(batch_id=batch, annotator="alice")
-        assert back is not None and back.id == order[1]  # alice gets her item back
+        assert process.stdout is not None
+        lines = [process.stdout.readline().split() for _ in range(3)]
+        assert [line[0] for line in lines] == ["judged", "judged", "holding"], process.stderr.read()
+        os.kill(process.pid, signal.SIGKILL)  # the process this test started
+        process.wait(timeout=30)
     finally:
-        again.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    judged, held = [int(line[1]) for line in lines[:2]], int(lines[2][1])
+    assert judged == order[:2] and held == order[2]  # served in the stored order
+
+    live = store.feedback.live_judgements(batch_ids=[batch])
+    assert sorted(j.item_id for j in live) == sorted(judged)  # both verdicts on disk, nothing half-written
+    assert all(j.annotator == "alice" and j.ranking for j in live)
+    bob = store.feedback.next_item(batch_id=batch, annotator="bob")
+    assert bob is not None and bob.id == order[3]  # the stored order goes on; alice's claim holds order[2]
+    back = store.feedback.next_item(batch_id=batch, annotator="alice")
+    assert back is not None and back.id == held  # alice, back, gets the item she had on screen
 
 
 def test_the_ranker_stores_the_rules_order_and_its_state(store: Store) -> None:
