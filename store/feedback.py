@@ -453,13 +453,7 @@ class Feedback:
             new_ids: list[int] = []
             for item in items:
                 prompt_id = self._prompt_id(connection, item.prompt, item.prompt_meta, prompt_ids, source=source)
-                sample_ids = [
-                    _inserted_id(connection.execute(insert(_sample).values(
-                        prompt_id=prompt_id, batch_id=batch_id, run_id=None, stage_id=None, step=None,
-                        checkpoint=response.model, response=response.text, meta=response.meta, created_at=now,
-                    )))
-                    for response in item.responses
-                ]
+                sample_ids = _insert_responses(connection, batch_id, prompt_id, item.responses, now)
                 gold = [[sample_ids[i] for i in tier] if isinstance(tier, tuple) else sample_ids[tier]
                         for tier in item.answer]
                 # placed below, with every other position of the batch
@@ -527,13 +521,7 @@ class Feedback:
             prompt_ids: dict[str, int] = {}
             for position, item in enumerate(items):
                 prompt_id = self._prompt_id(connection, item.prompt, item.prompt_meta, prompt_ids, source=name)
-                sample_ids = [
-                    _inserted_id(connection.execute(insert(_sample).values(
-                        prompt_id=prompt_id, batch_id=batch_id, run_id=None, stage_id=None, step=None,
-                        checkpoint=response.model, response=response.text, meta=response.meta, created_at=now,
-                    )))
-                    for response in item.responses
-                ]
+                sample_ids = _insert_responses(connection, batch_id, prompt_id, item.responses, now)
                 outcome = JudgementOutcome(item.outcome)
                 verdict = int(outcome.is_verdict)
                 item_id = _inserted_id(connection.execute(insert(_item).values(
@@ -851,6 +839,18 @@ def _inserted_id(result: CursorResult[Any]) -> int:
     if key is None:  # only for statements that are not a single-row INSERT
         raise StoreError("an INSERT returned no primary key")
     return int(key[0])
+
+
+def _insert_responses(connection: Connection, batch_id: int, prompt_id: int,
+                      responses: Sequence[ImportedResponse], now: datetime) -> list[int]:
+    """Responses from outside any run (a file's) as samples of the batch; their ids, in order."""
+    return [
+        _inserted_id(connection.execute(insert(_sample).values(
+            prompt_id=prompt_id, batch_id=batch_id, run_id=None, stage_id=None, step=None,
+            checkpoint=response.model, response=response.text, meta=response.meta, created_at=now,
+        )))
+        for response in responses
+    ]
 
 
 def _as_shown(response: Response) -> Response:
